@@ -1,0 +1,54 @@
+"""`python -m backend`: check the settings, migrate the database when configured to, and serve with uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+
+import uvicorn
+
+from backend.db import create_database, upgrade_to_head
+from backend.settings import Settings, SettingsError, load_settings
+
+log = logging.getLogger("backend")
+
+
+async def _migrate(settings: Settings) -> None:
+    database = create_database(settings)
+    try:
+        await upgrade_to_head(database)
+    finally:
+        await database.dispose()
+
+
+def main() -> None:
+    """Start the server; a bad setting or an unreachable database exits with one line, no stack trace."""
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        sys.exit(f"error: {error}")
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.should_migrate_on_startup:
+        try:
+            asyncio.run(_migrate(settings))
+        except Exception as error:
+            sys.exit(f"error: could not migrate the database at DATABASE_URL: {type(error).__name__}: {error}")
+        # Migrated once here, so the workers must not race each other doing it again.
+        os.environ["MIGRATE_ON_STARTUP"] = "false"
+    log.info("serving on http://%s:%s (%s worker(s))", settings.host, settings.port, settings.workers)
+    uvicorn.run(
+        "backend.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level.lower(),
+        proxy_headers=True,
+        timeout_graceful_shutdown=10,
+    )
+
+
+if __name__ == "__main__":
+    main()

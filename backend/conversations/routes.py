@@ -1,0 +1,94 @@
+"""HTTP routes for the user's conversations. Handlers parse input, call the service and return."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from litestar import Controller, delete, get, patch
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.status_codes import HTTP_204_NO_CONTENT
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from backend.auth import User
+from backend.conversations import service as conversation_service
+from backend.models import (
+    ConversationDetail,
+    ConversationPublic,
+    ConversationsPublic,
+    ConversationUpdate,
+    MessagePublic,
+)
+from backend.pagination import DEFAULT_LIMIT, MAX_LIMIT
+
+MESSAGES_DEFAULT_LIMIT = 100
+MESSAGES_MAX_LIMIT = 500
+
+Limit = Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT, description="Page size.")]
+MessageLimit = Annotated[int, QueryParameter(ge=1, le=MESSAGES_MAX_LIMIT, description="Messages per page.")]
+
+
+class ConversationController(Controller):
+    """`/api/conversations`: list, read, rename and delete the caller's conversations."""
+
+    path = "/api/conversations"
+    tags = ["conversations"]
+
+    @get("/", operation_id="ListConversations")
+    async def list_conversations(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        user: NamedDependency[User],
+        limit: Limit = DEFAULT_LIMIT,
+        cursor: FromQuery[str | None] = None,
+    ) -> ConversationsPublic:
+        """List conversations, most recently updated first, with a preview of each one's last message."""
+        page, next_cursor = await conversation_service.list_conversations(
+            db_session, user.id, limit=limit, cursor=cursor
+        )
+        return ConversationsPublic(data=page, next_cursor=next_cursor)
+
+    @get("/{conversation_id:uuid}", operation_id="GetConversation")
+    async def get_conversation(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        user: NamedDependency[User],
+        conversation_id: FromPath[uuid.UUID],
+        limit: MessageLimit = MESSAGES_DEFAULT_LIMIT,
+        cursor: FromQuery[str | None] = None,
+    ) -> ConversationDetail:
+        """Read a conversation and one page of its messages, in order, tool calls included."""
+        conversation = await conversation_service.get_conversation(db_session, user.id, conversation_id)
+        messages, next_cursor = await conversation_service.list_messages(
+            db_session, conversation.id, limit=limit, cursor=cursor
+        )
+        return ConversationDetail.model_validate(
+            conversation,
+            update={
+                "messages": [MessagePublic.model_validate(message) for message in messages],
+                "next_cursor": next_cursor,
+            },
+        )
+
+    @patch("/{conversation_id:uuid}", operation_id="RenameConversation")
+    async def rename_conversation(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        user: NamedDependency[User],
+        conversation_id: FromPath[uuid.UUID],
+        data: JSONBody[ConversationUpdate],
+    ) -> ConversationPublic:
+        """Rename a conversation (1 to 200 characters after trimming)."""
+        conversation = await conversation_service.rename_conversation(db_session, user.id, conversation_id, data.title)
+        return ConversationPublic.model_validate(conversation)
+
+    @delete("/{conversation_id:uuid}", operation_id="DeleteConversation", status_code=HTTP_204_NO_CONTENT)
+    async def delete_conversation(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        user: NamedDependency[User],
+        conversation_id: FromPath[uuid.UUID],
+    ) -> None:
+        """Delete a conversation and all its messages."""
+        await conversation_service.delete_conversation(db_session, user.id, conversation_id)

@@ -1,0 +1,191 @@
+"""One error hierarchy, and the one place that maps every error to an HTTP response `{"error": {code, message}}`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import MediaType, Request, Response
+from litestar.exceptions import (
+    HTTPException,
+    NotAuthorizedException,
+    SerializationException,
+    ValidationException,
+)
+from litestar.status_codes import (
+    HTTP_400_BAD_REQUEST,
+    HTTP_401_UNAUTHORIZED,
+    HTTP_404_NOT_FOUND,
+    HTTP_405_METHOD_NOT_ALLOWED,
+    HTTP_409_CONFLICT,
+    HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+    HTTP_422_UNPROCESSABLE_ENTITY,
+    HTTP_500_INTERNAL_SERVER_ERROR,
+    HTTP_503_SERVICE_UNAVAILABLE,
+)
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+log = logging.getLogger(__name__)
+
+
+class AppError(Exception):
+    """Base of every error the services raise on purpose. Subclasses fix the status and the code."""
+
+    status_code: int = HTTP_400_BAD_REQUEST
+    code: str = "bad_request"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class NotFoundError(AppError):
+    """The row does not exist, or belongs to someone else (the two are indistinguishable on purpose)."""
+
+    status_code = HTTP_404_NOT_FOUND
+    code = "not_found"
+
+
+class ConflictError(AppError):
+    """The request clashes with the current state, e.g. a run already in progress."""
+
+    status_code = HTTP_409_CONFLICT
+    code = "conflict"
+
+
+class InvalidInputError(AppError):
+    """Input that passed the schema but is still unusable (e.g. a bad pagination cursor)."""
+
+    status_code = HTTP_422_UNPROCESSABLE_ENTITY
+    code = "validation_error"
+
+
+class UnavailableError(AppError):
+    """A dependency (the database) cannot be reached."""
+
+    status_code = HTTP_503_SERVICE_UNAVAILABLE
+    code = "service_unavailable"
+
+
+_CODES_BY_STATUS = {
+    HTTP_400_BAD_REQUEST: "bad_request",
+    HTTP_401_UNAUTHORIZED: "unauthorized",
+    HTTP_404_NOT_FOUND: "not_found",
+    HTTP_405_METHOD_NOT_ALLOWED: "method_not_allowed",
+    HTTP_409_CONFLICT: "conflict",
+    HTTP_413_REQUEST_ENTITY_TOO_LARGE: "payload_too_large",
+    HTTP_422_UNPROCESSABLE_ENTITY: "validation_error",
+    HTTP_503_SERVICE_UNAVAILABLE: "service_unavailable",
+}
+
+
+def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
+    """Build the one error body shape the API uses.
+
+    Args:
+        code: A stable, machine-readable code such as `not_found`.
+        message: A short human-readable sentence, safe to show to the user.
+
+    Returns:
+        `{"error": {"code": code, "message": message}}`.
+    """
+    return {"error": {"code": code, "message": message}}
+
+
+def error_response(
+    status_code: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> Response[dict[str, Any]]:
+    """Build a JSON error response."""
+    return Response(
+        error_body(code, message), status_code=status_code, media_type=MediaType.JSON, headers=headers or {}
+    )
+
+
+def _describe_validation(exc: ValidationException) -> str:
+    problems = exc.extra if isinstance(exc.extra, list) else []
+    parts = []
+    for problem in problems:
+        if isinstance(problem, dict):
+            key = problem.get("key")
+            message = str(problem.get("message", "is invalid"))
+            parts.append(f"{key}: {message}" if key else message)
+    return "; ".join(parts) or "the request is invalid"
+
+
+def _unauthorized_message(exc: NotAuthorizedException) -> tuple[str, str]:
+    cause = exc.__cause__
+    name = type(cause).__name__ if cause is not None else ""
+    if name == "ExpiredSignatureError":
+        return "token_expired", "The token has expired."
+    if name in {"InvalidAudienceError", "InvalidIssuerError"}:
+        return "unauthorized", "The token was issued for another audience or issuer."
+    if name == "InvalidSignatureError":
+        return "unauthorized", "The token signature is invalid."
+    if isinstance(cause, KeyError):
+        return "unauthorized", f"The token lacks the {cause.args[0]!r} claim."
+    detail = exc.detail if exc.detail and exc.detail != "Unauthorized" else "Authentication is required."
+    return "unauthorized", detail
+
+
+def app_error_handler(_: Request[Any, Any, Any], exc: AppError) -> Response[dict[str, Any]]:
+    """Map a service error to its status and code."""
+    return error_response(exc.status_code, exc.code, exc.message)
+
+
+def unauthorized_handler(_: Request[Any, Any, Any], exc: NotAuthorizedException) -> Response[dict[str, Any]]:
+    """401 with the reason, and the header that tells a client to send a bearer token."""
+    code, message = _unauthorized_message(exc)
+    return error_response(
+        HTTP_401_UNAUTHORIZED, code, message, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
+    )
+
+
+def http_error_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    """Map Litestar's own errors (routing, body size, parsing, validation) to our body shape."""
+    status = exc.status_code
+    if isinstance(exc, ValidationException) and status == HTTP_400_BAD_REQUEST and exc.extra:
+        return error_response(HTTP_422_UNPROCESSABLE_ENTITY, "validation_error", _describe_validation(exc))
+    if status == HTTP_400_BAD_REQUEST and isinstance(exc.__cause__, SerializationException):
+        return error_response(status, "malformed_json", "The request body is not valid JSON.")
+    if status >= HTTP_500_INTERNAL_SERVER_ERROR:
+        log.error("internal error: %s", type(exc).__name__, exc_info=exc)
+        return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "internal", "An internal error occurred.")
+    messages = {
+        HTTP_404_NOT_FOUND: "No such resource.",
+        HTTP_405_METHOD_NOT_ALLOWED: "This method is not allowed here.",
+        HTTP_413_REQUEST_ENTITY_TOO_LARGE: "The request body is too large.",
+    }
+    message = messages.get(status) or exc.detail or "The request is invalid."
+    return error_response(status, _CODES_BY_STATUS.get(status, "bad_request"), message)
+
+
+def database_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    """A dropped or unreachable database is a 503, never a hang or a stack trace."""
+    if isinstance(exc, DBAPIError) and not exc.connection_invalidated and not _is_connection_error(exc):
+        return internal_error_handler(_, exc)
+    log.warning("database unavailable: %s", type(exc.__cause__ or exc).__name__)
+    return error_response(HTTP_503_SERVICE_UNAVAILABLE, "database_unavailable", "The database is unavailable.")
+
+
+def _is_connection_error(exc: DBAPIError) -> bool:
+    name = type(exc.orig).__name__ if exc.orig is not None else ""
+    return name in {"OperationalError", "InterfaceError"}
+
+
+def internal_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    """Anything unexpected: log it with its traceback, answer 500 with no internal text."""
+    log.error("unhandled error", exc_info=exc)
+    return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "internal", "An internal error occurred.")
+
+
+EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
+    AppError: app_error_handler,
+    NotAuthorizedException: unauthorized_handler,
+    HTTPException: http_error_handler,
+    DBAPIError: database_error_handler,
+    PoolTimeoutError: database_error_handler,
+    Exception: internal_error_handler,
+}

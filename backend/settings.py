@@ -1,0 +1,206 @@
+"""Application settings, read from the environment with `.env` as the fallback (the real environment always wins)."""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SQLITE_URL = f"sqlite+aiosqlite:///{PROJECT_ROOT / 'data' / 'chat.db'}"
+MIN_SECRET_BYTES = 32
+
+
+class SettingsError(Exception):
+    """A setting has a bad value. The message is one line that names the setting."""
+
+
+def is_loopback(host: str) -> bool:
+    """Tell whether `host` names only the local machine.
+
+    Args:
+        host: A host name or IP address as given to the server.
+
+    Returns:
+        True for `localhost` and loopback addresses (127.0.0.0/8, ::1).
+    """
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def normalize_database_url(url: str) -> str:
+    """Map the URL spellings operators use onto the async drivers this app runs on.
+
+    Args:
+        url: `postgres://`, `postgresql://`, `postgresql+psycopg://`, `sqlite://` or `sqlite+aiosqlite://`.
+
+    Returns:
+        The URL with the async driver named (`postgresql+psycopg`, `sqlite+aiosqlite`).
+
+    Raises:
+        ValueError: For any other scheme.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError("must be a URL such as sqlite+aiosqlite:///path.db or postgresql://user@host/db")
+    mapping = {
+        "postgres": "postgresql+psycopg",
+        "postgresql": "postgresql+psycopg",
+        "postgresql+psycopg": "postgresql+psycopg",
+        "sqlite": "sqlite+aiosqlite",
+        "sqlite+aiosqlite": "sqlite+aiosqlite",
+    }
+    if scheme not in mapping:
+        raise ValueError(f"unsupported scheme {scheme!r}; use postgresql://, postgres:// or sqlite+aiosqlite://")
+    return f"{mapping[scheme]}://{rest}"
+
+
+class Settings(BaseSettings):
+    """Every knob the server has. Names are the environment variables (case-insensitive)."""
+
+    model_config = SettingsConfigDict(
+        env_file=PROJECT_ROOT / ".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+    )
+
+    database_url: str = Field(default=DEFAULT_SQLITE_URL)
+    migrate_on_startup: bool | None = Field(
+        default=None, description="Run `alembic upgrade head` at start-up. Default: on for SQLite, off otherwise."
+    )
+
+    model: str = Field(default="gemini/gemini-2.5-flash")
+    gemini_api_key: str | None = Field(default=None)
+    gemini_api_base: str | None = Field(default=None)
+    offline_model: bool | None = Field(
+        default=None, description="Force the offline demo model on or off. Default: on when no API key is set."
+    )
+    model_timeout_seconds: float = Field(default=120.0, gt=0)
+    model_retries: int = Field(default=2, ge=0, le=10)
+    max_turns: int = Field(default=10, ge=1, le=100)
+
+    auth_secret: str | None = Field(
+        default=None, validation_alias=AliasChoices("AUTH_SECRET", "BETTER_AUTH_SECRET", "JWT_SECRET")
+    )
+    jwt_issuer: str | None = Field(default=None)
+    jwt_audience: str | None = Field(default=None)
+
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    host: str = Field(default="127.0.0.1")
+    port: int = Field(default=8000, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(default="INFO")
+
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_message_chars: int = Field(default=16_000, ge=1)
+    keepalive_seconds: float = Field(default=15.0, gt=0)
+    history_max_items: int = Field(default=200, ge=1)
+    run_lock_ttl_seconds: float = Field(default=60.0, ge=1)
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        return normalize_database_url(value.strip())
+
+    @field_validator("gemini_api_key", "gemini_api_base", "auth_secret", "jwt_issuer", "jwt_audience", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("auth_secret")
+    @classmethod
+    def _secret_length(cls, value: str | None) -> str | None:
+        if value is not None and len(value.encode()) < MIN_SECRET_BYTES:
+            raise ValueError(f"must be at least {MIN_SECRET_BYTES} bytes for HS256")
+        return value
+
+    @model_validator(mode="after")
+    def _local_mode_only_on_loopback(self) -> Settings:
+        if self.auth_secret is None and not is_loopback(self.host):
+            raise ValueError(
+                f"HOST: {self.host!r} is not a loopback address, and without AUTH_SECRET every request would be the "
+                f"one local user. Set AUTH_SECRET (or BETTER_AUTH_SECRET), or bind HOST to 127.0.0.1"
+            )
+        return self
+
+    @property
+    def local_mode(self) -> bool:
+        """True when no secret is configured and every request is the single local user."""
+        return self.auth_secret is None
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True when the database is the embedded SQLite file."""
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def should_migrate_on_startup(self) -> bool:
+        """Whether start-up applies migrations (explicit setting, else only for SQLite)."""
+        return self.is_sqlite if self.migrate_on_startup is None else self.migrate_on_startup
+
+    @property
+    def use_offline_model(self) -> bool:
+        """Whether the deterministic offline demo model answers instead of a real provider."""
+        return self.gemini_api_key is None if self.offline_model is None else self.offline_model
+
+
+def describe_error(error: ValidationError) -> str:
+    """Turn a settings validation error into one line that names the setting.
+
+    Args:
+        error: The pydantic error raised while building `Settings`.
+
+    Returns:
+        For example `invalid setting PORT: Input should be less than or equal to 65535`.
+    """
+    first = error.errors()[0]
+    message = str(first["msg"]).removeprefix("Value error, ")
+    if not first["loc"]:
+        return f"invalid setting {message}"
+    return f"invalid setting {str(first['loc'][0]).upper()}: {message}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment, `.env` and explicit overrides.
+
+    Args:
+        **overrides: Field values that win over the environment (used by tests and the CLI).
+
+    Returns:
+        Validated settings.
+
+    Raises:
+        SettingsError: With a one-line message naming the bad setting.
+    """
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        raise SettingsError(describe_error(error)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Return the process-wide settings, loaded once."""
+    return load_settings()

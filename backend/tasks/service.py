@@ -1,0 +1,98 @@
+"""The task service: plain async functions over a session, free of HTTP. The REST API and the agent's tools share it."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from backend.errors import NotFoundError
+from backend.models import Task, TaskCreate, TaskUpdate, utcnow
+from backend.pagination import DEFAULT_LIMIT, after_time_cursor, encode_time_cursor, page_of
+
+TASK_NOT_FOUND = "Task not found."
+
+
+async def list_tasks(
+    session: AsyncSession,
+    user_id: str,
+    *,
+    completed: bool | None = None,
+    limit: int = DEFAULT_LIMIT,
+    cursor: str | None = None,
+) -> tuple[list[Task], str | None]:
+    """List a user's tasks, oldest first.
+
+    Args:
+        session: An open session.
+        user_id: The owner.
+        completed: Only completed (True) or open (False) tasks; None for all.
+        limit: Page size.
+        cursor: Where the previous page ended.
+
+    Returns:
+        The page and the cursor of the next page (None at the end).
+    """
+    query = select(Task).where(Task.user_id == user_id)
+    if completed is not None:
+        query = query.where(Task.completed == completed)
+    if cursor:
+        query = query.where(after_time_cursor(col(Task.created_at), col(Task.id), cursor, descending=False))
+    query = query.order_by(col(Task.created_at), col(Task.id)).limit(limit + 1)
+    rows, more = page_of(list((await session.exec(query)).all()), limit)
+    next_cursor = encode_time_cursor(rows[-1].created_at, rows[-1].id) if more else None
+    return rows, next_cursor
+
+
+async def get_task(session: AsyncSession, user_id: str, task_id: uuid.UUID) -> Task:
+    """Fetch one of the user's tasks.
+
+    Raises:
+        NotFoundError: If it does not exist or belongs to another user.
+    """
+    task = await session.get(Task, task_id)
+    if task is None or task.user_id != user_id:
+        raise NotFoundError(TASK_NOT_FOUND)
+    return task
+
+
+async def create_task(session: AsyncSession, user_id: str, data: TaskCreate) -> Task:
+    """Create a task for the user and commit it."""
+    task = Task(user_id=user_id, title=data.title, notes=data.notes or None, completed=data.completed)
+    session.add(task)
+    await session.commit()
+    return task
+
+
+async def update_task(session: AsyncSession, user_id: str, task_id: uuid.UUID, data: TaskUpdate) -> Task:
+    """Apply the fields set in `data` to one of the user's tasks and commit.
+
+    Raises:
+        NotFoundError: If it does not exist or belongs to another user.
+    """
+    task = await get_task(session, user_id, task_id)
+    changes = data.model_dump(exclude_unset=True)
+    if changes.get("title") is None:
+        changes.pop("title", None)
+    if changes.get("completed") is None:
+        changes.pop("completed", None)
+    if "notes" in changes:
+        changes["notes"] = changes["notes"] or None
+    for field, value in changes.items():
+        setattr(task, field, value)
+    task.updated_at = utcnow()
+    session.add(task)
+    await session.commit()
+    return task
+
+
+async def delete_task(session: AsyncSession, user_id: str, task_id: uuid.UUID) -> None:
+    """Delete one of the user's tasks and commit.
+
+    Raises:
+        NotFoundError: If it does not exist or belongs to another user.
+    """
+    task = await get_task(session, user_id, task_id)
+    await session.delete(task)
+    await session.commit()
