@@ -14,6 +14,10 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
 from backend.auth import USER_DEPENDENCY, auth_middleware
+from backend.chat.agent import build_agent
+from backend.chat.model import build_model
+from backend.chat.routes import ChatController
+from backend.chat.service import ChatService
 from backend.conversations.routes import ConversationController
 from backend.db import create_database, provide_db_session, upgrade_to_head
 from backend.errors import EXCEPTION_HANDLERS
@@ -40,6 +44,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         database = create_database(settings)
         app.state.database = database
         app.state.settings = settings
+        app.state.chat_service = ChatService(database, settings, build_agent(*build_model(settings)))
         try:
             if settings.should_migrate_on_startup:
                 await upgrade_to_head(database)
@@ -48,7 +53,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await database.dispose()
 
     return Litestar(
-        route_handlers=[health, ready, ConversationController, TaskController],
+        route_handlers=[health, ready, ChatController, ConversationController, TaskController],
         dependencies={"db_session": Provide(provide_db_session), **USER_DEPENDENCY},
         middleware=[auth_middleware(settings)],
         exception_handlers=EXCEPTION_HANDLERS,

@@ -96,3 +96,35 @@ async def delete_task(session: AsyncSession, user_id: str, task_id: uuid.UUID) -
     task = await get_task(session, user_id, task_id)
     await session.delete(task)
     await session.commit()
+
+
+async def find_task(session: AsyncSession, user_id: str, reference: str) -> Task:
+    """Find one of the user's tasks by id or by title (exact, then unique partial match, case-insensitive).
+
+    This is what lets a chat user say "complete buy milk" instead of quoting an id.
+
+    Args:
+        session: An open session.
+        user_id: The owner.
+        reference: A task id, or (part of) its title.
+
+    Returns:
+        The task.
+
+    Raises:
+        NotFoundError: If nothing matches, or a partial title matches several tasks.
+    """
+    reference = reference.strip()
+    try:
+        return await get_task(session, user_id, uuid.UUID(reference))
+    except ValueError:
+        pass
+    needle = reference.casefold()
+    tasks = list((await session.exec(select(Task).where(Task.user_id == user_id))).all())
+    exact = [task for task in tasks if task.title.casefold() == needle]
+    partial = exact or [task for task in tasks if needle and needle in task.title.casefold()]
+    if len(partial) == 1:
+        return partial[0]
+    if not partial:
+        raise NotFoundError(f"No task matches {reference!r}.")
+    raise NotFoundError(f"{len(partial)} tasks match {reference!r}; say which one by its full title or id.")

@@ -1,0 +1,88 @@
+"""The one place that turns stored messages into Agents SDK input items, and a finished turn into stored items."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from agents import MessageOutputItem, RunItem
+
+from backend.models import Message, MessageRole, MessageStatus
+
+
+def _message_items(message: Message) -> list[dict[str, Any]]:
+    if message.role == MessageRole.USER:
+        return [{"role": "user", "content": message.content}]
+    if message.items:
+        return list(message.items)
+    return [{"role": "assistant", "content": message.content}] if message.content else []
+
+
+def _pair_tool_items(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Drop tool calls without outputs and outputs without calls; LiteLLM refuses unpaired ones."""
+    calls = {i.get("call_id") for i in items if i.get("type") == "function_call"}
+    outputs = {i.get("call_id") for i in items if i.get("type") == "function_call_output"}
+    paired = calls & outputs
+    return [
+        i for i in items if i.get("type") not in {"function_call", "function_call_output"} or i["call_id"] in paired
+    ]
+
+
+def to_agent_input(messages: Sequence[Message], max_items: int) -> list[dict[str, Any]]:
+    """Build the model input for the next turn from a conversation's messages (oldest first).
+
+    Long histories are trimmed from the oldest end, and only at user-message boundaries, so that a tool call is
+    never separated from its output. The newest user turn is always kept, even if alone it exceeds `max_items`.
+
+    Args:
+        messages: The conversation's latest messages in sequence order, ending with the new user message.
+        max_items: The most input items to send.
+
+    Returns:
+        Input items for `Runner.run_streamed`.
+    """
+    groups: list[list[dict[str, Any]]] = []
+    for message in messages:
+        items = _message_items(message)
+        if message.role == MessageRole.USER or not groups:
+            groups.append(items)
+        else:
+            groups[-1].extend(items)
+    kept: list[list[dict[str, Any]]] = []
+    total = 0
+    for group in reversed(groups):
+        if kept and total + len(group) > max_items:
+            break
+        kept.append(group)
+        total += len(group)
+    if kept and kept[-1] and kept[-1][0].get("role") != "user":
+        kept.pop()  # history that begins mid-turn would start with an orphan reply
+    return _pair_tool_items([item for group in reversed(kept) for item in group])
+
+
+def turn_items(new_items: Sequence[RunItem], text: str, status: MessageStatus) -> list[dict[str, Any]]:
+    """The input items that replay a finished (or interrupted) assistant turn to the model later.
+
+    Args:
+        new_items: `RunResultStreaming.new_items`: the tool calls, outputs and messages the run completed.
+        text: All text the user was shown for this turn.
+        status: How the turn ended.
+
+    Returns:
+        JSON-ready items. When the run stopped mid-reply, the partial text the user saw is appended as an
+        assistant message, since the SDK keeps only completed items.
+    """
+    items = [dict(item.to_input_item()) for item in new_items]
+    has_message = any(isinstance(item, MessageOutputItem) for item in new_items)
+    if text and (status != MessageStatus.COMPLETE or not has_message):
+        shown = "".join(
+            part.get("text", "")
+            for item in items
+            if item.get("type") == "message"
+            for part in item.get("content", [])
+            if isinstance(part, dict)
+        )
+        rest = text[len(shown) :] if text.startswith(shown) else text
+        if rest:
+            items.append({"role": "assistant", "content": rest})
+    return _pair_tool_items(items)

@@ -1,0 +1,23 @@
+"""Request body of `POST /chatkit`."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+
+
+class ChatRequest(BaseModel):
+    """A user message, for an existing conversation (`thread_id`, alias `conversation_id`) or a new one."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    message: str = Field(min_length=1, description="The user's message; surrounding whitespace is trimmed.")
+    thread_id: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("thread_id", "conversation_id"),
+        description="The conversation to continue; omit to start a new one.",
+    )
+
+    @field_validator("message", mode="before")
+    @classmethod
+    def _trim(cls, value: object) -> object:
+        return value.strip() if isinstance(value, str) else value

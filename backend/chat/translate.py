@@ -1,0 +1,105 @@
+"""The one place that turns Agents SDK stream events and run failures into our SSE events."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import openai
+from agents import AgentsException, MaxTurnsExceeded, ModelBehaviorError, ToolCallItem, ToolCallOutputItem
+from agents.exceptions import ModelTimeoutError
+
+from backend.chat.events import Error, Event, Text, Thinking, ToolCall, ToolResult
+
+log = logging.getLogger(__name__)
+
+_TEXT_DELTA = "response.output_text.delta"
+_REASONING_DELTA = "response.reasoning_summary_text.delta"
+
+
+def parse_json(text: Any) -> Any:
+    """Parse a JSON string; anything else (or invalid JSON) is returned unchanged."""
+    if not isinstance(text, str):
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+class StreamTranslator:
+    """Stateful per run: remembers tool names by call id so each `tool_result` can name its tool."""
+
+    __slots__ = ("_tool_names",)
+
+    def __init__(self) -> None:
+        self._tool_names: dict[str, str] = {}
+
+    def translate(self, sdk_event: Any) -> Event | None:
+        """Map one `Runner.run_streamed(...).stream_events()` item to our event, or None to skip it.
+
+        Args:
+            sdk_event: A `RawResponsesStreamEvent`, `RunItemStreamEvent` or `AgentUpdatedStreamEvent`.
+
+        Returns:
+            A `Text`, `Thinking`, `ToolCall` or `ToolResult` event, or None.
+        """
+        kind = sdk_event.type
+        if kind == "raw_response_event":
+            data = sdk_event.data
+            data_type = data.type
+            if data_type == _TEXT_DELTA:
+                return Text(data.delta) if data.delta else None
+            if data_type == _REASONING_DELTA:
+                return Thinking(data.delta) if data.delta else None
+            return None
+        if kind != "run_item_stream_event":
+            return None
+        item = sdk_event.item
+        if isinstance(item, ToolCallItem):
+            raw = item.raw_item
+            if getattr(raw, "type", None) != "function_call":
+                return None
+            self._tool_names[raw.call_id] = raw.name
+            args = parse_json(raw.arguments or "{}")
+            return ToolCall(id=raw.call_id, name=raw.name, args=args if isinstance(args, dict) else {"value": args})
+        if isinstance(item, ToolCallOutputItem):
+            raw = item.raw_item
+            call_id = raw.get("call_id", "") if isinstance(raw, dict) else getattr(raw, "call_id", "")
+            output = raw.get("output") if isinstance(raw, dict) else getattr(raw, "output", None)
+            return ToolResult(id=call_id, name=self._tool_names.get(call_id, ""), result=parse_json(output))
+        return None
+
+
+def _status_of(error: BaseException) -> int | None:
+    status = getattr(error, "status_code", None)
+    if isinstance(status, int):
+        return status
+    original = getattr(error, "original_exception", None)
+    return _status_of(original) if original is not None and original is not error else None
+
+
+def classify_error(error: BaseException) -> Error:
+    """Turn a run failure into an `error` event with a stable code. Provider text never reaches the client.
+
+    Args:
+        error: What `stream_events()` raised.
+
+    Returns:
+        The event to send; the detail is logged here (class and status only, not the provider's text).
+    """
+    if isinstance(error, MaxTurnsExceeded):
+        return Error("max_turns", "The assistant needed too many steps and stopped.", retryable=False)
+    status = _status_of(error)
+    log.warning("run failed: %s (status %s)", type(error).__name__, status)
+    if status == 429:
+        return Error("rate_limited", "The model provider is rate limiting requests. Try again shortly.", True)
+    if isinstance(error, ModelTimeoutError | openai.APITimeoutError | openai.APIConnectionError) or (
+        status is not None and status >= 500
+    ):
+        return Error("provider_unavailable", "The model provider is unavailable. Try again shortly.", True)
+    if isinstance(error, openai.APIStatusError | ModelBehaviorError | AgentsException) or status is not None:
+        return Error("provider_error", "The model provider rejected the request.", False)
+    log.error("unexpected error during a run", exc_info=error)
+    return Error("internal", "An internal error occurred.", retryable=True)
