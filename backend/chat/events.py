@@ -1,7 +1,7 @@
 """The SSE event vocabulary of `POST /chatkit`. Every event is a typed object; this module alone encodes the wire.
 
-Each event is one SSE frame, a single `data: <json>` line and a blank line, whose JSON carries a `type`. A stream always opens with `start` and, unless
-the client went away, ends with `done` followed by the literal frame `data: [DONE]`.
+Each event is one SSE frame, a single `data: <json>` line and a blank line, whose JSON carries a `type`. A stream
+always opens with `start` and, unless the client went away, ends with `done` followed by the frame `data: [DONE]`.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def encode(event: Event) -> bytes:
         event: Any event of the vocabulary.
 
     Returns:
-        One `data: <json>` line and a blank line, as bytes. JSON never contains a raw newline, so one `data:` line always suffices.
+        One `data: <json>` line and a blank line, as bytes. JSON never holds a raw newline, so one line suffices.
     """
     return b"data: " + _encoder.encode(event) + b"\n\n"
 
