@@ -24,6 +24,7 @@ from backend.errors import EXCEPTION_HANDLERS
 from backend.settings import Settings, get_settings
 from backend.system.routes import health, ready
 from backend.tasks.routes import TaskController
+from backend.web.routes import WEB_HANDLERS
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await database.dispose()
 
     return Litestar(
-        route_handlers=[health, ready, ChatController, ConversationController, TaskController],
+        route_handlers=[health, ready, ChatController, ConversationController, TaskController, *WEB_HANDLERS],
         dependencies={"db_session": Provide(provide_db_session), **USER_DEPENDENCY},
         middleware=[auth_middleware(settings)],
         exception_handlers=EXCEPTION_HANDLERS,

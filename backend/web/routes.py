@@ -1,0 +1,29 @@
+"""The bundled chat page: static files under `backend/web/static/`, served at `/` with no build step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from litestar import Response, get
+from litestar.response import File
+from litestar.static_files import create_static_files_router
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+
+@get("/", include_in_schema=False, exclude_from_auth=True)
+async def index() -> File:
+    """The chat page."""
+    return File(STATIC_DIR / "index.html", content_disposition_type="inline", media_type="text/html")
+
+
+@get("/favicon.ico", include_in_schema=False, exclude_from_auth=True)
+async def favicon() -> Response[bytes]:
+    """No icon; answer 204 so browsers stop asking."""
+    return Response(b"", status_code=204)
+
+
+static_router = create_static_files_router(
+    path="/static", directories=[STATIC_DIR], include_in_schema=False, opt={"exclude_from_auth": True}
+)
+WEB_HANDLERS = [index, favicon, static_router]
