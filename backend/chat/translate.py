@@ -11,6 +11,7 @@ from agents import AgentsException, MaxTurnsExceeded, ModelBehaviorError, ToolCa
 from agents.exceptions import ModelTimeoutError
 
 from backend.chat.events import Error, Event, Text, Thinking, ToolCall, ToolResult
+from backend.chat.model import TruncatedStreamError
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +96,9 @@ def classify_error(error: BaseException) -> Error:
     log.warning("run failed: %s (status %s)", type(error).__name__, status)
     if status == 429:
         return Error("rate_limited", "The model provider is rate limiting requests. Try again shortly.", True)
-    if isinstance(error, ModelTimeoutError | openai.APITimeoutError | openai.APIConnectionError) or (
-        status is not None and status >= 500
-    ):
+    if isinstance(
+        error, TruncatedStreamError | ModelTimeoutError | openai.APITimeoutError | openai.APIConnectionError
+    ) or (status is not None and status >= 500):
         return Error("provider_unavailable", "The model provider is unavailable. Try again shortly.", True)
     if isinstance(error, openai.APIStatusError | ModelBehaviorError | AgentsException) or status is not None:
         return Error("provider_error", "The model provider rejected the request.", False)

@@ -1,0 +1,167 @@
+"""Shared fixtures: every database test runs on SQLite and, when TEST_DATABASE_URL is set, on PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import jwt
+import pytest
+import uvicorn
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+import backend  # noqa: F401  (sets the offline LiteLLM/Agents environment before anything imports them)
+from alembic import command
+from backend.app import create_app
+from backend.db import alembic_config
+from backend.settings import Settings, load_settings, normalize_database_url
+
+SECRET = "test-secret-that-is-at-least-32-bytes-long"
+TABLES = ("messages", "conversations", "tasks")
+
+_skipped_required: list[str] = []
+
+
+# --- making CI fail when the PostgreSQL or browser tests did not run ----------------------------------------------
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if not report.skipped:
+        return
+    if os.environ.get("REQUIRE_POSTGRES") == "1" and "postgres" in report.nodeid:
+        _skipped_required.append(report.nodeid)
+    if os.environ.get("REQUIRE_BROWSER") == "1" and "browser" in report.keywords:
+        _skipped_required.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _skipped_required:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(
+                f"FAILED: {len(_skipped_required)} required PostgreSQL/browser tests were skipped, "
+                f"e.g. {_skipped_required[0]}",
+                red=True,
+            )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# --- databases ----------------------------------------------------------------------------------------------------
+
+
+def _migrate(url: str) -> None:
+    command.upgrade(alembic_config(url=url), "head")
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A migrated database URL: a temporary SQLite file, or TEST_DATABASE_URL for PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
+    else:
+        raw = os.environ.get("TEST_DATABASE_URL")
+        if not raw:
+            pytest.skip("PostgreSQL tests need TEST_DATABASE_URL (e.g. postgresql://postgres@127.0.0.1:5432/test)")
+        url = normalize_database_url(raw)
+    _migrate(url)
+    return url
+
+
+@pytest.fixture
+async def clean_db(database_url: str) -> AsyncIterator[str]:
+    """The database URL, emptied after the test."""
+    yield database_url
+    engine = create_async_engine(database_url)
+    async with engine.begin() as conn:
+        for table in TABLES:
+            await conn.execute(text(f"DELETE FROM {table}"))
+    await engine.dispose()
+
+
+@pytest.fixture
+def make_settings(clean_db: str) -> Callable[..., Settings]:
+    """Build settings on the test database; keyword arguments override any field."""
+
+    def _make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "database_url": clean_db,
+            "migrate_on_startup": False,
+            "auth_secret": None,
+            "gemini_api_key": None,
+            "gemini_api_base": None,
+            "offline_model": True,
+            "host": "127.0.0.1",
+            "log_level": "WARNING",
+            "cors_origins": [],
+        }
+        values.update(overrides)
+        return load_settings(**values)
+
+    return _make
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    """Local-mode settings on the test database."""
+    return make_settings()
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    """An HTTP client for a local-mode app."""
+    async with AsyncTestClient(app=create_app(settings)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+async def auth_client(make_settings: Callable[..., Settings]) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    """An HTTP client for an app that requires HS256 bearer tokens signed with `SECRET`."""
+    async with AsyncTestClient(app=create_app(make_settings(auth_secret=SECRET))) as test_client:
+        yield test_client
+
+
+def make_token(sub: str, *, secret: str = SECRET, expires_in: int = 3600, **claims: Any) -> str:
+    """Mint an HS256 token the way a frontend's auth server would."""
+    now = int(time.time())
+    payload: dict[str, Any] = {"sub": sub, "iat": now, "exp": now + expires_in, **claims}
+    return jwt.encode({k: v for k, v in payload.items() if v is not None}, secret, algorithm="HS256")
+
+
+def bearer(sub: str, **claims: Any) -> dict[str, str]:
+    """Authorization headers for user `sub`."""
+    return {"Authorization": f"Bearer {make_token(sub, **claims)}"}
+
+
+# --- a real uvicorn server, for streaming --------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def serve(app: Litestar) -> AsyncIterator[str]:
+    """Run `app` under real uvicorn on a free loopback port in this event loop; yield its base URL."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=5))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 15)
+        sock.close()
+
+
+@pytest.fixture
+def anyio_backend() -> Iterator[str]:
+    yield "asyncio"

@@ -1,0 +1,85 @@
+"""A small SSE client for tests: posts to /chatkit and records every frame with its arrival time."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+
+@dataclass
+class Frame:
+    """One SSE frame: a JSON event, the `[DONE]` sentinel, or a comment (keep-alive)."""
+
+    at: float
+    data: Any = None
+    comment: str | None = None
+    done_sentinel: bool = False
+
+    @property
+    def type(self) -> str | None:
+        return self.data.get("type") if isinstance(self.data, dict) else None
+
+
+@dataclass
+class Stream:
+    """A recorded response."""
+
+    status: int
+    headers: httpx.Headers
+    frames: list[Frame] = field(default_factory=list)
+    body: Any = None
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        return [f.data for f in self.frames if isinstance(f.data, dict)]
+
+    @property
+    def types(self) -> list[str]:
+        return [e["type"] for e in self.events]
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["type"] == kind]
+
+    @property
+    def text(self) -> str:
+        return "".join(e["content"] for e in self.of("text"))
+
+
+async def chat(
+    client: httpx.AsyncClient,
+    body: dict[str, Any] | str,
+    *,
+    headers: dict[str, str] | None = None,
+    stop_after_texts: int | None = None,
+) -> Stream:
+    """POST /chatkit and read the stream to its end (or close it after `stop_after_texts` text events)."""
+    start = time.monotonic()
+    kwargs: dict[str, Any] = {"content": body} if isinstance(body, str) else {"json": body}
+    async with client.stream("POST", "/chatkit", headers=headers, **kwargs) as response:
+        stream = Stream(status=response.status_code, headers=response.headers)
+        if response.headers.get("content-type", "").startswith("application/json"):
+            stream.body = json.loads(await response.aread())
+            return stream
+        texts = 0
+        async for line in response.aiter_lines():
+            now = time.monotonic() - start
+            if not line:
+                continue
+            if line.startswith(":"):
+                stream.frames.append(Frame(at=now, comment=line[1:].strip()))
+            elif line.startswith("data: "):
+                payload = line[len("data: ") :]
+                if payload == "[DONE]":
+                    stream.frames.append(Frame(at=now, done_sentinel=True))
+                    continue
+                frame = Frame(at=now, data=json.loads(payload))
+                stream.frames.append(frame)
+                if frame.type == "text":
+                    texts += 1
+                    if stop_after_texts is not None and texts >= stop_after_texts:
+                        break
+    return stream
