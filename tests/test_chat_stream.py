@@ -404,3 +404,60 @@ async def test_offline_model_drives_the_real_tools(make_settings):
         assert "GEMINI_API_KEY" in hello.text and hello.types.count("tool_call") == 0
         tasks = (await client.get("/api/tasks")).json()["data"]
         assert [(t["title"], t["completed"]) for t in tasks] == [("buy milk", True)]
+
+
+# --- server shutdown ----------------------------------------------------------------------------------------------
+
+
+async def test_sigterm_ends_open_streams_cleanly_and_saves_them(tmp_path, fake):
+    import os
+    import signal
+    import socket
+    import sqlite3
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    db_path = tmp_path / "shutdown.db"
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in {"AUTH_SECRET", "BETTER_AUTH_SECRET", "JWT_SECRET"}},
+        "DATABASE_URL": f"sqlite+aiosqlite:///{db_path}",
+        "PORT": str(port),
+        "HOST": "127.0.0.1",
+        "GEMINI_API_KEY": "test-key",
+        "GEMINI_API_BASE": fake.base_url,
+        "OFFLINE_MODEL": "false",
+        "LOG_LEVEL": "WARNING",
+    }
+    fake.script(text_turn([f"w{i} " for i in range(40)], delay=0.25))
+    server = subprocess.Popen([sys.executable, "-m", "backend"], env=env, stdout=subprocess.DEVNULL)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            for _ in range(400):
+                try:
+                    await client.get("/health")
+                    break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.1)
+            lines: list[str] = []
+            async with client.stream("POST", "/chatkit", json={"message": "go"}) as response:
+                async for line in response.aiter_lines():
+                    if line:
+                        lines.append(line)
+                    if sum('"type":"text"' in item for item in lines) == 3 and server.poll() is None:
+                        server.send_signal(signal.SIGTERM)
+        assert lines[-1] == "data: [DONE]"
+        assert '"code":"server_shutdown"' in lines[-3]
+        assert '"finish_reason":"cancelled"' in lines[-2]
+        server.wait(timeout=30)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    with sqlite3.connect(db_path) as db:
+        rows = db.execute("SELECT role, status, content FROM messages ORDER BY seq").fetchall()
+        locks = db.execute("SELECT run_id FROM conversations").fetchall()
+    assert rows[0] == ("user", "complete", "go")
+    assert rows[1][:2] == ("assistant", "cancelled") and rows[1][2].startswith("w0 w1 w2 ")
+    assert locks == [(None,)]

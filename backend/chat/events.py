@@ -11,7 +11,9 @@ from typing import Any, Literal
 import msgspec
 
 FinishReason = Literal["stop", "error", "cancelled", "max_turns"]
-ErrorCode = Literal["rate_limited", "provider_unavailable", "provider_error", "max_turns", "internal"]
+ErrorCode = Literal[
+    "rate_limited", "provider_unavailable", "provider_error", "max_turns", "server_shutdown", "internal"
+]
 
 
 class Usage(msgspec.Struct, frozen=True):

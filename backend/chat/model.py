@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import time
 import uuid
@@ -38,6 +39,8 @@ from openai.types.responses.response_usage import InputTokensDetails, OutputToke
 from backend.settings import Settings
 
 litellm.suppress_debug_info = True  # LiteLLM otherwise print()s "Give Feedback / Get Help" on every error
+# LiteLLM logs every request at INFO, including model details; keep our INFO log about our own events.
+logging.getLogger("LiteLLM").setLevel(logging.WARNING)
 
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 OFFLINE_LABEL = "(offline demo)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anyio
 from litestar import Controller, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
@@ -17,6 +18,7 @@ from backend.chat.service import ChatService
 # Stop proxies from buffering or compressing the stream (nginx honours X-Accel-Buffering).
 STREAM_HEADERS = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"}
 SEND_TIMEOUT_SECONDS = 30.0
+SHUTDOWN_GRACE_SECONDS = 5.0
 
 
 def provide_chat_service(state: State) -> ChatService:
@@ -41,10 +43,13 @@ class ChatController(Controller):
     ) -> EventSourceResponse:
         """Send a message and stream the reply: `start`, `text`/`thinking`/`tool_call`/`tool_result`, `done`."""
         turn = await chat_service.start_turn(db_session, user.id, data.message, data.thread_id)
+        shutdown = anyio.Event()
         return EventSourceResponse(
-            chat_service.stream(turn),
+            chat_service.stream(turn, shutdown),
             headers=STREAM_HEADERS,
             ping=chat_service.settings.keepalive_seconds,
             send_timeout=SEND_TIMEOUT_SECONDS,
             background=BackgroundTask(chat_service.settle, turn),
+            shutdown_event=shutdown,
+            shutdown_grace_period=SHUTDOWN_GRACE_SECONDS,
         )

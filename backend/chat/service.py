@@ -32,6 +32,7 @@ from backend.settings import Settings
 log = logging.getLogger(__name__)
 
 TITLE_CHARS = 50
+SHUTDOWN_ERROR = Error("server_shutdown", "The server is restarting. Send the message again.", retryable=True)
 _STATUS_BY_FINISH: dict[FinishReason, MessageStatus] = {
     "stop": MessageStatus.COMPLETE,
     "cancelled": MessageStatus.CANCELLED,
@@ -60,6 +61,7 @@ class Turn:
     assistant_message_id: uuid.UUID
     input_items: list[dict[str, Any]]
     settled: bool = False
+    shutting_down: bool = False
 
 
 @dataclass(slots=True)
@@ -143,11 +145,12 @@ class ChatService:
             input_items=input_items,
         )
 
-    async def stream(self, turn: Turn) -> AsyncIterator[bytes]:
+    async def stream(self, turn: Turn, shutdown: anyio.Event | None = None) -> AsyncIterator[bytes]:
         """Run the agent and yield SSE frames: `start`, deltas and tool events, maybe `error`, `done`, `[DONE]`.
 
         Args:
             turn: A turn from `start_turn`.
+            shutdown: Set when the server is shutting down: the run is cancelled and the stream ends cleanly.
 
         Yields:
             Encoded SSE frames.
@@ -159,7 +162,7 @@ class ChatService:
             context=ChatContext(user_id=turn.user_id, database=self.database),
             max_turns=self.settings.max_turns,
         )
-        heartbeat = asyncio.create_task(self._keep_lock(turn))
+        supervisor = asyncio.create_task(self._supervise(turn, result, shutdown or anyio.Event()))
         try:
             yield encode(Start(str(turn.conversation_id), str(turn.assistant_message_id), turn.title))
             finish: FinishReason = "stop"
@@ -175,6 +178,8 @@ class ChatService:
             except Exception as exc:
                 error = classify_error(exc)
                 finish = "max_turns" if error.code == "max_turns" else "error"
+            if turn.shutting_down:
+                error, finish = SHUTDOWN_ERROR, "cancelled"
             usage = _usage(result)
             if not await self._save(turn, reply, finish, error, usage, result):
                 error, finish = Error("internal", "The reply could not be saved.", retryable=True), "error"
@@ -183,7 +188,7 @@ class ChatService:
             yield encode(Done(str(turn.conversation_id), str(turn.assistant_message_id), finish, usage))
             yield DONE_FRAME
         finally:
-            heartbeat.cancel()
+            supervisor.cancel()
             if not result.is_complete:
                 result.cancel()  # stops the run and closes the upstream model stream
             if not turn.settled:  # the client went away, or the server is shutting down
@@ -249,10 +254,15 @@ class ChatService:
             await lock.release(session, turn.conversation_id, turn.run_id)
             await session.commit()
 
-    async def _keep_lock(self, turn: Turn) -> None:
+    async def _supervise(self, turn: Turn, result: Any, shutdown: anyio.Event) -> None:
+        """Keep the run lock fresh while the run lasts, and cancel the run when the server shuts down."""
         ttl = self.settings.run_lock_ttl_seconds
         while True:
-            await asyncio.sleep(ttl / 3)
+            with anyio.move_on_after(ttl / 3):
+                await shutdown.wait()
+                turn.shutting_down = True
+                result.cancel()
+                return
             try:
                 async with self.database.sessions() as session:
                     held = await lock.refresh(session, turn.conversation_id, turn.run_id, ttl)
