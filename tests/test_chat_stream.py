@@ -331,6 +331,20 @@ async def test_second_message_while_a_run_is_in_progress_is_409(client, fake):
     assert [m["content"] for m in messages if m["role"] == "user"] == ["slow one"]
 
 
+async def test_the_run_lock_holds_across_separate_server_instances(gemini_settings, fake):
+    fake.script(text_turn([f"w{i} " for i in range(8)], delay=0.2))
+    async with live(gemini_settings()) as worker_a, live(gemini_settings()) as worker_b:
+        first = asyncio.create_task(chat(worker_a, {"message": "slow one"}))
+        while not fake.requests:
+            await asyncio.sleep(0.02)
+        conversation_id = (await worker_b.get("/api/conversations")).json()["data"][0]["id"]
+        second = await chat(worker_b, {"message": "from another worker", "thread_id": conversation_id})
+        assert (second.status, second.body["error"]["code"]) == (409, "run_in_progress")
+        assert (await first).events[-1]["finish_reason"] == "stop"
+        third = await chat(worker_b, {"message": "now it is free", "thread_id": conversation_id})
+        assert third.status == 200 and third.events[-1]["finish_reason"] == "stop"
+
+
 async def test_a_stale_lock_from_a_crashed_worker_does_not_block_forever(client, fake, gemini_settings):
     first = await chat(client, {"message": "hello"})
     conversation_id = first.events[0]["conversation_id"]
