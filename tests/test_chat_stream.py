@@ -397,6 +397,38 @@ async def test_another_users_thread_is_404_like_a_missing_one(gemini_settings, f
         assert (await client.get("/api/conversations", headers=bearer("bob"))).json()["data"] == []
 
 
+async def test_tools_act_only_for_the_caller_whatever_the_model_asks(gemini_settings, fake):
+    from tests.conftest import SECRET
+
+    async with live(gemini_settings(auth_secret=SECRET)) as client:
+        created = await client.post("/api/tasks", json={"title": "alice's task"}, headers=bearer("alice"))
+        task_id = created.json()["id"]
+        fake.script(
+            function_call_turn("complete_task", {"task": task_id}),
+            text_turn("Tried."),
+            function_call_turn("delete_task", {"task": "alice's task"}),
+            text_turn("Tried again."),
+        )
+        by_id = await chat(client, {"message": "complete alice's task"}, headers=bearer("mallory"))
+        by_title = await chat(client, {"message": "delete it"}, headers=bearer("mallory"))
+
+        assert by_id.of("tool_result")[0]["result"] == {"error": "Task not found."}
+        assert by_title.of("tool_result")[0]["result"] == {"error": 'No task matches "alice\'s task".'}
+        task = (await client.get(f"/api/tasks/{task_id}", headers=bearer("alice"))).json()
+        assert (task["title"], task["completed"]) == ("alice's task", False)
+
+
+async def test_invalid_tool_arguments_come_back_to_the_model_as_an_error(client, fake):
+    fake.script(function_call_turn("add_task", {"title": "x" * 300}), text_turn("That title is too long."))
+    stream = await chat(client, {"message": "add a very long task"})
+    result = stream.of("tool_result")[0]["result"]
+    assert result["error"].startswith("title: ")
+    assert "at most 200" in result["error"]
+    assert (await client.get("/api/tasks")).json()["data"] == []
+    second_request_parts = [p for c in fake.requests[1]["contents"] for p in c["parts"]]
+    assert any("function_response" in p and "title" in str(p) for p in second_request_parts)
+
+
 # --- the offline model ------------------------------------------------------------------------------------------------
 
 

@@ -9,11 +9,13 @@ another user's tasks whatever the model says.
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from agents import Agent, Model, ModelSettings, RunContextWrapper, function_tool
+from agents import Agent, FunctionTool, Model, ModelSettings, RunContextWrapper, function_tool
 from pydantic import ValidationError
 
 from backend.db import Database
@@ -54,7 +56,27 @@ def _failed(error: Exception) -> str:
     return json.dumps({"error": message}, ensure_ascii=False)
 
 
-@function_tool
+def task_tool(function: Callable[..., Awaitable[str]]) -> FunctionTool:
+    """Make a task tool: expected failures (unknown task, invalid title) go back to the model as `{"error": ...}`.
+
+    Args:
+        function: An async tool function taking the run context first and returning JSON text.
+
+    Returns:
+        The Agents SDK function tool.
+    """
+
+    @functools.wraps(function)
+    async def reporting_errors(*args: Any, **kwargs: Any) -> str:
+        try:
+            return await function(*args, **kwargs)
+        except (AppError, ValidationError) as error:
+            return _failed(error)
+
+    return function_tool(reporting_errors)
+
+
+@task_tool
 async def add_task(ctx: RunContextWrapper[ChatContext], title: str, notes: str | None = None) -> str:
     """Add a task to the user's list.
 
@@ -63,16 +85,13 @@ async def add_task(ctx: RunContextWrapper[ChatContext], title: str, notes: str |
         title: What needs doing, in a few words.
         notes: Optional details.
     """
-    try:
-        data = TaskCreate(title=title, notes=notes)
-        async with ctx.context.database.sessions() as session:
-            task = await task_service.create_task(session, ctx.context.user_id, data)
-    except (AppError, ValidationError) as error:
-        return _failed(error)
+    data = TaskCreate(title=title, notes=notes)
+    async with ctx.context.database.sessions() as session:
+        task = await task_service.create_task(session, ctx.context.user_id, data)
     return _ok(task=_task_json(task))
 
 
-@function_tool
+@task_tool
 async def list_tasks(ctx: RunContextWrapper[ChatContext], completed: bool | None = None) -> str:
     """List the user's tasks, oldest first.
 
@@ -81,8 +100,10 @@ async def list_tasks(ctx: RunContextWrapper[ChatContext], completed: bool | None
         completed: True for only finished tasks, False for only open ones; omit for all.
     """
     async with ctx.context.database.sessions() as session:
-        tasks, more = await task_service.list_tasks(session, ctx.context.user_id, completed=completed, limit=LIST_LIMIT)
-    return _ok(tasks=[_task_json(task) for task in tasks], truncated=more is not None)
+        tasks, next_cursor = await task_service.list_tasks(
+            session, ctx.context.user_id, completed=completed, limit=LIST_LIMIT
+        )
+    return _ok(tasks=[_task_json(task) for task in tasks], truncated=next_cursor is not None)
 
 
 async def _change(ctx: RunContextWrapper[ChatContext], task: str, update: TaskUpdate) -> str:
@@ -92,7 +113,7 @@ async def _change(ctx: RunContextWrapper[ChatContext], task: str, update: TaskUp
     return _ok(task=_task_json(changed))
 
 
-@function_tool
+@task_tool
 async def complete_task(ctx: RunContextWrapper[ChatContext], task: str) -> str:
     """Mark one of the user's tasks as done.
 
@@ -100,13 +121,10 @@ async def complete_task(ctx: RunContextWrapper[ChatContext], task: str) -> str:
         ctx: The run context; it carries the user.
         task: The task's id or title.
     """
-    try:
-        return await _change(ctx, task, TaskUpdate(completed=True))
-    except (AppError, ValidationError) as error:
-        return _failed(error)
+    return await _change(ctx, task, TaskUpdate(completed=True))
 
 
-@function_tool
+@task_tool
 async def update_task(
     ctx: RunContextWrapper[ChatContext],
     task: str,
@@ -123,14 +141,11 @@ async def update_task(
         notes: The new notes, if they change.
         completed: The new completion state, if it changes.
     """
-    try:
-        fields = {"title": title, "notes": notes, "completed": completed}
-        return await _change(ctx, task, TaskUpdate(**{k: v for k, v in fields.items() if v is not None}))
-    except (AppError, ValidationError) as error:
-        return _failed(error)
+    fields = {"title": title, "notes": notes, "completed": completed}
+    return await _change(ctx, task, TaskUpdate(**{k: v for k, v in fields.items() if v is not None}))
 
 
-@function_tool
+@task_tool
 async def delete_task(ctx: RunContextWrapper[ChatContext], task: str) -> str:
     """Delete one of the user's tasks.
 
@@ -138,12 +153,9 @@ async def delete_task(ctx: RunContextWrapper[ChatContext], task: str) -> str:
         ctx: The run context; it carries the user.
         task: The task's id or title.
     """
-    try:
-        async with ctx.context.database.sessions() as session:
-            found = await task_service.find_task(session, ctx.context.user_id, task)
-            await task_service.delete_task(session, ctx.context.user_id, found.id)
-    except (AppError, ValidationError) as error:
-        return _failed(error)
+    async with ctx.context.database.sessions() as session:
+        found = await task_service.find_task(session, ctx.context.user_id, task)
+        await task_service.delete_task(session, ctx.context.user_id, found.id)
     return _ok(deleted=_task_json(found))
 
 

@@ -107,6 +107,12 @@ function flatten(text) {
   return String(text).split(/\s+/).join(" ").trim();
 }
 
+/** A one-line preview without the most common Markdown markers (the server stores replies as Markdown). */
+function plainPreview(text) {
+  if (!text) return "";
+  return flatten(text.replace(/(\*\*|__|~~|`+)/g, "").replace(/(^|\s)(#{1,6}|[-*+]|>)\s+/g, "$1"));
+}
+
 function announce(message) {
   ui.status.textContent = "";
   window.setTimeout(() => {
@@ -193,9 +199,10 @@ async function api(path, { method = "GET", body, signal, accept = "application/j
 function requireToken(reason) {
   state.authNeeded = true;
   ui.authBanner.hidden = false;
-  const prefix = state.token ? "The saved token was not accepted: " : "";
-  ui.tokenReason.textContent = reason ? `${prefix}${reason}` : "";
-  ui.tokenReason.hidden = !reason;
+  // Only a rejected token gets a reason; a first visit without one just gets the explanation in the dialog.
+  ui.tokenReason.textContent = state.token && reason ? `The saved token was not accepted: ${reason}` : "";
+  ui.tokenReason.hidden = !ui.tokenReason.textContent;
+  renderConversations();
   openTokenDialog();
 }
 
@@ -262,6 +269,7 @@ function renderConversations() {
     focused && ui.list.contains(focused) ? { id: focused.closest("li")?.dataset.id, testid: focused.dataset.testid } : null;
   ui.list.replaceChildren(...state.conversations.map(renderConversationItem));
   ui.listEmpty.hidden = state.conversations.length > 0 || state.loadingList || !ui.listError.hidden;
+  ui.listEmpty.textContent = state.authNeeded ? "Sign in with a token to see your conversations." : "No conversations yet.";
   ui.loadMore.hidden = !state.nextCursor;
   if (restore && restore.id && !state.editingId) focusConversationButton(restore.id, restore.testid);
 }
@@ -283,7 +291,8 @@ function renderConversationItem(conversation) {
   if (active) link.setAttribute("aria-current", "page");
   const title = el("span", { className: "conversation-title", text: conversation.title, testid: "conversation-item-title" });
   link.append(title);
-  if (conversation.preview) link.append(el("span", { className: "conversation-preview", text: conversation.preview }));
+  const preview = plainPreview(conversation.preview);
+  if (preview) link.append(el("span", { className: "conversation-preview", text: preview }));
   if (streaming) {
     const dot = el("span", { className: "streaming-dot", testid: "conversation-streaming" });
     dot.append(el("span", { className: "sr-only", text: "(replying)" }));
@@ -519,7 +528,7 @@ function summarizeResult(result) {
   }
   const parts = [];
   for (const [key, value] of Object.entries(result)) {
-    if (Array.isArray(value)) parts.push(`${value.length} ${key}`);
+    if (Array.isArray(value)) parts.push(`${value.length} ${value.length === 1 ? key.replace(/s$/, "") : key}`);
     else if (value && typeof value === "object") {
       const label = value.title ?? value.name ?? value.id;
       if (label !== undefined && label !== null) parts.push(`${key}: “${label}”`);
@@ -957,6 +966,11 @@ function handleEvent(run, event) {
     case "done":
       run.finished = true;
       if (event.finish_reason === "cancelled") view.markStopped();
+      if ((event.finish_reason === "error" || event.finish_reason === "max_turns") && !run.failed) {
+        run.failed = true;
+        const message = ERROR_MESSAGES[event.finish_reason === "max_turns" ? "max_turns" : "internal"];
+        view.showError(message, () => retry(view, run.text, { savedOnServer: true }));
+      }
       break;
     default:
       break; // unknown event types are ignored, so the server may add new ones
