@@ -8,8 +8,9 @@ UV_VERSION="0.13.9"
 PYTHON="${PYTHON:-}"
 if [ -z "$PYTHON" ]; then
   for candidate in python3.13 python3.12 python3.11 python3; do
-    if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
-      PYTHON="$(command -v "$candidate")"
+    # Resolve to the real interpreter: version-manager shims (pyenv) confuse uv and may not run at all.
+    if resolved="$("$candidate" -c 'import sys; assert sys.version_info >= (3, 11); print(sys.executable)' 2>/dev/null)"; then
+      PYTHON="$resolved"
       break
     fi
   done
