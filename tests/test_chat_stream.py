@@ -189,6 +189,20 @@ async def test_keep_alive_comments_while_the_model_is_silent(gemini_settings, fa
     assert len(pings) >= 2
 
 
+async def test_every_frame_including_keep_alives_ends_with_a_blank_line(gemini_settings, fake):
+    fake.script(text_turn(["a", "b"], first_delay=0.8, delay=0.5))
+    async with (
+        live(gemini_settings(keepalive_seconds=0.2)) as client,
+        client.stream("POST", "/chatkit", json={"message": "raw"}) as response,
+    ):
+        raw = await response.aread()
+    assert b"\r" not in raw
+    frames = raw.decode().split("\n\n")
+    assert frames[-1] == ""
+    assert all(f.startswith(("data: ", ":")) and "\n" not in f for f in frames[:-1])
+    assert sum(f.startswith(":") for f in frames) >= 2
+
+
 async def test_long_first_message_titles_the_conversation_at_a_word_boundary(client, fake):
     message = "Please help me plan the garden party for next Saturday afternoon with friends"
     stream = await chat(client, {"message": message})

@@ -47,6 +47,7 @@ class ChatController(Controller):
         return EventSourceResponse(
             chat_service.stream(turn, shutdown),
             headers=STREAM_HEADERS,
+            sep="\n",  # keep-alive comments framed like our data frames (sse-starlette defaults to CRLF)
             ping=chat_service.settings.keepalive_seconds,
             send_timeout=SEND_TIMEOUT_SECONDS,
             background=BackgroundTask(chat_service.settle, turn),

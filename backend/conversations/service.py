@@ -41,7 +41,7 @@ async def list_conversations(
     """
     last_message = (
         select(func.substr(Message.content, 1, PREVIEW_CHARS + 1))
-        .where(Message.conversation_id == Conversation.id)
+        .where(Message.conversation_id == Conversation.id, Message.content != "")
         .order_by(col(Message.seq).desc())
         .limit(1)
         .correlate(Conversation)

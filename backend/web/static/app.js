@@ -16,6 +16,7 @@ const ERROR_MESSAGES = {
   provider_unavailable: "The model provider is unavailable. Try again shortly.",
   provider_error: "The model provider rejected the request.",
   max_turns: "The assistant needed too many steps and stopped.",
+  server_shutdown: "The server is restarting. Send the message again.",
   internal: "An internal error occurred.",
 };
 
@@ -689,7 +690,7 @@ class AssistantMessage {
   }
 
   showError(message, onRetry) {
-    this.article.dataset.status = "error";
+    if (this.article.dataset.status !== "cancelled") this.article.dataset.status = "error";
     this.footer.querySelector('[data-testid="message-error"]')?.remove();
     const box = el("div", { className: "msg-error", testid: "message-error", attrs: { role: "alert" } });
     box.append(icon("alert"), el("span", { className: "msg-error-text", text: message, testid: "message-error-text" }));
@@ -736,7 +737,8 @@ function assistantFromHistory(message, { onRetry }) {
   }
   view.appendText(message.content || "");
   if (message.status === "cancelled") view.markStopped();
-  if (message.status === "error") {
+  // A reply cut short by a server restart is saved as cancelled *with* an error code: show both.
+  if (message.status === "error" || message.error_code) {
     view.showError(ERROR_MESSAGES[message.error_code] || "The reply failed.", onRetry);
   }
   view.finish();
@@ -859,7 +861,6 @@ async function openConversation(id) {
 function route() {
   const id = hashParams().get("c");
   if (id && id !== state.currentId) openConversation(id);
-  else if (!id && state.currentId) showNewChat();
   else if (!id) showNewChat();
 }
 
@@ -1019,6 +1020,13 @@ async function sendMessage(text) {
         autosize();
       }
       if (!ui.thread.childElementCount && !state.currentId) showEmptyState(true);
+    } else if (!run.failed && !run.started && [404, 413, 422].includes(error.status)) {
+      // Sending it again cannot work (conversation gone, message too long): no Retry; give the text back to edit.
+      view.showError(error.message || "The message was not accepted.", null);
+      if (!ui.input.value.trim()) {
+        ui.input.value = text;
+        autosize();
+      }
     } else if (!run.failed) {
       view.showError(error.message || "The reply failed.", () => retry(view, text, { savedOnServer: run.started }));
     }
