@@ -34,7 +34,8 @@ def main() -> None:
         try:
             asyncio.run(_migrate(settings))
         except Exception as error:
-            sys.exit(f"error: could not migrate the database at DATABASE_URL: {type(error).__name__}: {error}")
+            reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+            sys.exit(f"error: could not migrate the database at DATABASE_URL: {type(error).__name__}: {reason}")
         # Migrated once here, so the workers must not race each other doing it again.
         os.environ["MIGRATE_ON_STARTUP"] = "false"
     log.info("serving on http://%s:%s (%s worker(s))", settings.host, settings.port, settings.workers)

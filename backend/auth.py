@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import jwt
 from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.di import Provide
@@ -14,11 +16,13 @@ from litestar.exceptions import NotAuthorizedException
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult, DefineMiddleware
 from litestar.security.jwt import JWTAuth, JWTAuthenticationMiddleware, Token
 
+from backend.errors import NO_CREDENTIALS
 from backend.settings import Settings
 
 log = logging.getLogger(__name__)
 
 LOCAL_USER_ID = "local"
+CLOCK_SKEW_SECONDS = 30
 PUBLIC_PATHS = ["^/health$", "^/ready$", "^/schema", "^/$", "^/static/", "^/favicon"]
 
 
@@ -31,13 +35,32 @@ class User:
 
 @dataclass
 class LenientToken(Token):
-    """A token whose issuer may omit `iat` (`exp` and a string `sub` stay mandatory)."""
+    """A token whose issuer may omit `iat`, with a little clock-skew allowance (`exp` and `sub` stay mandatory)."""
 
     @classmethod
-    def decode_payload(cls, *args: Any, **kwargs: Any) -> Any:
-        """Decode with PyJWT, then default `iat` to `nbf` or now."""
-        payload = super().decode_payload(*args, **kwargs)
-        payload.setdefault("iat", payload.get("nbf", int(time.time())))
+    def decode_payload(
+        cls,
+        encoded_token: str,
+        secret: str,
+        algorithms: list[str],
+        issuer: str | Sequence[str] | None = None,
+        audience: str | Sequence[str] | None = None,
+        options: Any = None,
+    ) -> Any:
+        """Verify with PyJWT (allowing `CLOCK_SKEW_SECONDS` on `exp`/`nbf`/`iat`), then normalise `iat`."""
+        payload = jwt.decode(
+            jwt=encoded_token,
+            key=secret,
+            algorithms=algorithms,
+            issuer=issuer,  # type: ignore[arg-type]
+            audience=audience,
+            options=options,
+            leeway=CLOCK_SKEW_SECONDS,
+        )
+        now = int(time.time())
+        iat = payload.get("iat", payload.get("nbf", now))
+        # Litestar rejects an `iat` even a second in the future; the skew allowance above already vetted it.
+        payload["iat"] = min(iat, now) if isinstance(iat, int | float) else iat
         return payload
 
 
@@ -48,7 +71,7 @@ class BearerJWTMiddleware(JWTAuthenticationMiddleware):
         """Read `Authorization: Bearer <jwt>` and verify it."""
         header = connection.headers.get(self.auth_header)
         if not header:
-            raise NotAuthorizedException("Send an 'Authorization: Bearer <token>' header.")
+            raise NotAuthorizedException(NO_CREDENTIALS)
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise NotAuthorizedException("The Authorization header must be 'Bearer <token>'.")

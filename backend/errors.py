@@ -28,6 +28,9 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 log = logging.getLogger(__name__)
 
+NO_CREDENTIALS = "Send an 'Authorization: Bearer <token>' header."
+DATABASE_UNAVAILABLE = "The database is unavailable."
+
 
 class AppError(Exception):
     """Base of every error the services raise on purpose. Subclasses fix the status and the code."""
@@ -115,6 +118,12 @@ def _describe_validation(exc: ValidationException) -> str:
     return "; ".join(parts) or "the request is invalid"
 
 
+def _body_missing(exc: ValidationException) -> bool:
+    """Litestar reports an absent body as a validation error of its internal `data` parameter."""
+    problems = exc.extra if isinstance(exc.extra, list) else []
+    return any(isinstance(p, dict) and p.get("source") == "body" and p.get("key") == "data" for p in problems)
+
+
 def _unauthorized_message(exc: NotAuthorizedException) -> tuple[str, str]:
     cause = exc.__cause__
     name = type(cause).__name__ if cause is not None else ""
@@ -138,14 +147,16 @@ def app_error_handler(_: Request[Any, Any, Any], exc: AppError) -> Response[dict
 def unauthorized_handler(_: Request[Any, Any, Any], exc: NotAuthorizedException) -> Response[dict[str, Any]]:
     """401 with the reason, and the header that tells a client to send a bearer token."""
     code, message = _unauthorized_message(exc)
-    return error_response(
-        HTTP_401_UNAUTHORIZED, code, message, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
-    )
+    # RFC 6750 3.1: no error code when the request carried no credentials at all.
+    challenge = "Bearer" if message == NO_CREDENTIALS else 'Bearer error="invalid_token"'
+    return error_response(HTTP_401_UNAUTHORIZED, code, message, headers={"WWW-Authenticate": challenge})
 
 
 def http_error_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
     """Map Litestar's own errors (routing, body size, parsing, validation) to our body shape."""
     status = exc.status_code
+    if isinstance(exc, ValidationException) and _body_missing(exc):
+        return error_response(HTTP_400_BAD_REQUEST, "malformed_json", "The request body is not valid JSON.")
     if isinstance(exc, ValidationException) and status == HTTP_400_BAD_REQUEST and exc.extra:
         return error_response(HTTP_422_UNPROCESSABLE_ENTITY, "validation_error", _describe_validation(exc))
     if status == HTTP_400_BAD_REQUEST and isinstance(exc.__cause__, SerializationException):
@@ -167,7 +178,7 @@ def database_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Respons
     if isinstance(exc, DBAPIError) and not exc.connection_invalidated and not _is_connection_error(exc):
         return internal_error_handler(_, exc)
     log.warning("database unavailable: %s", type(exc.__cause__ or exc).__name__)
-    return error_response(HTTP_503_SERVICE_UNAVAILABLE, "database_unavailable", "The database is unavailable.")
+    return error_response(HTTP_503_SERVICE_UNAVAILABLE, "database_unavailable", DATABASE_UNAVAILABLE)
 
 
 def _is_connection_error(exc: DBAPIError) -> bool:

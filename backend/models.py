@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 from sqlalchemy import JSON, Column, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
@@ -175,6 +175,13 @@ class TaskUpdate(SQLModel):
     completed: bool | None = None
 
     _trim = field_validator("title", "notes", mode="before")(_trimmed)
+
+    @model_validator(mode="after")
+    def _no_nulls(self) -> TaskUpdate:
+        for name in ("title", "completed"):
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise ValueError(f"{name} may be omitted but not null")
+        return self
 
 
 class Task(TaskBase, table=True):

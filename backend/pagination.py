@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, and_, or_
@@ -78,10 +78,11 @@ def after_time_cursor(time_column: Any, id_column: Any, cursor: str, *, descendi
     moment_text, id_text = decode_cursor(cursor, 2)
     try:
         moment, row_id = datetime.fromisoformat(moment_text), uuid.UUID(id_text)
-    except (TypeError, ValueError):
+        if moment.tzinfo is None:
+            raise ValueError("naive timestamp")
+        moment = moment.astimezone(UTC)
+    except (TypeError, ValueError, OverflowError):
         raise InvalidInputError(BAD_CURSOR) from None
-    if moment.tzinfo is None:
-        raise InvalidInputError(BAD_CURSOR)
     if descending:
         return or_(time_column < moment, and_(time_column == moment, id_column < row_id))
     return or_(time_column > moment, and_(time_column == moment, id_column > row_id))

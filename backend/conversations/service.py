@@ -23,6 +23,8 @@ from backend.pagination import (
 
 CONVERSATION_NOT_FOUND = "Conversation not found."
 PREVIEW_CHARS = 120
+PREVIEW_SOURCE_CHARS = 1000  # enough raw text to fill a preview after whitespace is collapsed
+MAX_SEQ = 2**31 - 1
 
 
 async def list_conversations(
@@ -40,7 +42,7 @@ async def list_conversations(
         The page and the cursor of the next page (None at the end).
     """
     last_message = (
-        select(func.substr(Message.content, 1, PREVIEW_CHARS + 1))
+        select(func.substr(Message.content, 1, PREVIEW_SOURCE_CHARS + 1))
         .where(Message.conversation_id == Conversation.id, Message.content != "")
         .order_by(col(Message.seq).desc())
         .limit(1)
@@ -63,10 +65,12 @@ async def list_conversations(
 
 
 def _preview(text: str | None) -> str | None:
-    if not text:
+    flat = " ".join((text or "").split())
+    if not flat:
         return None
-    flat = " ".join(text.split())
-    return flat if len(flat) <= PREVIEW_CHARS else flat[: PREVIEW_CHARS - 1].rstrip() + "…"
+    if len(flat) <= PREVIEW_CHARS and len(text or "") <= PREVIEW_SOURCE_CHARS:
+        return flat
+    return flat[: PREVIEW_CHARS - 1].rstrip() + "…"
 
 
 async def get_conversation(session: AsyncSession, user_id: str, conversation_id: uuid.UUID) -> Conversation:
@@ -98,7 +102,7 @@ async def list_messages(
     query = select(Message).where(Message.conversation_id == conversation_id)
     if cursor:
         (after_seq,) = decode_cursor(cursor, 1)
-        if not isinstance(after_seq, int):
+        if type(after_seq) is not int or not 0 <= after_seq <= MAX_SEQ:
             raise InvalidInputError(BAD_CURSOR)
         query = query.where(col(Message.seq) > after_seq)
     query = query.order_by(col(Message.seq)).limit(limit + 1)

@@ -10,7 +10,7 @@ from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 from sqlalchemy.exc import SQLAlchemyError
 
 from backend.db import get_database
-from backend.errors import error_body
+from backend.errors import DATABASE_UNAVAILABLE, error_body
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,6 @@ async def ready(state: State) -> Response[dict[str, object]]:
     except (SQLAlchemyError, OSError, TimeoutError) as error:
         log.warning("readiness check failed: %s", type(error).__name__)
         return Response(
-            error_body("database_unavailable", "The database is unreachable."), status_code=HTTP_503_SERVICE_UNAVAILABLE
+            error_body("database_unavailable", DATABASE_UNAVAILABLE), status_code=HTTP_503_SERVICE_UNAVAILABLE
         )
     return Response({"status": "ready"})
