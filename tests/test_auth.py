@@ -101,6 +101,20 @@ async def test_token_without_iat_is_accepted(auth_client):
 async def test_missing_header_is_401(auth_client):
     response = await auth_client.get("/api/tasks")
     assert_401(response, unauthorized("Send an 'Authorization: Bearer <token>' header."))
+    assert response.headers["www-authenticate"] == "Bearer", "RFC 6750: no error code without credentials"
+
+
+async def test_an_invalid_token_challenge_names_the_error(auth_client):
+    response = await auth_client.get("/api/tasks", headers={"Authorization": "Bearer garbage"})
+    assert response.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+
+
+@pytest.mark.parametrize(("skew", "status"), [(20, 200), (120, 401)])
+async def test_small_issuer_clock_skew_is_tolerated(auth_client, skew, status):
+    now = int(time.time())
+    token = raw_token(sub="alice", iat=now + skew, nbf=now + skew, exp=now + 600)
+    response = await auth_client.get("/api/tasks", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == status
 
 
 @pytest.mark.parametrize(

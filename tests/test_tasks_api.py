@@ -366,3 +366,21 @@ async def test_delete_then_delete_again(client, db):
     assert again.status_code == 404
     assert again.json() == TASK_NOT_FOUND
     assert (await client.get("/api/tasks")).json() == {"data": [keep], "next_cursor": None}
+
+
+@pytest.mark.parametrize("field", ["title", "completed"])
+async def test_patch_with_a_null_required_field_is_422(client, field):
+    created = (await client.post("/api/tasks", json={"title": "keep me"})).json()
+    response = await client.patch(f"/api/tasks/{created['id']}", json={field: None})
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "validation_error"
+    assert f"{field} may be omitted but not null" in response.json()["error"]["message"]
+    unchanged = (await client.get(f"/api/tasks/{created['id']}")).json()
+    assert (unchanged["title"], unchanged["completed"]) == ("keep me", False)
+
+
+async def test_patch_with_null_notes_clears_them(client):
+    created = (await client.post("/api/tasks", json={"title": "t", "notes": "n"})).json()
+    response = await client.patch(f"/api/tasks/{created['id']}", json={"notes": None})
+    assert response.status_code == 200
+    assert response.json()["notes"] is None
