@@ -26,7 +26,7 @@ from backend.chat.translate import StreamTranslator, classify_error
 from backend.conversations import service as conversation_service
 from backend.db import Database
 from backend.errors import ConflictError, InvalidInputError, NotFoundError
-from backend.models import Message, MessageRole, MessageStatus
+from backend.models import Message, MessageRole, MessageStatus, utcnow
 from backend.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -113,29 +113,37 @@ class ChatService:
             raise InvalidInputError(f"message: must be at most {self.settings.max_message_chars} characters")
         run_id = uuid.uuid4()
         ttl = self.settings.run_lock_ttl_seconds
-        if conversation_ref is None:
-            conversation = await conversation_service.create_conversation(
-                session, user_id, make_title(message), run_id=run_id
-            )
-            conversation.run_expires_at = conversation.created_at + lock.ttl_delta(ttl)
-            await session.flush()
-        else:
-            conversation = await conversation_service.get_conversation(session, user_id, _parse_id(conversation_ref))
-            if not await lock.acquire(session, conversation.id, user_id, run_id, ttl):
-                raise ConflictError("A reply is already being generated in this conversation.", code="run_in_progress")
+        created = conversation_ref is None
         try:
-            await conversation_service.append_message(session, conversation.id, role=MessageRole.USER, content=message)
+            if created:
+                conversation = await conversation_service.create_conversation(
+                    session, user_id, make_title(message), run_id=run_id, run_expires_at=utcnow() + lock.ttl_delta(ttl)
+                )
+            else:
+                conversation = await conversation_service.get_conversation(
+                    session, user_id, _parse_id(conversation_ref)
+                )
+                if not await lock.acquire(session, conversation.id, user_id, run_id, ttl):
+                    raise ConflictError(
+                        "A reply is already being generated in this conversation.", code="run_in_progress"
+                    )
+            await conversation_service.append_message(
+                session, conversation.id, seq=1 if created else None, role=MessageRole.USER, content=message
+            )
             await session.commit()
         except BaseException:
             await session.rollback()
             raise
-        recent = await session.exec(
-            select(Message)
-            .where(Message.conversation_id == conversation.id)
-            .order_by(col(Message.seq).desc())
-            .limit(self.settings.history_max_items)
-        )
-        input_items = history.to_agent_input(list(reversed(recent.all())), self.settings.history_max_items)
+        if created:  # its whole history is this message
+            input_items = [{"role": "user", "content": message}]
+        else:
+            recent = await session.exec(
+                select(Message)
+                .where(Message.conversation_id == conversation.id)
+                .order_by(col(Message.seq).desc())
+                .limit(self.settings.history_max_items)
+            )
+            input_items = history.to_agent_input(list(reversed(recent.all())), self.settings.history_max_items)
         return Turn(
             user_id=user_id,
             conversation_id=conversation.id,

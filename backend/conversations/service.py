@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import delete, func, update
+from sqlalchemy import delete, func, insert, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -25,6 +25,7 @@ CONVERSATION_NOT_FOUND = "Conversation not found."
 PREVIEW_CHARS = 120
 PREVIEW_SOURCE_CHARS = 1000  # enough raw text to fill a preview after whitespace is collapsed
 MAX_SEQ = 2**31 - 1
+MESSAGE_COLUMNS = tuple(Message.__table__.columns)  # type: ignore[attr-defined]
 
 
 async def list_conversations(
@@ -141,22 +142,34 @@ async def delete_conversation(session: AsyncSession, user_id: str, conversation_
 
 
 async def create_conversation(session: AsyncSession, user_id: str, title: str, **fields: Any) -> Conversation:
-    """Insert a conversation (not committed; the caller commits with whatever goes with it)."""
+    """Insert a conversation (flushed, not committed; the caller commits with whatever goes with it)."""
     conversation = Conversation(user_id=user_id, title=title, **fields)
     session.add(conversation)
+    await session.flush()
     return conversation
 
 
-async def append_message(session: AsyncSession, conversation_id: uuid.UUID, **fields: Any) -> Message:
+async def append_message(
+    session: AsyncSession, conversation_id: uuid.UUID, *, seq: int | None = None, **fields: Any
+) -> uuid.UUID:
     """Add a message at the end of a conversation and move the conversation's `updated_at` (not committed).
 
-    The sequence number is the next after the current last one; the unique (conversation_id, seq) constraint
-    turns a lost race into an error instead of a silent reorder.
+    The sequence number is computed in the INSERT itself (the next after the current last one) unless the caller
+    knows it; the unique (conversation_id, seq) constraint turns a lost race into an error instead of a reorder.
+
+    Returns:
+        The new message's id.
     """
-    last = await session.exec(select(func.max(Message.seq)).where(Message.conversation_id == conversation_id))
-    message = Message(conversation_id=conversation_id, seq=(last.one() or 0) + 1, **fields)
-    session.add(message)
+    message = Message(conversation_id=conversation_id, seq=seq or 0, **fields)
+    values = {column.name: getattr(message, column.name) for column in MESSAGE_COLUMNS}
+    if seq is None:
+        values["seq"] = (
+            select(func.coalesce(func.max(Message.seq), 0) + 1)
+            .where(Message.conversation_id == conversation_id)
+            .scalar_subquery()
+        )
+    await session.exec(insert(Message).values(**values))  # type: ignore[call-overload]
     await session.exec(  # type: ignore[call-overload]
-        update(Conversation).where(col(Conversation.id) == conversation_id).values(updated_at=utcnow())
+        update(Conversation).where(col(Conversation.id) == conversation_id).values(updated_at=message.created_at)
     )
-    return message
+    return message.id
