@@ -297,6 +297,15 @@ async def test_broken_upstream_stream_is_an_error_not_a_hang(client, fake, turn)
     assert (stored["messages"][1]["status"], stored["messages"][1]["content"]) == ("error", "Partial")
 
 
+async def test_a_silent_provider_times_out_as_unavailable(gemini_settings, fake):
+    fake.default_turn = text_turn("too late", first_delay=5)
+    async with live(gemini_settings(model_timeout_seconds=1, model_retries=0)) as client:
+        stream = await chat(client, {"message": "hello?"})
+    assert_well_formed(stream)
+    assert stream.of("error")[0]["code"] == "provider_unavailable"
+    assert stream.events[-1]["finish_reason"] == "error"
+
+
 async def test_max_turns(gemini_settings, fake):
     fake.default_turn = function_call_turn("list_tasks", {})
     async with live(gemini_settings(max_turns=2)) as client:

@@ -42,7 +42,7 @@ litellm.suppress_debug_info = True  # LiteLLM otherwise print()s "Give Feedback 
 # LiteLLM logs every request at INFO, including model details; keep our INFO log about our own events.
 logging.getLogger("LiteLLM").setLevel(logging.WARNING)
 
-RETRY_STATUSES = (429, 500, 502, 503, 504)
+RETRY_STATUSES = (408, 429, 500, 502, 503, 504)
 OFFLINE_LABEL = "(offline demo)"
 OFFLINE_MODEL_NAME = "offline-demo"
 
@@ -58,7 +58,9 @@ def build_model(settings: Settings) -> tuple[Model, ModelSettings]:
     """
     model_settings = ModelSettings(
         include_usage=True,
-        timeout=settings.model_timeout_seconds,
+        # LiteLLM's own HTTP timeout rather than `ModelSettings.timeout`: the SDK enforces that one by moving every
+        # model stream into an extra task and handing each event across two queues, a measurable per-chunk cost.
+        extra_args={"timeout": settings.model_timeout_seconds},
         retry=ModelRetrySettings(
             max_retries=settings.model_retries,
             backoff={"initial_delay": 0.5, "max_delay": 4.0, "multiplier": 2.0, "jitter": True},

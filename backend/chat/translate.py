@@ -98,7 +98,7 @@ def classify_error(error: BaseException) -> Error:
         return Error("rate_limited", "The model provider is rate limiting requests. Try again shortly.", True)
     if isinstance(
         error, TruncatedStreamError | ModelTimeoutError | openai.APITimeoutError | openai.APIConnectionError
-    ) or (status is not None and status >= 500):
+    ) or (status is not None and (status >= 500 or status == 408)):
         return Error("provider_unavailable", "The model provider is unavailable. Try again shortly.", True)
     if isinstance(error, openai.APIStatusError | ModelBehaviorError | AgentsException) or status is not None:
         return Error("provider_error", "The model provider rejected the request.", False)
