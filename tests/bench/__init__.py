@@ -1,0 +1,1 @@
+"""Benchmark harness for the chat backend (not part of the test run; see tests/bench/README.md)."""

@@ -1,0 +1,162 @@
+"""The floor: the least a Python relay must do for the same job, to compare the backend against.
+
+A bare ASGI app (no framework, no agent, no database) under the same uvicorn (uvloop + httptools): for each
+``POST /chatkit {"message": ...}`` it streams ``:streamGenerateContent`` from the fake with one shared aiohttp
+session, parses each upstream SSE event, and re-emits each text part as our ``text`` frame
+(``data: {"type":"text","content":...}\\n\\n``), then ``done`` and ``data: [DONE]``. When the upstream turn is a
+function call, it emits ``tool_call``/``tool_result`` frames and makes the second upstream request with the
+``function_call`` and ``function_response`` contents, exactly as the agent does.
+
+Run: ``python -m tests.bench.floor --port P --upstream http://127.0.0.1:FAKE/v1beta [--workers N]``
+(or set ``FLOOR_UPSTREAM``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import uuid
+from typing import Any
+
+import aiohttp
+import uvicorn
+
+MODEL = "gemini-2.5-flash"
+SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+DONE = b"data: [DONE]\n\n"
+
+_session: aiohttp.ClientSession | None = None
+
+
+def _frame(event: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+
+
+async def _relay(url: str, contents: list[dict[str, Any]], send: Any) -> list[dict[str, Any]]:
+    """Stream one upstream turn; send each text part as a frame; return the function calls it made."""
+    assert _session is not None
+    calls: list[dict[str, Any]] = []
+    async with _session.post(url, json={"contents": contents}, headers={"x-goog-api-key": "bench"}) as resp:
+        resp.raise_for_status()
+        async for line in resp.content:
+            if not line.startswith(b"data:"):
+                continue
+            event = json.loads(line[5:])
+            for candidate in event.get("candidates", ()):
+                for part in candidate.get("content", {}).get("parts", ()):
+                    text = part.get("text")
+                    if text:
+                        await send(
+                            {
+                                "type": "http.response.body",
+                                "body": _frame({"type": "text", "content": text}),
+                                "more_body": True,
+                            }
+                        )
+                    elif "functionCall" in part:
+                        calls.append(part["functionCall"])
+    return calls
+
+
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The ASGI entry point."""
+    global _session
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                _session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if _session is not None:
+                    await _session.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    if scope["type"] != "http":
+        return
+    if scope["path"] == "/health":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+        return
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    user_text = json.loads(body)["message"]
+    url = f"{os.environ['FLOOR_UPSTREAM']}/models/{MODEL}:streamGenerateContent?alt=sse"
+    await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+    conversation_id, message_id = str(uuid.uuid4()), str(uuid.uuid4())
+    await send(
+        {
+            "type": "http.response.body",
+            "more_body": True,
+            "body": _frame(
+                {"type": "start", "conversation_id": conversation_id, "message_id": message_id, "title": user_text[:50]}
+            ),
+        }
+    )
+    contents: list[dict[str, Any]] = [{"role": "user", "parts": [{"text": user_text}]}]
+    for _ in range(4):  # bounded: at most a few tool rounds
+        calls = await _relay(url, contents, send)
+        if not calls:
+            break
+        contents.append({"role": "model", "parts": [{"function_call": c} for c in calls]})
+        responses = []
+        for call in calls:
+            call_id = f"call_{uuid.uuid4().hex[:24]}"
+            result = {"tasks": [], "truncated": False}
+            await send(
+                {
+                    "type": "http.response.body",
+                    "more_body": True,
+                    "body": _frame(
+                        {"type": "tool_call", "id": call_id, "name": call["name"], "args": call.get("args", {})}
+                    ),
+                }
+            )
+            await send(
+                {
+                    "type": "http.response.body",
+                    "more_body": True,
+                    "body": _frame({"type": "tool_result", "id": call_id, "name": call["name"], "result": result}),
+                }
+            )
+            responses.append({"function_response": {"name": call["name"], "response": {"content": json.dumps(result)}}})
+        contents.append({"role": "user", "parts": responses})
+    done = {
+        "type": "done",
+        "conversation_id": conversation_id,
+        "message_id": message_id,
+        "finish_reason": "stop",
+        "usage": {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0},
+    }
+    await send({"type": "http.response.body", "body": _frame(done) + DONE, "more_body": False})
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve the floor relay with uvicorn."""
+    parser = argparse.ArgumentParser(prog="python -m tests.bench.floor", description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--upstream", default=os.environ.get("FLOOR_UPSTREAM"))
+    args = parser.parse_args(argv)
+    if not args.upstream:
+        parser.error("--upstream (or FLOOR_UPSTREAM) is required")
+    os.environ["FLOOR_UPSTREAM"] = args.upstream.rstrip("/")  # the workers read it
+    uvicorn.run(
+        "tests.bench.floor:app",
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+    )
+
+
+if __name__ == "__main__":
+    main()

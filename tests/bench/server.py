@@ -1,0 +1,418 @@
+"""Bench-only launcher: our server with candidate optimisations applied by monkeypatching, to prove them first.
+
+``BENCH_TWEAKS=a,b python -m tests.bench.server`` behaves like ``python -m backend`` (same settings from the
+environment, same migration step, same uvicorn options) but serves ``tests.bench.server:create_app``, which applies
+the tweaks in every worker process before building the app. ``BENCH_TWEAKS=all`` applies every tweak in `SAFE`.
+Nothing in backend/ is edited; each tweak below names the backend change it stands for.
+
+Tweaks:
+
+* ``quiet_litellm``: LiteLLM's logger at WARNING (at LOG_LEVEL=INFO it logs two lines per model call, through
+  Litestar's queue handler). Backend change: ``logging.getLogger("LiteLLM").setLevel(logging.WARNING)``.
+* ``no_send_timeout``: ``EventSourceResponse(send_timeout=None)``: sse-starlette wraps *every* chunk send in
+  ``anyio.move_on_after`` (a cancel scope per chunk) when a send timeout is set.
+* ``inline_builder``: LiteLLM builds the complete response of every stream (``stream_chunk_builder``) in a worker
+  thread at the end of each upstream call; run it inline instead (no thread hop, no GIL ping-pong).
+* ``lean_builder``: skip that rebuild: only the usage is needed, and Gemini reports it cumulatively in its last chunk.
+  (Stands for driving LiteLLM so that it does not rebuild the response, or for a direct Gemini model.)
+* ``no_pre_ping``: ``pool_pre_ping=False`` (a pre-ping is a round trip on every pool checkout: three per turn).
+* ``rowcmp``: keyset pagination with a row-value comparison ``(updated_at, id) < (:t, :id)``, which PostgreSQL can
+  use as an index condition (the current OR form is only a filter: the deep page scans every row before it).
+* ``gc_freeze``: ``gc.freeze()`` after start-up, so the collector stops re-walking the ~1M objects imported at start.
+* ``no_sdk_timeout``: ``ModelSettings(timeout=None)`` and the same timeout given to LiteLLM's HTTP call
+  (``extra_args={"timeout": ...}``): with an SDK-level timeout the Agents SDK runs every model stream in an extra
+  task and hands *each event* across two asyncio queues under ``asyncio.wait(timeout=...)``.
+* ``lean_db``: fewer and cheaper statements per turn (Core, not ORM units of work): a new conversation is one
+  INSERT of the conversation (lock included) and one of the message, with no ``max(seq)`` and no history SELECT
+  (its history is the message itself); ``append_message`` is ``INSERT ... VALUES (..., (SELECT max(seq)+1 ...))``
+  plus the ``updated_at`` UPDATE; saving a reply folds the lock release into that UPDATE (``CASE WHEN run_id =
+  :run``). 16 round trips per tool turn become 9 (with ``no_pre_ping``).
+* ``pool45``: a diagnostic: 45 pooled connections per worker instead of 10 + 20 overflow.
+* ``direct_gemini``: replace LiteLLM with `tests.bench.gemini_direct.GeminiDirectModel`, an Agents SDK `Model` that
+  streams Gemini's REST API itself (a prototype of a `backend/chat/model.py` change; see that module's limits).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+from typing import Any
+
+import backend  # noqa: F401  (offline LiteLLM/Agents environment before anything imports them)
+
+log = logging.getLogger("tests.bench.server")
+
+SAFE = [
+    "quiet_litellm",
+    "no_send_timeout",
+    "inline_builder",
+    "no_pre_ping",
+    "rowcmp",
+    "gc_freeze",
+    "no_sdk_timeout",
+    "lean_db",
+]
+ALL = [*SAFE, "lean_builder"]  # direct_gemini replaces LiteLLM altogether: name it explicitly
+
+
+def _quiet_litellm() -> None:
+    import litellm  # noqa: F401
+
+    for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # Litestar's logging config (applied at app start) may reset levels: patch its configure step too.
+    os.environ["BENCH_QUIET_LITELLM"] = "1"
+
+
+def _no_send_timeout() -> None:
+    import backend.chat.routes as routes
+
+    routes.SEND_TIMEOUT_SECONDS = None  # type: ignore[assignment]
+
+
+def _inline_builder() -> None:
+    from litellm.litellm_core_utils.streaming_handler import CustomStreamWrapper
+
+    async def build_inline(self: Any) -> Any:
+        return self._build_complete_streaming_response()
+
+    CustomStreamWrapper._async_build_complete_streaming_response = build_inline  # type: ignore[method-assign]
+
+
+def _lean_builder() -> None:
+    import litellm
+    from litellm.litellm_core_utils.streaming_handler import CustomStreamWrapper
+
+    original = CustomStreamWrapper._async_build_complete_streaming_response
+
+    async def usage_only(self: Any) -> Any:
+        usage = next((u for c in reversed(self.chunks) if (u := getattr(c, "usage", None)) is not None), None)
+        if usage is None:
+            return await original(self)
+        return litellm.ModelResponse(model=self.model, usage=usage)
+
+    CustomStreamWrapper._async_build_complete_streaming_response = usage_only  # type: ignore[method-assign]
+
+
+def _no_pre_ping() -> None:
+    import backend.db as db_module
+
+    original = db_module.create_async_engine
+
+    def create_engine(url: Any, **kwargs: Any) -> Any:
+        kwargs["pool_pre_ping"] = False
+        return original(url, **kwargs)
+
+    db_module.create_async_engine = create_engine  # type: ignore[assignment]
+
+
+def _rowcmp() -> None:
+    import uuid
+    from datetime import datetime
+
+    from sqlalchemy import tuple_
+
+    import backend.conversations.service as conversations
+    import backend.tasks.service as tasks
+    from backend.errors import InvalidInputError
+    from backend.pagination import BAD_CURSOR, decode_cursor
+
+    def after_time_cursor(time_column: Any, id_column: Any, cursor: str, *, descending: bool) -> Any:
+        moment_text, id_text = decode_cursor(cursor, 2)
+        try:
+            moment, row_id = datetime.fromisoformat(moment_text), uuid.UUID(id_text)
+        except (TypeError, ValueError):
+            raise InvalidInputError(BAD_CURSOR) from None
+        if moment.tzinfo is None:
+            raise InvalidInputError(BAD_CURSOR)
+        key, bound = tuple_(time_column, id_column), tuple_(moment, row_id)
+        return key < bound if descending else key > bound
+
+    conversations.after_time_cursor = after_time_cursor  # type: ignore[assignment]
+    tasks.after_time_cursor = after_time_cursor  # type: ignore[assignment]
+
+
+def _direct_gemini() -> None:
+    import backend.app as app_module
+    import backend.chat.model as model_module
+    from tests.bench.gemini_direct import GeminiDirectModel
+
+    original = model_module.build_model
+
+    def build_model(settings: Any) -> Any:
+        model, model_settings = original(settings)
+        if settings.use_offline_model:
+            return model, model_settings
+        return GeminiDirectModel(settings.model, settings.gemini_api_base, settings.gemini_api_key), model_settings
+
+    model_module.build_model = build_model  # type: ignore[assignment]
+    app_module.build_model = build_model  # type: ignore[attr-defined]
+
+
+def _no_sdk_timeout() -> None:
+    import dataclasses
+
+    import backend.app as app_module
+    import backend.chat.model as model_module
+
+    original = model_module.build_model
+
+    def build_model(settings: Any) -> Any:
+        model, model_settings = original(settings)
+        extra = dict(model_settings.extra_args or {})
+        extra.setdefault("timeout", settings.model_timeout_seconds)  # LiteLLM's own HTTP timeout instead
+        return model, dataclasses.replace(model_settings, timeout=None, extra_args=extra)
+
+    model_module.build_model = build_model  # type: ignore[assignment]
+    app_module.build_model = build_model  # type: ignore[attr-defined]
+
+
+def _pool45() -> None:
+    import backend.db as db_module
+
+    original = db_module.create_async_engine
+
+    def create_engine(url: Any, **kwargs: Any) -> Any:
+        if "pool_size" in kwargs:
+            kwargs.update(pool_size=45, max_overflow=0)
+        return original(url, **kwargs)
+
+    db_module.create_async_engine = create_engine  # type: ignore[assignment]
+
+
+def _lean_db() -> None:
+    import uuid
+
+    from sqlalchemy import case, func, insert, select, update
+
+    import backend.chat.service as chat_service
+    import backend.conversations.service as conversations
+    from backend.chat import lock
+    from backend.chat.history import turn_items
+    from backend.errors import InvalidInputError
+    from backend.models import Conversation, Message, MessageRole, MessageStatus, utcnow
+
+    conv_t, msg_t = Conversation.__table__, Message.__table__  # type: ignore[attr-defined]
+
+    def next_seq(conversation_id: uuid.UUID) -> Any:
+        return (
+            select(func.coalesce(func.max(msg_t.c.seq), 0) + 1)
+            .where(msg_t.c.conversation_id == conversation_id)
+            .scalar_subquery()
+        )
+
+    def message_values(conversation_id: uuid.UUID, fields: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": fields.get("id") or uuid.uuid4(),
+            "conversation_id": conversation_id,
+            "role": str(fields["role"]),
+            "content": fields.get("content", ""),
+            "tool_calls": fields.get("tool_calls", []),
+            "status": str(fields.get("status", MessageStatus.COMPLETE)),
+            "error_code": fields.get("error_code"),
+            "usage": fields.get("usage"),
+            "items": fields.get("items"),
+            "created_at": utcnow(),
+        }
+
+    async def append_message(session: Any, conversation_id: uuid.UUID, **fields: Any) -> None:
+        # One INSERT ... (SELECT max(seq) + 1) and one UPDATE, in Core (no ORM flush), instead of SELECT max,
+        # ORM INSERT and UPDATE. The unique (conversation_id, seq) index still turns a lost race into an error.
+        values = message_values(conversation_id, fields)
+        await session.execute(insert(msg_t).values(**values, seq=next_seq(conversation_id)))
+        await session.execute(
+            update(conv_t).where(conv_t.c.id == conversation_id).values(updated_at=values["created_at"])
+        )
+
+    original_start = chat_service.ChatService.start_turn
+
+    async def start_turn(self: Any, session: Any, user_id: str, message: str, conversation_ref: str | None) -> Any:
+        if conversation_ref is not None:  # continuing: the original path (lock acquire), with the lean append
+            return await original_start(self, session, user_id, message, conversation_ref)
+        if len(message) > self.settings.max_message_chars:
+            raise InvalidInputError(f"message: must be at most {self.settings.max_message_chars} characters")
+        # A new conversation: its history is just this message, so no max(seq) and no history SELECT.
+        now, run_id, conversation_id = utcnow(), uuid.uuid4(), uuid.uuid4()
+        title = chat_service.make_title(message)
+        try:
+            await session.execute(
+                insert(conv_t).values(
+                    id=conversation_id,
+                    user_id=user_id,
+                    title=title,
+                    created_at=now,
+                    updated_at=now,
+                    run_id=run_id,
+                    run_expires_at=now + lock.ttl_delta(self.settings.run_lock_ttl_seconds),
+                )
+            )
+            await session.execute(
+                insert(msg_t).values(
+                    **message_values(conversation_id, {"role": MessageRole.USER, "content": message}), seq=1
+                )
+            )
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
+        return chat_service.Turn(
+            user_id=user_id,
+            conversation_id=conversation_id,
+            title=title,
+            run_id=run_id,
+            assistant_message_id=uuid.uuid4(),
+            input_items=[{"role": "user", "content": message}],
+        )
+
+    async def write_reply(
+        self: Any, turn: Any, reply: Any, text: str, status: Any, error: Any, usage: Any, new_items: Any
+    ) -> None:
+        # The reply INSERT, then one UPDATE that moves updated_at and releases the run lock if this run holds it.
+        async with self.database.sessions() as session:
+            values = message_values(
+                turn.conversation_id,
+                {
+                    "id": turn.assistant_message_id,
+                    "role": MessageRole.ASSISTANT,
+                    "content": text,
+                    "tool_calls": list(reply.tool_calls.values()),
+                    "status": status,
+                    "error_code": error.code if error is not None else None,
+                    "usage": {
+                        "input_tokens": usage.input_tokens,
+                        "output_tokens": usage.output_tokens,
+                        "total_tokens": usage.total_tokens,
+                    },
+                    "items": turn_items(new_items, text, status),
+                },
+            )
+            await session.execute(insert(msg_t).values(**values, seq=next_seq(turn.conversation_id)))
+            held = conv_t.c.run_id == turn.run_id
+            await session.execute(
+                update(conv_t)
+                .where(conv_t.c.id == turn.conversation_id)
+                .values(
+                    updated_at=values["created_at"],
+                    run_id=case((held, None), else_=conv_t.c.run_id),
+                    run_expires_at=case((held, None), else_=conv_t.c.run_expires_at),
+                )
+            )
+            await session.commit()
+
+    conversations.append_message = append_message  # type: ignore[assignment]
+    chat_service.ChatService.start_turn = start_turn  # type: ignore[method-assign]
+    chat_service.ChatService._write_reply = write_reply  # type: ignore[method-assign]
+
+
+def _gc_freeze() -> None:
+    os.environ["BENCH_GC_FREEZE"] = "1"  # applied in create_app, after every import
+
+
+TWEAKS = {
+    "quiet_litellm": _quiet_litellm,
+    "no_send_timeout": _no_send_timeout,
+    "inline_builder": _inline_builder,
+    "lean_builder": _lean_builder,
+    "no_pre_ping": _no_pre_ping,
+    "rowcmp": _rowcmp,
+    "gc_freeze": _gc_freeze,
+    "direct_gemini": _direct_gemini,
+    "no_sdk_timeout": _no_sdk_timeout,
+    "lean_db": _lean_db,
+    "pool45": _pool45,
+}
+
+
+def selected() -> list[str]:
+    """The tweaks named in BENCH_TWEAKS (``all`` = every one, ``safe`` = SAFE)."""
+    names: list[str] = []
+    for name in (n.strip() for n in os.environ.get("BENCH_TWEAKS", "").split(",")):
+        if not name:
+            continue
+        if name == "all":
+            names += ALL
+        elif name == "safe":
+            names += SAFE
+        elif name in TWEAKS:
+            names.append(name)
+        else:
+            raise SystemExit(f"unknown tweak {name!r}; known: {', '.join(TWEAKS)}, safe, all")
+    return list(dict.fromkeys(names))
+
+
+def apply(names: list[str] | None = None) -> list[str]:
+    """Apply tweaks (by default those in BENCH_TWEAKS); returns their names."""
+    names = selected() if names is None else names
+    for name in names:
+        TWEAKS[name]()
+    return names
+
+
+_applied: list[str] = []
+
+
+def create_app() -> Any:
+    """The app factory uvicorn calls in each worker: apply the tweaks, then build the normal app.
+
+    Not at import: with several workers, uvicorn's spawned children re-import this module as ``__mp_main__``
+    before their health-check thread runs, and a slow import there gets them killed and respawned in a loop.
+    """
+    from litestar import Litestar
+
+    from backend.app import create_app as real_create_app
+
+    if not _applied:
+        _applied.extend(apply())
+
+    app: Litestar = real_create_app()
+    if os.environ.get("BENCH_QUIET_LITELLM"):
+
+        async def quiet(app_: Litestar) -> None:
+            for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm"):
+                logging.getLogger(name).setLevel(logging.WARNING)
+
+        app.on_startup.append(quiet)
+    if os.environ.get("BENCH_GC_FREEZE"):
+
+        async def freeze(app_: Litestar) -> None:
+            gc.collect()
+            gc.freeze()
+
+        app.on_startup.append(freeze)
+    log.warning("bench server: tweaks applied: %s", ", ".join(_applied) or "none")
+    return app
+
+
+def main() -> None:
+    """Like ``python -m backend``, serving this module's factory."""
+    import asyncio
+    import sys
+
+    import uvicorn
+
+    from backend.__main__ import _migrate
+    from backend.settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        sys.exit(f"error: {error}")
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.should_migrate_on_startup:
+        asyncio.run(_migrate(settings))
+        os.environ["MIGRATE_ON_STARTUP"] = "false"
+    uvicorn.run(
+        "tests.bench.server:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level.lower(),
+        proxy_headers=True,
+        timeout_graceful_shutdown=10,
+    )
+
+
+if __name__ == "__main__":
+    main()
