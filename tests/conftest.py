@@ -20,9 +20,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 import backend  # noqa: F401  (sets the offline LiteLLM/Agents environment before anything imports them)
 from alembic import command
-from backend.app import create_app
-from backend.db import alembic_config
+from backend.db import Database, alembic_config, create_database
 from backend.settings import Settings, load_settings, normalize_database_url
+from tests.seeding import client_for
 
 SECRET = "test-secret-that-is-at-least-32-bytes-long"
 TABLES = ("messages", "conversations", "tasks")
@@ -116,16 +116,24 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
 
 @pytest.fixture
 async def client(settings: Settings) -> AsyncIterator[AsyncTestClient[Litestar]]:
-    """An HTTP client for a local-mode app."""
-    async with AsyncTestClient(app=create_app(settings)) as test_client:
+    """An HTTP client for a local-mode app (one app per distinct settings, see `tests.seeding.app_for`)."""
+    async with client_for(settings) as test_client:
         yield test_client
 
 
 @pytest.fixture
 async def auth_client(make_settings: Callable[..., Settings]) -> AsyncIterator[AsyncTestClient[Litestar]]:
     """An HTTP client for an app that requires HS256 bearer tokens signed with `SECRET`."""
-    async with AsyncTestClient(app=create_app(make_settings(auth_secret=SECRET))) as test_client:
+    async with client_for(make_settings(auth_secret=SECRET)) as test_client:
         yield test_client
+
+
+@pytest.fixture
+async def db(settings: Settings) -> AsyncIterator[Database]:
+    """The test database, for seeding and inspecting rows directly."""
+    database = create_database(settings)
+    yield database
+    await database.dispose()
 
 
 def make_token(sub: str, *, secret: str = SECRET, expires_in: int = 3600, **claims: Any) -> str:

@@ -14,7 +14,6 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from backend.db import Database, create_database
 from backend.settings import Settings
 from tests.conftest import SECRET, bearer, make_token
 from tests.seeding import client_for, seed_conversation, task_owner
@@ -40,27 +39,6 @@ def unsigned_token(payload: dict[str, Any]) -> str:
 
 def raw_token(**payload: Any) -> str:
     return jwt.encode(payload, SECRET, algorithm="HS256")
-
-
-@pytest.fixture
-async def db(settings: Settings) -> AsyncIterator[Database]:
-    database = create_database(settings)
-    yield database
-    await database.dispose()
-
-
-@pytest.fixture
-async def client(settings: Settings) -> AsyncIterator[AsyncTestClient[Litestar]]:
-    """conftest's local-mode `client`, on an app shared across tests (see `tests.seeding.app_for`)."""
-    async with client_for(settings) as test_client:
-        yield test_client
-
-
-@pytest.fixture
-async def auth_client(make_settings: Callable[..., Settings]) -> AsyncIterator[AsyncTestClient[Litestar]]:
-    """conftest's JWT-mode `auth_client`, on an app shared across tests."""
-    async with client_for(make_settings(auth_secret=SECRET)) as test_client:
-        yield test_client
 
 
 @pytest.fixture

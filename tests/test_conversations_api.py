@@ -5,18 +5,13 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from litestar import Litestar
-from litestar.testing import AsyncTestClient
 
-from backend.db import Database, create_database
 from backend.models import Conversation, Message
-from backend.settings import Settings
-from tests.seeding import append, client_for, count_rows, insert_messages, seed_conversation
+from tests.seeding import append, count_rows, insert_messages, seed_conversation
 
 CONVERSATION_NOT_FOUND = {"error": {"code": "not_found", "message": "Conversation not found."}}
 BAD_CURSOR = {"error": {"code": "validation_error", "message": "cursor: not a cursor this server issued for this list"}}
@@ -34,20 +29,6 @@ def when(text: str) -> datetime:
     moment = datetime.fromisoformat(text)
     assert moment.utcoffset() == timedelta(0), text
     return moment
-
-
-@pytest.fixture
-async def db(settings: Settings) -> AsyncIterator[Database]:
-    database = create_database(settings)
-    yield database
-    await database.dispose()
-
-
-@pytest.fixture
-async def client(settings: Settings) -> AsyncIterator[AsyncTestClient[Litestar]]:
-    """conftest's local-mode `client`, on an app shared across tests (see `tests.seeding.app_for`)."""
-    async with client_for(settings) as test_client:
-        yield test_client
 
 
 async def list_ids(client, query: str = "") -> list[str]:

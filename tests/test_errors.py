@@ -53,20 +53,6 @@ def offline_settings(database_url: str, **overrides: Any) -> Settings:
 
 
 @pytest.fixture
-async def client(settings: Settings) -> AsyncIterator[AsyncTestClient[Litestar]]:
-    """conftest's local-mode `client`, on an app shared across tests (see `tests.seeding.app_for`)."""
-    async with client_for(settings) as test_client:
-        yield test_client
-
-
-@pytest.fixture
-async def auth_client(make_settings: Callable[..., Settings]) -> AsyncIterator[AsyncTestClient[Litestar]]:
-    """conftest's JWT-mode `auth_client`, on an app shared across tests."""
-    async with client_for(make_settings(auth_secret=SECRET)) as test_client:
-        yield test_client
-
-
-@pytest.fixture
 async def small_body_client(make_settings: Callable[..., Settings]) -> AsyncIterator[AsyncTestClient[Litestar]]:
     async with client_for(make_settings(max_body_bytes=2048)) as client:
         yield client

@@ -5,17 +5,12 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from litestar import Litestar
-from litestar.testing import AsyncTestClient
 
-from backend.db import Database, create_database
-from backend.settings import Settings
-from tests.seeding import client_for, insert_tasks, task_owner
+from tests.seeding import insert_tasks, task_owner
 
 TASK_KEYS = {"id", "title", "notes", "completed", "created_at", "updated_at"}
 TASK_NOT_FOUND = {"error": {"code": "not_found", "message": "Task not found."}}
@@ -33,20 +28,6 @@ def when(text: str) -> datetime:
     moment = datetime.fromisoformat(text)
     assert moment.utcoffset() == timedelta(0), text
     return moment
-
-
-@pytest.fixture
-async def db(settings: Settings) -> AsyncIterator[Database]:
-    database = create_database(settings)
-    yield database
-    await database.dispose()
-
-
-@pytest.fixture
-async def client(settings: Settings) -> AsyncIterator[AsyncTestClient[Litestar]]:
-    """conftest's local-mode `client`, on an app shared across tests (see `tests.seeding.app_for`)."""
-    async with client_for(settings) as test_client:
-        yield test_client
 
 
 async def create(client, title: str = "A task", **fields: Any) -> dict[str, Any]:
