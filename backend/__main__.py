@@ -23,8 +23,12 @@ async def _migrate(settings: Settings) -> None:
         await database.dispose()
 
 
-def main() -> None:
-    """Start the server; a bad setting or an unreachable database exits with one line, no stack trace."""
+def main(app_factory: str = "backend.app:create_app") -> None:
+    """Start the server; a bad setting or an unreachable database exits with one line, no stack trace.
+
+    Args:
+        app_factory: The `module:function` uvicorn imports in each worker to build the app.
+    """
     try:
         settings = load_settings()
     except SettingsError as error:
@@ -40,7 +44,7 @@ def main() -> None:
         os.environ["MIGRATE_ON_STARTUP"] = "false"
     log.info("serving on http://%s:%s (%s worker(s))", settings.host, settings.port, settings.workers)
     uvicorn.run(
-        "backend.app:create_app",
+        app_factory,
         factory=True,
         host=settings.host,
         port=settings.port,

@@ -386,32 +386,9 @@ def create_app() -> Any:
 
 def main() -> None:
     """Like ``python -m backend``, serving this module's factory."""
-    import asyncio
-    import sys
+    from backend.__main__ import main as serve
 
-    import uvicorn
-
-    from backend.__main__ import _migrate
-    from backend.settings import SettingsError, load_settings
-
-    try:
-        settings = load_settings()
-    except SettingsError as error:
-        sys.exit(f"error: {error}")
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if settings.should_migrate_on_startup:
-        asyncio.run(_migrate(settings))
-        os.environ["MIGRATE_ON_STARTUP"] = "false"
-    uvicorn.run(
-        "tests.bench.server:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_level=settings.log_level.lower(),
-        proxy_headers=True,
-        timeout_graceful_shutdown=10,
-    )
+    serve("tests.bench.server:create_app")
 
 
 if __name__ == "__main__":
