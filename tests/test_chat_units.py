@@ -196,3 +196,12 @@ def test_offline_model_reports_tool_errors():
 )
 def test_titles(message, title):
     assert make_title(message) == title
+
+
+def test_the_installed_litellm_is_the_one_without_the_1_83_gemini_bugs():
+    from importlib.metadata import version
+
+    # 1.83.0 (what a plain resolve picks next to openai-agents 0.24) hangs on a truncated Gemini line, hides
+    # mid-stream errors and never closes the upstream stream on cancel; the stream tests exercise all three.
+    major, minor, patch = (int(part) for part in version("litellm").split(".")[:3])
+    assert (major, minor, patch) >= (1, 109, 1)
