@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from litestar import Litestar
@@ -105,3 +107,15 @@ async def client_for(settings: Settings) -> AsyncIterator[AsyncTestClient[Litest
     """An HTTP client on the (shared) app for these settings."""
     async with AsyncTestClient(app=app_for(settings)) as client:
         yield client
+
+
+def b64(value: Any) -> str:
+    """A cursor-shaped string: unpadded base64url of some JSON."""
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+
+def when(text: str) -> datetime:
+    """Parse an API timestamp, asserting it is UTC."""
+    moment = datetime.fromisoformat(text)
+    assert moment.utcoffset() == timedelta(0), text
+    return moment

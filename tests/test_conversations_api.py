@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 
 from backend.models import Conversation, Message
-from tests.seeding import append, count_rows, insert_messages, seed_conversation
+from tests.seeding import append, b64, count_rows, insert_messages, seed_conversation, when
 
 CONVERSATION_NOT_FOUND = {"error": {"code": "not_found", "message": "Conversation not found."}}
 BAD_CURSOR = {"error": {"code": "validation_error", "message": "cursor: not a cursor this server issued for this list"}}
@@ -19,16 +16,6 @@ SUMMARY_KEYS = {"id", "title", "created_at", "updated_at", "preview"}
 DETAIL_KEYS = {"id", "title", "created_at", "updated_at", "messages", "next_cursor"}
 MESSAGE_KEYS = {"id", "seq", "role", "content", "tool_calls", "status", "error_code", "usage", "created_at"}
 BASE = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)
-
-
-def b64(value: Any) -> str:
-    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
-
-
-def when(text: str) -> datetime:
-    moment = datetime.fromisoformat(text)
-    assert moment.utcoffset() == timedelta(0), text
-    return moment
 
 
 async def list_ids(client, query: str = "") -> list[str]:

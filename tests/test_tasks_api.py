@@ -2,32 +2,19 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from tests.seeding import insert_tasks, task_owner
+from tests.seeding import b64, insert_tasks, task_owner, when
 
 TASK_KEYS = {"id", "title", "notes", "completed", "created_at", "updated_at"}
 TASK_NOT_FOUND = {"error": {"code": "not_found", "message": "Task not found."}}
 NO_SUCH_RESOURCE = {"error": {"code": "not_found", "message": "No such resource."}}
 BAD_CURSOR = {"error": {"code": "validation_error", "message": "cursor: not a cursor this server issued for this list"}}
 EMPTY_PAGE = {"data": [], "next_cursor": None}
-
-
-def b64(value: Any) -> str:
-    """A cursor-shaped string: unpadded base64url of some JSON."""
-    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
-
-
-def when(text: str) -> datetime:
-    moment = datetime.fromisoformat(text)
-    assert moment.utcoffset() == timedelta(0), text
-    return moment
 
 
 async def create(client, title: str = "A task", **fields: Any) -> dict[str, Any]:
