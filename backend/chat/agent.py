@@ -12,13 +12,12 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from agents import Agent, FunctionTool, Model, ModelSettings, RunContextWrapper, function_tool
 from pydantic import ValidationError
 
-from backend.db import Database
+from backend.chat.context import ChatContext
 from backend.errors import AppError
 from backend.models import Task, TaskCreate, TaskPublic, TaskUpdate
 from backend.tasks import service as task_service
@@ -29,14 +28,6 @@ Call list_tasks when you need to know what exists. After a tool runs, confirm wh
 For anything unrelated to tasks, answer briefly and helpfully."""
 
 LIST_LIMIT = 100
-
-
-@dataclass(frozen=True, slots=True)
-class ChatContext:
-    """What every tool may use: whose run this is, and where the data lives."""
-
-    user_id: str
-    database: Database
 
 
 def _task_json(task: Task) -> dict[str, Any]:

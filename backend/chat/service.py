@@ -20,7 +20,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.chat import history, lock
-from backend.chat.agent import ChatContext
+from backend.chat.context import ChatContext
 from backend.chat.events import DONE_FRAME, Done, Error, FinishReason, Start, Text, ToolCall, ToolResult, Usage, encode
 from backend.chat.translate import StreamTranslator, classify_error
 from backend.conversations import service as conversation_service

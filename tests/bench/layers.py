@@ -121,7 +121,7 @@ async def layer_model(base: str, n: int) -> int:
 async def layer_runner(base: str, n: int, translate: bool = False) -> int:
     from agents import Runner
 
-    from backend.chat.agent import ChatContext
+    from backend.chat.context import ChatContext
     from backend.chat.events import encode
     from backend.chat.translate import StreamTranslator
 
