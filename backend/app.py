@@ -45,11 +45,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
         database = create_database(settings)
         app.state.database = database
         app.state.settings = settings
-        app.state.chat_service = ChatService(database, settings, build_agent(*build_model(settings)))
+        chat_service = ChatService(database, settings, build_agent(*build_model(settings)))
+        app.state.chat_service = chat_service
         try:
             if settings.should_migrate_on_startup:
                 await upgrade_to_head(database)
-            yield
+            await chat_service.start()
+            try:
+                yield
+            finally:
+                await chat_service.close()
         finally:
             await database.dispose()
 

@@ -8,8 +8,10 @@ from enum import StrEnum
 from typing import Any
 
 from pydantic import field_validator, model_validator
-from sqlalchemy import JSON, Column, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import Column, ForeignKey, Index, PrimaryKeyConstraint, String, UniqueConstraint
 from sqlmodel import Field, SQLModel
+
+from backend.storable import SafeJSON, SafeString, SafeText
 
 TITLE_MAX = 200
 NOTES_MAX = 4000
@@ -32,11 +34,18 @@ class MessageRole(StrEnum):
 
 
 class MessageStatus(StrEnum):
-    """How a message ended. User messages are always complete."""
+    """Where an assistant message stands. User messages are always complete.
+
+    `in_progress` while its run goes on; `requires_action` while the run is paused for the user (a tool approval or a
+    client-side tool); `interrupted` when the process running it died and another one took the turn over.
+    """
 
     COMPLETE = "complete"
     CANCELLED = "cancelled"
     ERROR = "error"
+    IN_PROGRESS = "in_progress"
+    REQUIRES_ACTION = "requires_action"
+    INTERRUPTED = "interrupted"
 
 
 # --- conversations -------------------------------------------------------------------------------------------------
@@ -45,11 +54,15 @@ class MessageStatus(StrEnum):
 class ConversationBase(SQLModel):
     """Fields a client may see and set."""
 
-    title: str = Field(default="New conversation", min_length=1, max_length=TITLE_MAX)
+    title: str = Field(default="New conversation", min_length=1, max_length=TITLE_MAX, sa_type=SafeString(TITLE_MAX))
 
 
 class Conversation(ConversationBase, table=True):
-    """A chat thread owned by one user. `run_id`/`run_expires_at` are the cross-worker run lock."""
+    """A chat thread owned by one user.
+
+    `run_id` (the running assistant message), `run_owner` (the process running it) and `run_expires_at` are the
+    cross-process run lock; `run_cancel_requested` asks the owner to stop the run.
+    """
 
     __tablename__ = "conversations"
     __table_args__ = (Index("ix_conversations_user_updated", "user_id", "updated_at", "id"),)
@@ -60,6 +73,8 @@ class Conversation(ConversationBase, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
     run_id: uuid.UUID | None = Field(default=None)
     run_expires_at: datetime | None = Field(default=None)
+    run_owner: uuid.UUID | None = Field(default=None)
+    run_cancel_requested: bool = Field(default=False)
 
 
 class ConversationUpdate(SQLModel):
@@ -106,17 +121,64 @@ class Message(SQLModel, table=True):
     )
     seq: int
     role: MessageRole = Field(sa_type=String(16))
-    content: str = Field(default="", sa_type=Text)
-    tool_calls: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    content: str = Field(default="", sa_type=SafeText)
+    tool_calls: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(SafeJSON, nullable=False))
+    parts: list[dict[str, Any]] = Field(
+        default_factory=list,
+        sa_column=Column(SafeJSON, nullable=False),
+        description="The reply as ordered typed parts (text, thinking, tool calls, widgets, approvals, client tools).",
+    )
     status: MessageStatus = Field(default=MessageStatus.COMPLETE, sa_type=String(16))
     error_code: str | None = Field(default=None, max_length=64)
-    usage: dict[str, int] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    agent: str | None = Field(default=None, max_length=128, sa_type=SafeString(128))
+    usage: dict[str, int] | None = Field(default=None, sa_column=Column(SafeJSON, nullable=True))
     items: list[dict[str, Any]] | None = Field(
         default=None,
-        sa_column=Column(JSON, nullable=True),
+        sa_column=Column(SafeJSON, nullable=True),
         description="Agent SDK input items that replay this turn to the model (assistant messages only).",
     )
+    run_state: dict[str, Any] | None = Field(
+        default=None,
+        sa_column=Column(SafeJSON, nullable=True),
+        description="The Agents SDK RunState of a run paused for the user (status requires_action).",
+    )
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class TurnEvent(SQLModel, table=True):
+    """One SSE event of an assistant message's turn, in order: the log that `GET /chatkit/{id}/stream` replays."""
+
+    __tablename__ = "turn_events"
+    __table_args__ = (PrimaryKeyConstraint("message_id", "id", name="pk_turn_events"),)
+
+    message_id: uuid.UUID = Field(sa_column_args=[ForeignKey("messages.id", ondelete="CASCADE")], nullable=False)
+    id: int
+    type: str = Field(sa_type=String(32))
+    data: str = Field(sa_type=SafeText)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ClientMessageId(SQLModel, table=True):
+    """A client-chosen message id (idempotency key), scoped to its user, and the turn it started."""
+
+    __tablename__ = "client_message_ids"
+    __table_args__ = (PrimaryKeyConstraint("user_id", "client_message_id", name="pk_client_message_ids"),)
+
+    user_id: str = Field(max_length=255)
+    client_message_id: uuid.UUID
+    user_message_id: uuid.UUID = Field(sa_column_args=[ForeignKey("messages.id", ondelete="CASCADE")], nullable=False)
+    assistant_message_id: uuid.UUID
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Instance(SQLModel, table=True):
+    """A running server process; its heartbeat tells the others whether its runs are still alive."""
+
+    __tablename__ = "instances"
+
+    id: uuid.UUID = Field(primary_key=True)
+    started_at: datetime = Field(default_factory=utcnow)
+    heartbeat_at: datetime = Field(default_factory=utcnow)
 
 
 class ToolCallPublic(SQLModel):
@@ -129,22 +191,38 @@ class ToolCallPublic(SQLModel):
 
 
 class MessagePublic(SQLModel):
-    """A message as the API returns it."""
+    """A message as the API returns it. `parts` is the reply in order; `content` its joined text."""
 
     id: uuid.UUID
     seq: int
     role: MessageRole
     content: str
+    parts: list[dict[str, Any]] = Field(default_factory=list)
     tool_calls: list[ToolCallPublic]
     status: MessageStatus
     error_code: str | None = None
+    agent: str | None = None
     usage: dict[str, int] | None = None
     created_at: datetime
 
 
-class ConversationDetail(ConversationPublic):
-    """A conversation with one page of its messages, oldest first."""
+class StopPublic(SQLModel):
+    """The answer to a stop request: the reply it concerns and where it now stands."""
 
+    message_id: uuid.UUID | None = Field(description="The assistant message that was running (or the latest one).")
+    status: MessageStatus | None = None
+    stopped: bool = Field(description="False when nothing was running.")
+    detail: str
+
+
+class ConversationDetail(ConversationPublic):
+    """A conversation with one page of its messages, oldest first.
+
+    `active_message_id` is the assistant message whose turn is running now (rejoin it with
+    `GET /chatkit/{message_id}/stream`), or null.
+    """
+
+    active_message_id: uuid.UUID | None = None
     messages: list[MessagePublic]
     next_cursor: str | None = None
 
@@ -155,7 +233,7 @@ class ConversationDetail(ConversationPublic):
 class TaskBase(SQLModel):
     """Fields shared by every task variant."""
 
-    title: str = Field(min_length=1, max_length=TITLE_MAX)
+    title: str = Field(min_length=1, max_length=TITLE_MAX, sa_type=SafeString(TITLE_MAX))
     notes: str | None = Field(default=None, max_length=NOTES_MAX)
 
 
@@ -192,7 +270,7 @@ class Task(TaskBase, table=True):
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     user_id: str = Field(max_length=255)
-    notes: str | None = Field(default=None, sa_type=Text)
+    notes: str | None = Field(default=None, sa_type=SafeText)
     completed: bool = Field(default=False)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)

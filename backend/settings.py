@@ -105,7 +105,24 @@ class Settings(BaseSettings):
     max_message_chars: int = Field(default=16_000, ge=1)
     keepalive_seconds: float = Field(default=15.0, gt=0)
     history_max_items: int = Field(default=200, ge=1)
-    run_lock_ttl_seconds: float = Field(default=60.0, ge=1)
+    on_disconnect: Literal["continue", "cancel"] = Field(
+        default="continue",
+        description="What a client disconnect does to its turn: it goes on and is stored, or it is cancelled.",
+    )
+    max_turn_seconds: float = Field(default=600.0, gt=0, description="The longest a turn may run.")
+    event_flush_seconds: float = Field(
+        default=0.25, gt=0, le=5, description="How long a turn's events may wait in memory before they are logged."
+    )
+    event_retention_hours: float = Field(
+        default=168.0, gt=0, description="How long the event log of a finished turn is kept (the message stays)."
+    )
+    save_retry_seconds: float = Field(
+        default=30.0, ge=0, description="How long a reply waits in memory while the database is unreachable."
+    )
+    heartbeat_seconds: float = Field(default=3.0, gt=0, description="How often a process proves it is alive.")
+    stale_after_seconds: float = Field(
+        default=10.0, gt=0, description="After this long without a heartbeat, a process's turns are taken over."
+    )
 
     @field_validator("database_url")
     @classmethod

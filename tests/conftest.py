@@ -25,7 +25,7 @@ from backend.settings import Settings, load_settings, normalize_database_url
 from tests.seeding import client_for
 
 SECRET = "test-secret-that-is-at-least-32-bytes-long"
-TABLES = ("messages", "conversations", "tasks")
+TABLES = ("turn_events", "client_message_ids", "messages", "conversations", "tasks", "instances")
 
 _skipped_required: list[str] = []
 

@@ -16,10 +16,32 @@ from sqlalchemy import func, select, update
 from sqlmodel import SQLModel
 
 from backend.app import create_app
-from backend.conversations.service import append_message, create_conversation
 from backend.db import Database
 from backend.models import Conversation, Message, Task
 from backend.settings import Settings
+
+
+async def create_conversation(session: Any, user_id: str, title: str, **fields: Any) -> Conversation:
+    """Insert a conversation row (flushed, not committed)."""
+    conversation = Conversation(user_id=user_id, title=title, **fields)
+    session.add(conversation)
+    await session.flush()
+    return conversation
+
+
+async def append_message(session: Any, conversation_id: uuid.UUID, **fields: Any) -> uuid.UUID:
+    """Append a message row after the conversation's last one and move its `updated_at` (not committed)."""
+    last = (
+        await session.exec(select(func.max(Message.seq)).where(Message.conversation_id == conversation_id))
+    ).scalar()
+    seq = last or 0
+    message = Message(conversation_id=conversation_id, seq=seq + 1, **fields)
+    session.add(message)
+    await session.flush()
+    await session.exec(  # type: ignore[call-overload]
+        update(Conversation).where(Conversation.id == conversation_id).values(updated_at=message.created_at)
+    )
+    return message.id
 
 
 async def seed_conversation(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -14,7 +15,7 @@ from sqlalchemy import update
 
 from backend.app import create_app
 from backend.db import create_database
-from backend.models import Conversation, utcnow
+from backend.models import Conversation, Instance, utcnow
 from backend.settings import Settings
 from tests.conftest import bearer, serve
 from tests.fakes.gemini import (
@@ -107,8 +108,9 @@ async def test_tool_turn_event_order_stored_rows_and_usage(client, fake):
     stream = await chat(client, {"message": "add buy milk"})
 
     assert_well_formed(stream)
-    assert stream.types == ["start", "tool_call", "tool_result", "text", "text", "done"]
-    start, call, result = stream.events[:3]
+    assert stream.types == ["start", "agent", "tool_call", "tool_result", "text", "text", "done"]
+    start, agent, call, result = stream.events[:4]
+    assert agent == {"type": "agent", "name": "Task assistant"}
     assert call["name"] == "add_task" and call["args"] == {"title": "buy milk"}
     assert result["id"] == call["id"] and result["name"] == "add_task"
     assert result["result"]["task"]["title"] == "buy milk"
@@ -199,7 +201,13 @@ async def test_every_frame_including_keep_alives_ends_with_a_blank_line(gemini_s
     assert b"\r" not in raw
     frames = raw.decode().split("\n\n")
     assert frames[-1] == ""
-    assert all(f.startswith(("data: ", ":")) and "\n" not in f for f in frames[:-1])
+    for f in frames[:-1]:  # a keep-alive comment, `data: [DONE]`, or one event: an `id:` line and one `data:` line
+        lines = f.split("\n")
+        assert f.startswith(":") and len(lines) == 1 or f == "data: [DONE]" or (
+            len(lines) == 2 and lines[0].startswith("id: ") and lines[1].startswith("data: ")
+        ), f
+    ids = [int(f.split("\n")[0][4:]) for f in frames if f.startswith("id: ")]
+    assert ids == list(range(1, len(ids) + 1)), "event ids are unique and increasing"
     assert sum(f.startswith(":") for f in frames) >= 2
 
 
@@ -216,10 +224,17 @@ async def test_long_first_message_titles_the_conversation_at_a_word_boundary(cli
 # --- persistence under failure --------------------------------------------------------------------------------------
 
 
-async def test_disconnect_cancels_the_run_closes_upstream_and_keeps_the_partial_reply(client, fake):
+async def test_disconnect_with_cancel_cancels_the_run_closes_upstream_and_keeps_the_partial_reply(
+    gemini_settings, fake
+):
     chunks = [f"word{i} " for i in range(12)]
     fake.script(text_turn(chunks, delay=0.3))
 
+    async with live(gemini_settings(on_disconnect="cancel")) as client:
+        await _disconnect_cancels(client, fake, chunks)
+
+
+async def _disconnect_cancels(client: httpx.AsyncClient, fake: FakeGemini, chunks: list[str]) -> None:
     stream = await chat(client, {"message": "long story"}, stop_after_texts=2)
     seen = stream.text
     conversation_id = stream.events[0]["conversation_id"]
@@ -259,7 +274,7 @@ async def test_persistent_provider_error_ends_with_error_then_done(client, fake,
     stream = await chat(client, {"message": "hi"})
 
     assert_well_formed(stream)
-    assert stream.types == ["start", "error", "done"]
+    assert stream.types == ["start", "agent", "error", "done"]
     error = stream.of("error")[0]
     assert error["code"] == code
     assert error["retryable"] is (status != 400)
@@ -275,7 +290,7 @@ async def test_mid_stream_error_keeps_the_partial_reply(client, fake):
     stream = await chat(client, {"message": "hi"})
 
     assert_well_formed(stream)
-    assert stream.types == ["start", "text", "text", "error", "done"]
+    assert stream.types == ["start", "agent", "text", "text", "error", "done"]
     assert stream.of("error")[0]["code"] == "provider_unavailable"
     assert "secret" not in str(stream.events)
     stored = await conversation(client, stream.events[0]["conversation_id"])
@@ -368,33 +383,33 @@ async def test_the_run_lock_holds_across_separate_server_instances(gemini_settin
         assert third.status == 200 and third.events[-1]["finish_reason"] == "stop"
 
 
-async def test_a_stale_lock_from_a_crashed_worker_does_not_block_forever(client, fake, gemini_settings):
+async def test_a_lock_held_by_a_live_process_blocks_and_one_whose_process_stopped_is_taken_over(
+    client, fake, gemini_settings
+):
     first = await chat(client, {"message": "hello"})
-    conversation_id = first.events[0]["conversation_id"]
+    conversation_id = uuid.UUID(first.events[0]["conversation_id"])
     database = create_database(gemini_settings())
-    import uuid
-
+    other_process = uuid.uuid4()
     async with database.sessions() as session:
+        session.add(Instance(id=other_process, heartbeat_at=utcnow()))
         await session.exec(  # type: ignore[call-overload]
             update(Conversation)
-            .where(Conversation.id == uuid.UUID(conversation_id))
-            .values(run_id=uuid.uuid4(), run_expires_at=utcnow() + timedelta(seconds=60))
+            .where(Conversation.id == conversation_id)
+            .values(run_id=uuid.uuid4(), run_owner=other_process, run_expires_at=utcnow() + timedelta(seconds=600))
         )
         await session.commit()
-    blocked = await chat(client, {"message": "locked?", "thread_id": conversation_id})
-    assert blocked.status == 409
+    blocked = await chat(client, {"message": "locked?", "thread_id": str(conversation_id)})
+    assert (blocked.status, blocked.body["error"]["code"]) == (409, "run_in_progress")
 
-    async with database.sessions() as session:
+    async with database.sessions() as session:  # the other process stops beating
         await session.exec(  # type: ignore[call-overload]
-            update(Conversation)
-            .where(Conversation.id == uuid.UUID(conversation_id))
-            .values(run_expires_at=utcnow() - timedelta(seconds=1))
+            update(Instance).where(Instance.id == other_process).values(heartbeat_at=utcnow() - timedelta(minutes=1))
         )
         await session.commit()
     await database.dispose()
-    after_expiry = await chat(client, {"message": "expired lock", "thread_id": conversation_id})
-    assert after_expiry.status == 200
-    assert after_expiry.events[-1]["finish_reason"] == "stop"
+    after_takeover = await chat(client, {"message": "taken over", "thread_id": str(conversation_id)})
+    assert after_takeover.status == 200
+    assert after_takeover.events[-1]["finish_reason"] == "stop"
 
 
 async def test_another_users_thread_is_404_like_a_missing_one(gemini_settings, fake):
@@ -459,7 +474,7 @@ async def test_offline_model_drives_the_real_tools(make_settings):
     async with live(make_settings(offline_model=True)) as client:
         added = await chat(client, {"message": "add buy milk"})
         assert_well_formed(added)
-        assert added.types[:3] == ["start", "tool_call", "tool_result"]
+        assert added.types[:4] == ["start", "agent", "tool_call", "tool_result"]
         assert added.of("tool_call")[0]["args"] == {"title": "buy milk"}
         assert added.text.startswith("(offline demo)")
         assert len(added.of("text")) > 3, "the offline model streams word by word"
@@ -513,7 +528,7 @@ async def test_sigterm_ends_open_streams_cleanly_and_saves_them(tmp_path, fake):
             lines: list[str] = []
             async with client.stream("POST", "/chatkit", json={"message": "go"}) as response:
                 async for line in response.aiter_lines():
-                    if line:
+                    if line.startswith("data: "):
                         lines.append(line)
                     if sum('"type":"text"' in item for item in lines) == 3 and server.poll() is None:
                         server.send_signal(signal.SIGTERM)

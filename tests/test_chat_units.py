@@ -21,26 +21,34 @@ from backend.models import Message, MessageRole, MessageStatus
 
 ALL_EVENTS = [
     events.Start("c", "m", "title"),
+    events.Agent("Task assistant"),
     events.Text("multi\nline <b>&</b> “quotes”"),
     events.Thinking("hmm"),
     events.ToolCall("call_1", "add_task", {"title": "x"}),
     events.ToolResult("call_1", "add_task", {"task": {"title": "x"}}),
+    events.Widget("w1", {"type": "Card", "children": []}),
+    events.ApprovalRequest("call_2", "delete_task", {"task": "x"}),
+    events.ClientToolCall("call_3", "set_theme", {"theme": "dark"}),
     events.Error("rate_limited", "slow down", retryable=True),
     events.Done("c", "m", "stop", events.Usage(1, 2, 3)),
 ]
 
 
 @pytest.mark.parametrize("event", ALL_EVENTS, ids=lambda e: type(e).__name__)
-def test_every_event_is_one_data_line_that_round_trips(event):
-    frame = events.encode(event)
-    assert frame.startswith(b"data: ") and frame.endswith(b"\n\n")
-    assert frame.count(b"\n") == 2, "a frame must be a single data line"
-    payload = json.loads(frame[6:])
+def test_every_event_is_an_id_line_and_one_data_line_that_round_trips(event):
+    frame = events.encode(event, 7)
+    assert frame.startswith(b"id: 7\ndata: ") and frame.endswith(b"\n\n")
+    assert frame.count(b"\n") == 3, "a frame must be an id line and a single data line"
+    payload = json.loads(frame[len(b"id: 7\ndata: ") :])
     assert (
         payload["type"]
         == {
             "Start": "start",
+            "Agent": "agent",
             "Text": "text",
+            "Widget": "widget",
+            "ApprovalRequest": "approval_request",
+            "ClientToolCall": "client_tool_call",
             "Thinking": "thinking",
             "ToolCall": "tool_call",
             "ToolResult": "tool_result",
@@ -48,7 +56,14 @@ def test_every_event_is_one_data_line_that_round_trips(event):
             "Done": "done",
         }[type(event).__name__]
     )
-    assert events.decode(frame[6:-2]) == event
+    assert events.decode(frame[len(b"id: 7\ndata: ") : -2]) == event
+
+
+def test_a_lone_surrogate_or_nul_in_model_text_still_encodes():
+    frame = events.encode(events.Text("bad \ud800 here"), 1)
+    assert json.loads(frame.split(b"data: ", 1)[1])["content"] == "bad \ufffd here"
+    frame = events.encode(events.Text("nul \x00 here"), 2)
+    assert json.loads(frame.split(b"data: ", 1)[1])["content"] == "nul \x00 here"
 
 
 def _status_error(cls: type[Exception], status: int) -> Exception:

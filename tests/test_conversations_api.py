@@ -13,8 +13,20 @@ from tests.seeding import append, b64, count_rows, insert_messages, seed_convers
 CONVERSATION_NOT_FOUND = {"error": {"code": "not_found", "message": "Conversation not found."}}
 BAD_CURSOR = {"error": {"code": "validation_error", "message": "cursor: not a cursor this server issued for this list"}}
 SUMMARY_KEYS = {"id", "title", "created_at", "updated_at", "preview"}
-DETAIL_KEYS = {"id", "title", "created_at", "updated_at", "messages", "next_cursor"}
-MESSAGE_KEYS = {"id", "seq", "role", "content", "tool_calls", "status", "error_code", "usage", "created_at"}
+DETAIL_KEYS = {"id", "title", "created_at", "updated_at", "messages", "next_cursor", "active_message_id"}
+MESSAGE_KEYS = {
+    "id",
+    "seq",
+    "role",
+    "content",
+    "parts",
+    "tool_calls",
+    "status",
+    "error_code",
+    "agent",
+    "usage",
+    "created_at",
+}
 BASE = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)
 
 
@@ -226,7 +238,7 @@ async def test_get_returns_messages_in_seq_order_with_tool_calls(client, db):
     assert body["next_cursor"] is None
     messages = body["messages"]
     for message in messages:
-        assert set(message) == MESSAGE_KEYS  # `items` (model replay data) never leaves the server
+        assert set(message) == MESSAGE_KEYS  # `items` and `run_state` (model replay data) never leave the server
         uuid.UUID(message["id"])
         when(message["created_at"])
     assert [m["seq"] for m in messages] == [1, 2, 3, 4, 5]

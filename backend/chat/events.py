@@ -1,7 +1,8 @@
 """The SSE event vocabulary of `POST /chatkit`. Every event is a typed object; this module alone encodes the wire.
 
-Each event is one SSE frame, a single `data: <json>` line and a blank line, whose JSON carries a `type`. A stream
-always opens with `start` and, unless the client went away, ends with `done` followed by the frame `data: [DONE]`.
+Each event is one SSE frame: an `id:` line (unique and increasing within the assistant message's turn, so a client
+can rejoin with `Last-Event-ID`), a single `data: <json>` line whose JSON carries a `type`, and a blank line. A stream
+always opens with `start` and ends with `done` followed by the frame `data: [DONE]`.
 """
 
 from __future__ import annotations
@@ -10,9 +11,18 @@ from typing import Any, Literal
 
 import msgspec
 
-FinishReason = Literal["stop", "error", "cancelled", "max_turns"]
+from backend.storable import storable_json
+
+FinishReason = Literal["stop", "error", "cancelled", "max_turns", "interrupted", "approval_required", "client_tool"]
 ErrorCode = Literal[
-    "rate_limited", "provider_unavailable", "provider_error", "max_turns", "server_shutdown", "internal"
+    "rate_limited",
+    "provider_unavailable",
+    "provider_error",
+    "max_turns",
+    "server_shutdown",
+    "turn_timeout",
+    "interrupted",
+    "internal",
 ]
 
 
@@ -25,11 +35,18 @@ class Usage(msgspec.Struct, frozen=True):
 
 
 class Start(msgspec.Struct, tag="start", tag_field="type"):
-    """First event: where the reply will be stored, so a new conversation's UI can show it at once."""
+    """First event: where the reply is stored (`message_id`), so the UI can show it and rejoin it later."""
 
     conversation_id: str
     message_id: str
     title: str
+    status: str = "in_progress"
+
+
+class Agent(msgspec.Struct, tag="agent", tag_field="type"):
+    """The agent now answering (sent at the start of a run and whenever a handoff changes it)."""
+
+    name: str
 
 
 class Text(msgspec.Struct, tag="text", tag_field="type"):
@@ -60,6 +77,29 @@ class ToolResult(msgspec.Struct, tag="tool_result", tag_field="type"):
     result: Any
 
 
+class Widget(msgspec.Struct, tag="widget", tag_field="type"):
+    """A widget to show (see `backend.chat.widgets`); a later `widget` with the same `id` replaces it."""
+
+    id: str
+    widget: dict[str, Any]
+
+
+class ApprovalRequest(msgspec.Struct, tag="approval_request", tag_field="type"):
+    """A tool call that waits for the user's approval; answer with `POST /chatkit {thread_id, approvals}`."""
+
+    id: str
+    name: str
+    args: dict[str, Any]
+
+
+class ClientToolCall(msgspec.Struct, tag="client_tool_call", tag_field="type"):
+    """A tool the browser runs; answer with `POST /chatkit {thread_id, client_tool_results}`."""
+
+    id: str
+    name: str
+    args: dict[str, Any]
+
+
 class Error(msgspec.Struct, tag="error", tag_field="type"):
     """The run failed. The code is from a small stable set; the message is ours, never provider text."""
 
@@ -69,7 +109,7 @@ class Error(msgspec.Struct, tag="error", tag_field="type"):
 
 
 class Done(msgspec.Struct, tag="done", tag_field="type"):
-    """Last event of every stream the client stayed for."""
+    """Last event of every stream."""
 
     conversation_id: str
     message_id: str
@@ -77,24 +117,37 @@ class Done(msgspec.Struct, tag="done", tag_field="type"):
     usage: Usage
 
 
-Event = Start | Text | Thinking | ToolCall | ToolResult | Error | Done
+Event = (
+    Start | Agent | Text | Thinking | ToolCall | ToolResult | Widget | ApprovalRequest | ClientToolCall | Error | Done
+)
 
 DONE_FRAME = b"data: [DONE]\n\n"
 _encoder = msgspec.json.Encoder()
 
 
-def encode(event: Event) -> bytes:
-    """Encode one event as a complete SSE frame.
-
-    Args:
-        event: Any event of the vocabulary.
-
-    Returns:
-        One `data: <json>` line and a blank line, as bytes. JSON never holds a raw newline, so one line suffices.
-    """
-    return b"data: " + _encoder.encode(event) + b"\n\n"
+def event_type(event: Event) -> str:
+    """The wire `type` of an event."""
+    return event.__struct_config__.tag  # type: ignore[return-value]
 
 
-def decode(payload: str | bytes) -> Event:
-    """Parse the JSON of one frame back into its typed event (for clients and tests)."""
-    return msgspec.json.decode(payload, type=Event)
+def payload(event: Event) -> bytes:
+    """The event's JSON. Text that cannot be UTF-8 (a lone surrogate from the model) goes out as U+FFFD."""
+    try:
+        return _encoder.encode(event)
+    except UnicodeEncodeError:
+        return _encoder.encode(storable_json(msgspec.to_builtins(event)))
+
+
+def frame(event_id: int, data: bytes) -> bytes:
+    """One complete SSE frame: `id:`, one `data:` line (JSON never holds a raw newline) and a blank line."""
+    return b"id: %d\ndata: %s\n\n" % (event_id, data)
+
+
+def encode(event: Event, event_id: int) -> bytes:
+    """Encode one event as a complete SSE frame with its id."""
+    return frame(event_id, payload(event))
+
+
+def decode(data: str | bytes) -> Event:
+    """Parse the JSON of one frame back into its typed event (for clients, tests and the turn takeover)."""
+    return msgspec.json.decode(data, type=Event)

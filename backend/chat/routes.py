@@ -1,29 +1,59 @@
-"""`POST /chatkit`: validate, then stream the agent's reply as Server-Sent Events."""
+"""`POST /chatkit` (start a turn and stream it) and `GET /chatkit/{message_id}/stream` (rejoin a turn)."""
 
 from __future__ import annotations
 
+import uuid
+from typing import Annotated
+
 import anyio
-from litestar import Controller, post
+from litestar import Controller, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
-from litestar.params import JSONBody
-from sqlmodel.ext.asyncio.session import AsyncSession
+from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from sse_starlette import EventSourceResponse
-from starlette.background import BackgroundTask
 
 from backend.auth import User
 from backend.chat.schemas import ChatRequest
-from backend.chat.service import ChatService
+from backend.chat.service import ChatService, Subscription
 
 # Stop proxies from buffering or compressing the stream (nginx honours X-Accel-Buffering).
 STREAM_HEADERS = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"}
 SEND_TIMEOUT_SECONDS = 30.0
 SHUTDOWN_GRACE_SECONDS = 5.0
+MAX_EVENT_ID = 2**31 - 1
+
+LastEventId = Annotated[
+    int | None,
+    HeaderParameter(name="Last-Event-ID", ge=0, le=MAX_EVENT_ID, description="Resume after this event id (SSE)."),
+]
+After = Annotated[
+    int | None,
+    QueryParameter(
+        name="after",
+        ge=0,
+        le=MAX_EVENT_ID,
+        description="Resume after this event id (for clients that cannot set headers).",
+    ),
+]
 
 
 def provide_chat_service(state: State) -> ChatService:
     """Dependency: the app's chat service."""
     return state.chat_service
+
+
+def event_stream(chat_service: ChatService, subscription: Subscription) -> EventSourceResponse:
+    """The SSE response of a subscription, with keep-alives, proxy headers and shutdown handling."""
+    shutdown = anyio.Event()
+    return EventSourceResponse(
+        chat_service.stream(subscription, shutdown),
+        headers=STREAM_HEADERS,
+        sep="\n",  # keep-alive comments framed like our data frames (sse-starlette defaults to CRLF)
+        ping=chat_service.settings.keepalive_seconds,
+        send_timeout=SEND_TIMEOUT_SECONDS,
+        shutdown_event=shutdown,
+        shutdown_grace_period=SHUTDOWN_GRACE_SECONDS,
+    )
 
 
 class ChatController(Controller):
@@ -36,21 +66,24 @@ class ChatController(Controller):
     @post("/", operation_id="Chat", media_type="text/event-stream", status_code=200)
     async def chat(
         self,
-        db_session: NamedDependency[AsyncSession],
         user: NamedDependency[User],
         chat_service: NamedDependency[ChatService],
         data: JSONBody[ChatRequest],
     ) -> EventSourceResponse:
         """Send a message and stream the reply: `start`, `text`/`thinking`/`tool_call`/`tool_result`, `done`."""
-        turn = await chat_service.start_turn(db_session, user.id, data.message, data.thread_id)
-        shutdown = anyio.Event()
-        return EventSourceResponse(
-            chat_service.stream(turn, shutdown),
-            headers=STREAM_HEADERS,
-            sep="\n",  # keep-alive comments framed like our data frames (sse-starlette defaults to CRLF)
-            ping=chat_service.settings.keepalive_seconds,
-            send_timeout=SEND_TIMEOUT_SECONDS,
-            background=BackgroundTask(chat_service.settle, turn),
-            shutdown_event=shutdown,
-            shutdown_grace_period=SHUTDOWN_GRACE_SECONDS,
-        )
+        subscription = await chat_service.send(user.id, data)
+        return event_stream(chat_service, subscription)
+
+    @get("/{message_id:uuid}/stream", operation_id="RejoinTurn", media_type="text/event-stream")
+    async def rejoin(
+        self,
+        user: NamedDependency[User],
+        chat_service: NamedDependency[ChatService],
+        message_id: FromPath[uuid.UUID],
+        last_event_id: LastEventId = None,
+        after: After = None,
+    ) -> EventSourceResponse:
+        """Replay an assistant message's turn after `Last-Event-ID` (or `?after=`), then follow it live to `done`."""
+        start_after = last_event_id if last_event_id is not None else after or 0
+        subscription = await chat_service.rejoin(user.id, message_id, start_after)
+        return event_stream(chat_service, subscription)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 
@@ -15,6 +17,13 @@ class ChatRequest(BaseModel):
         default=None,
         validation_alias=AliasChoices("thread_id", "conversation_id"),
         description="The conversation to continue; omit to start a new one.",
+    )
+    client_message_id: uuid.UUID | None = Field(
+        default=None,
+        description=(
+            "A UUID the client generates per message. A repeat with the same id (a network retry) never starts a "
+            "second turn: it replays and follows the turn the first request started. Scoped to the user."
+        ),
     )
 
     @field_validator("message", mode="before")

@@ -1,302 +1,281 @@
-"""A chat turn: validate and record the user message, run the agent, stream our events, and save the reply.
+"""The chat coordinator: start turns, stream and rejoin them, stop them, and keep this process's turns healthy.
 
-The reply is saved whatever happens — normal end, provider error, client disconnect, server shutdown — in a fresh
-session under a cancellation shield, and never in the per-token path.
+It owns no state of a turn itself: the store (`backend.chat.store`) owns every write, a `TurnRun`
+(`backend.chat.turn`) runs each turn in the background, and the hub (`backend.chat.live`) carries its events to
+whoever follows them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from datetime import timedelta
 
 import anyio
-from agents import Agent, Runner
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlmodel import col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
+from agents import Agent, RunResultStreaming, TResponseInputItem
 
-from backend.chat import history, lock
+from backend.chat import history
 from backend.chat.context import ChatContext
-from backend.chat.events import DONE_FRAME, Done, Error, FinishReason, Start, Text, ToolCall, ToolResult, Usage, encode
-from backend.chat.translate import StreamTranslator, classify_error
-from backend.conversations import service as conversation_service
+from backend.chat.events import DONE_FRAME
+from backend.chat.live import Hub
+from backend.chat.schemas import ChatRequest
+from backend.chat.store import BegunTurn, ConversationStore, ExistingTurn, TurnRequest, make_title
+from backend.chat.turn import Pause, TurnLimits, TurnRun
 from backend.db import Database
-from backend.errors import ConflictError, InvalidInputError, NotFoundError
-from backend.models import Message, MessageRole, MessageStatus, utcnow
+from backend.errors import InvalidInputError, NotFoundError
+from backend.models import MessageStatus
 from backend.settings import Settings
 
 log = logging.getLogger(__name__)
 
-TITLE_CHARS = 50
-SHUTDOWN_ERROR = Error("server_shutdown", "The server is restarting. Send the message again.", retryable=True)
-_STATUS_BY_FINISH: dict[FinishReason, MessageStatus] = {
-    "stop": MessageStatus.COMPLETE,
-    "cancelled": MessageStatus.CANCELLED,
-    "error": MessageStatus.ERROR,
-    "max_turns": MessageStatus.ERROR,
-}
+__all__ = ["ChatService", "StopResult", "Subscription", "make_title"]
+
+STOP_WAIT_SECONDS = 10.0
+SHUTDOWN_WAIT_SECONDS = 10.0
+SWEEP_EVERY_BEATS = 2
+PRUNE_EVERY_SECONDS = 3600.0
 
 
-def make_title(message: str) -> str:
-    """A conversation title from its first message: one line, about 50 characters, cut at a word boundary."""
-    flat = " ".join(message.split())
-    if len(flat) <= TITLE_CHARS:
-        return flat
-    cut = flat[:TITLE_CHARS].rsplit(" ", 1)[0] if " " in flat[:TITLE_CHARS] else flat[:TITLE_CHARS]
-    return cut.rstrip(" ,.;:-") + "…"
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """A stream to send: a turn's events after `after`; `run` is the turn this very request started, if any."""
+
+    message_id: uuid.UUID
+    after: int = 0
+    run: TurnRun | None = None
 
 
-@dataclass(slots=True)
-class Turn:
-    """Everything a started turn needs to run and be saved."""
+@dataclass(frozen=True, slots=True)
+class StopResult:
+    """The answer to a stop request."""
 
-    user_id: str
-    conversation_id: uuid.UUID
-    title: str
-    run_id: uuid.UUID
-    assistant_message_id: uuid.UUID
-    input_items: list[dict[str, Any]]
-    settled: bool = False
-    shutting_down: bool = False
-
-
-@dataclass(slots=True)
-class Reply:
-    """What the user has been shown so far, folded from our events."""
-
-    text_parts: list[str] = field(default_factory=list)
-    tool_calls: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    @property
-    def text(self) -> str:
-        """All text deltas joined."""
-        return "".join(self.text_parts)
+    message_id: uuid.UUID | None
+    status: MessageStatus | None
+    stopped: bool
+    detail: str
 
 
 class ChatService:
-    """Runs chat turns for one app instance."""
+    """Runs chat turns for one server process."""
 
-    def __init__(self, database: Database, settings: Settings, agent: Agent[ChatContext]) -> None:
+    def __init__(
+        self, database: Database, settings: Settings, agent: Agent[ChatContext], *, instance_id: uuid.UUID | None = None
+    ) -> None:
         """Create the service.
 
         Args:
-            database: Where conversations, messages and the run lock live.
-            settings: Limits, TTLs and turn caps.
-            agent: The agent every turn runs (see `backend.chat.agent`).
+            database: Where conversations, messages and the event log live.
+            settings: Limits, intervals and the disconnect policy.
+            agent: The agent every turn starts with (see `backend.chat.agent`).
+            instance_id: This process's id for run ownership (random by default).
         """
         self.database = database
         self.settings = settings
         self.agent = agent
+        self.store = ConversationStore(
+            database,
+            instance_id=instance_id or uuid.uuid4(),
+            stale_after_seconds=settings.stale_after_seconds,
+            max_turn_seconds=settings.max_turn_seconds,
+            history_max_items=settings.history_max_items,
+        )
+        url = database.engine.url
+        dsn = url.set(drivername="postgresql").render_as_string(hide_password=False) if self.store.is_postgres else None
+        self.hub = Hub(self.store, settings.event_flush_seconds, dsn)
+        self.hub.on_stop = self._stop_local
+        self.limits = TurnLimits(
+            max_turns=settings.max_turns,
+            max_turn_seconds=settings.max_turn_seconds,
+            save_retry_seconds=settings.save_retry_seconds,
+        )
+        self.runs: dict[uuid.UUID, TurnRun] = {}
+        self._background: list[asyncio.Task[None]] = []
 
-    async def start_turn(self, session: AsyncSession, user_id: str, message: str, conversation_ref: str | None) -> Turn:
-        """Validate the request, take the run lock and commit the user message, before any byte is streamed.
+    # --- process lifecycle ---------------------------------------------------------------------------------------
 
-        Args:
-            session: The request's session.
-            user_id: The caller.
-            message: The trimmed, non-empty user message.
-            conversation_ref: The conversation id to continue, or None for a new conversation.
+    async def start(self) -> None:
+        """Start the heartbeat, the event-log writer, the listener and the takeover sweep."""
+        self._background = [
+            asyncio.create_task(self.hub.run_writer(), name="event-log-writer"),
+            asyncio.create_task(self.hub.run_listener(), name="event-listener"),
+            asyncio.create_task(self._maintain(), name="turn-maintenance"),
+        ]
 
-        Returns:
-            The started turn, holding the conversation's run lock.
+    async def close(self) -> None:
+        """Stop every run of this process (each is stored), write what is queued, and stop the background tasks."""
+        self.shutdown_runs()
+        tasks = [run.task for run in self.runs.values() if run.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=SHUTDOWN_WAIT_SECONDS)
+        with contextlib.suppress(Exception):
+            await self.hub.flush()
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+
+    def shutdown_runs(self) -> None:
+        """The server is going away: cut every run short (each ends with `server_shutdown` and is stored)."""
+        for run in list(self.runs.values()):
+            run.cancel("shutdown")
+
+    async def _maintain(self) -> None:
+        beats = 0
+        pruned_at = asyncio.get_running_loop().time()
+        retention = timedelta(hours=self.settings.event_retention_hours)
+        while True:
+            try:
+                await self.store.heartbeat()
+                for message_id in await self.store.cancel_requests():
+                    self._stop_local(message_id)
+                if beats % SWEEP_EVERY_BEATS == 0:
+                    await self.store.recover_stale()
+                now = asyncio.get_running_loop().time()
+                if now - pruned_at >= PRUNE_EVERY_SECONDS:
+                    pruned_at = now
+                    await self.store.prune_events(retention)
+            except Exception as error:
+                log.warning("turn maintenance failed: %s", type(error).__name__)
+            beats += 1
+            await asyncio.sleep(self.settings.heartbeat_seconds)
+
+    # --- starting, following and stopping turns ------------------------------------------------------------------
+
+    async def send(self, user_id: str, request: ChatRequest) -> Subscription:
+        """Begin a turn (or find the one a repeated `client_message_id` began) before any byte is streamed.
 
         Raises:
             InvalidInputError: The message is over the configured limit.
             NotFoundError: The conversation does not exist or is not the caller's.
-            ConflictError: A run is already in progress on the conversation (`run_in_progress`).
+            ConflictError: A run is already in progress, or the idempotency key was used for another message.
         """
-        if len(message) > self.settings.max_message_chars:
+        if len(request.message) > self.settings.max_message_chars:
             raise InvalidInputError(f"message: must be at most {self.settings.max_message_chars} characters")
-        run_id = uuid.uuid4()
-        ttl = self.settings.run_lock_ttl_seconds
-        created = conversation_ref is None
-        try:
-            if created:
-                conversation = await conversation_service.create_conversation(
-                    session, user_id, make_title(message), run_id=run_id, run_expires_at=utcnow() + lock.ttl_delta(ttl)
-                )
-            else:
-                conversation = await conversation_service.get_conversation(
-                    session, user_id, _parse_id(conversation_ref)
-                )
-                if not await lock.acquire(session, conversation.id, user_id, run_id, ttl):
-                    raise ConflictError(
-                        "A reply is already being generated in this conversation.", code="run_in_progress"
-                    )
-            await conversation_service.append_message(
-                session, conversation.id, seq=1 if created else None, role=MessageRole.USER, content=message
+        begun = await self.store.begin_turn(
+            TurnRequest(
+                user_id=user_id,
+                message=request.message,
+                conversation_id=_conversation_id(request.thread_id),
+                client_message_id=request.client_message_id,
             )
-            await session.commit()
-        except BaseException:
-            await session.rollback()
-            raise
-        if created:  # its whole history is this message
-            input_items = [{"role": "user", "content": message}]
-        else:
-            recent = await session.exec(
-                select(Message)
-                .where(Message.conversation_id == conversation.id)
-                .order_by(col(Message.seq).desc())
-                .limit(self.settings.history_max_items)
-            )
-            input_items = history.to_agent_input(list(reversed(recent.all())), self.settings.history_max_items)
-        return Turn(
-            user_id=user_id,
-            conversation_id=conversation.id,
-            title=conversation.title,
-            run_id=run_id,
-            assistant_message_id=uuid.uuid4(),
-            input_items=input_items,
         )
+        if isinstance(begun, ExistingTurn):
+            return Subscription(begun.message_id)
+        run = self._run(begun, self._input_of(begun))
+        return Subscription(begun.message_id, run=run)
 
-    async def stream(self, turn: Turn, shutdown: anyio.Event | None = None) -> AsyncIterator[bytes]:
-        """Run the agent and yield SSE frames: `start`, deltas and tool events, maybe `error`, `done`, `[DONE]`.
+    def _input_of(self, begun: BegunTurn) -> list[TResponseInputItem]:
+        if begun.created:  # its whole history is this message
+            return [{"role": "user", "content": begun.history[-1].content}]
+        return history.to_agent_input(begun.history, self.settings.history_max_items)  # type: ignore[return-value]
 
-        Args:
-            turn: A turn from `start_turn`.
-            shutdown: Set when the server is shutting down: the run is cancelled and the stream ends cleanly.
+    def _run(self, begun: BegunTurn, run_input: list[TResponseInputItem]) -> TurnRun:
+        run = TurnRun(
+            store=self.store,
+            hub=self.hub,
+            agent=self.agent,
+            context=ChatContext(user_id=begun.user_id, database=self.database),
+            conversation_id=begun.conversation_id,
+            message_id=begun.message_id,
+            title=begun.title,
+            run_input=run_input,
+            limits=self.limits,
+            pause_check=self._pause_of,
+        )
+        self.runs[begun.message_id] = run
+        run.start().add_done_callback(lambda _task: self.runs.pop(begun.message_id, None))
+        return run
 
-        Yields:
-            Encoded SSE frames.
+    def _pause_of(self, result: RunResultStreaming) -> Pause | None:
+        return None
+
+    async def rejoin(self, user_id: str, message_id: uuid.UUID, after: int) -> Subscription:
+        """Follow one of the user's turns from after event `after` (0 for all of it).
+
+        Raises:
+            NotFoundError: No such assistant message, or it is another user's.
         """
-        reply = Reply()
-        result = Runner.run_streamed(
-            self.agent,
-            turn.input_items,  # type: ignore[arg-type]
-            context=ChatContext(user_id=turn.user_id, database=self.database),
-            max_turns=self.settings.max_turns,
-        )
-        supervisor = asyncio.create_task(self._supervise(turn, result, shutdown or anyio.Event()))
+        await self.store.turn_info(user_id, message_id)
+        return Subscription(message_id, after=after)
+
+    async def stream(self, subscription: Subscription, shutdown: anyio.Event) -> AsyncIterator[bytes]:
+        """The SSE frames of a subscription, ending with `done` and `[DONE]`.
+
+        If the client goes away, the turn goes on (`ON_DISCONNECT=continue`) or is cancelled if this request started
+        it (`ON_DISCONNECT=cancel`). A server shutdown cuts every run short, so every open stream ends cleanly.
+        """
+        watcher = asyncio.create_task(self._on_shutdown(shutdown))
+        ended = False
         try:
-            yield encode(Start(str(turn.conversation_id), str(turn.assistant_message_id), turn.title))
-            finish: FinishReason = "stop"
-            error: Error | None = None
-            translator = StreamTranslator()
-            try:
-                async for sdk_event in result.stream_events():
-                    event = translator.translate(sdk_event)
-                    if event is None:
-                        continue
-                    _fold(reply, event)
-                    yield encode(event)
-            except Exception as exc:
-                error = classify_error(exc)
-                finish = "max_turns" if error.code == "max_turns" else "error"
-            if turn.shutting_down:
-                error, finish = SHUTDOWN_ERROR, "cancelled"
-            usage = _usage(result)
-            if not await self._save(turn, reply, finish, error, usage, result):
-                error, finish = Error("internal", "The reply could not be saved.", retryable=True), "error"
-            if error is not None:
-                yield encode(error)
-            yield encode(Done(str(turn.conversation_id), str(turn.assistant_message_id), finish, usage))
+            async for data in self.hub.follow(subscription.message_id, subscription.after):
+                yield data
             yield DONE_FRAME
+            ended = True
         finally:
-            supervisor.cancel()
-            if not result.is_complete:
-                result.cancel()  # stops the run and closes the upstream model stream
-            if not turn.settled:  # the client went away, or the server is shutting down
-                await self._save(turn, reply, "cancelled", None, _usage(result), result)
+            watcher.cancel()
+            run = subscription.run
+            if not ended and run is not None and self.settings.on_disconnect == "cancel":
+                run.cancel("disconnected")
 
-    async def settle(self, turn: Turn) -> None:
-        """Save an empty cancelled reply and free the lock if the stream never got to run (client gone at once)."""
-        if not turn.settled:
-            await self._save(turn, Reply(), "cancelled", None, Usage(), None)
+    async def _on_shutdown(self, shutdown: anyio.Event) -> None:
+        await shutdown.wait()
+        self.shutdown_runs()
 
-    async def _save(
-        self,
-        turn: Turn,
-        reply: Reply,
-        finish: FinishReason,
-        error: Error | None,
-        usage: Usage,
-        result: Any,
-    ) -> bool:
-        turn.settled = True
-        status = _STATUS_BY_FINISH[finish]
-        text = reply.text
-        new_items = result.new_items if result is not None else []
-        try:
-            # Often called from a task that is being cancelled (client disconnect): without the shield, the
-            # first await below would raise CancelledError and the reply would be lost.
-            with anyio.CancelScope(shield=True):
-                await self._write_reply(turn, reply, text, status, error, usage, new_items)
-        except IntegrityError:
-            log.info("conversation %s was deleted during its run; the reply was dropped", turn.conversation_id)
-        except (SQLAlchemyError, OSError):
-            log.exception("could not save the reply of conversation %s", turn.conversation_id)
-            return False
-        return True
+    def _stop_local(self, message_id: uuid.UUID) -> None:
+        run = self.runs.get(message_id)
+        if run is not None:
+            run.cancel("stopped")
 
-    async def _write_reply(
-        self,
-        turn: Turn,
-        reply: Reply,
-        text: str,
-        status: MessageStatus,
-        error: Error | None,
-        usage: Usage,
-        new_items: Any,
-    ) -> None:
-        async with self.database.sessions() as session:
-            await conversation_service.append_message(
-                session,
-                turn.conversation_id,
-                id=turn.assistant_message_id,
-                role=MessageRole.ASSISTANT,
-                content=text,
-                tool_calls=list(reply.tool_calls.values()),
-                status=status,
-                error_code=error.code if error is not None else None,
-                usage={
-                    "input_tokens": usage.input_tokens,
-                    "output_tokens": usage.output_tokens,
-                    "total_tokens": usage.total_tokens,
-                },
-                items=history.turn_items(new_items, text, status),
+    async def stop(self, user_id: str, conversation_id: uuid.UUID) -> StopResult:
+        """Stop the conversation's running turn, wherever it runs; idempotent.
+
+        Raises:
+            NotFoundError: The conversation does not exist or is not the caller's.
+        """
+        message_id = await self.store.request_stop(user_id, conversation_id)
+        if message_id is None:
+            latest = await self.store.latest_reply(user_id, conversation_id)
+            return StopResult(
+                message_id=latest[0] if latest else None,
+                status=latest[1] if latest else None,
+                stopped=False,
+                detail="Nothing is running in this conversation.",
             )
-            await lock.release(session, turn.conversation_id, turn.run_id)
-            await session.commit()
+        run = self.runs.get(message_id)
+        if run is not None and run.task is not None:
+            run.cancel("stopped")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(run.task), STOP_WAIT_SECONDS)
+        status = await self._settled_status(message_id)
+        stopped = status != MessageStatus.IN_PROGRESS
+        return StopResult(
+            message_id=message_id,
+            status=status,
+            stopped=stopped,
+            detail="The reply was stopped." if stopped else "The reply is still stopping.",
+        )
 
-    async def _supervise(self, turn: Turn, result: Any, shutdown: anyio.Event) -> None:
-        """Keep the run lock fresh while the run lasts, and cancel the run when the server shuts down."""
-        ttl = self.settings.run_lock_ttl_seconds
-        while True:
-            with anyio.move_on_after(ttl / 3):
-                await shutdown.wait()
-                turn.shutting_down = True
-                result.cancel()
-                return
-            try:
-                async with self.database.sessions() as session:
-                    held = await lock.refresh(session, turn.conversation_id, turn.run_id, ttl)
-                    await session.commit()
-                if not held:
-                    log.warning("run lock of conversation %s was lost", turn.conversation_id)
-            except (SQLAlchemyError, OSError):
-                log.warning("could not refresh the run lock of conversation %s", turn.conversation_id)
+    async def _settled_status(self, message_id: uuid.UUID) -> MessageStatus | None:
+        """Wait (bounded) for another process to finish a stopped turn; take it over if that process is gone."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STOP_WAIT_SECONDS
+        status = await self.store.message_status(message_id)
+        while status == MessageStatus.IN_PROGRESS and loop.time() < deadline:
+            await asyncio.sleep(0.1)
+            status = await self.store.message_status(message_id)
+        if status == MessageStatus.IN_PROGRESS:
+            await self.store.recover_stale()
+            status = await self.store.message_status(message_id)
+        return status
 
 
-def _parse_id(reference: str) -> uuid.UUID:
+def _conversation_id(reference: str | None) -> uuid.UUID | None:
+    if reference is None:
+        return None
     try:
         return uuid.UUID(reference)
     except ValueError:
-        raise NotFoundError(conversation_service.CONVERSATION_NOT_FOUND) from None
-
-
-def _fold(reply: Reply, event: Any) -> None:
-    if isinstance(event, Text):
-        reply.text_parts.append(event.content)
-    elif isinstance(event, ToolCall):
-        reply.tool_calls[event.id] = {"id": event.id, "name": event.name, "args": event.args, "result": None}
-    elif isinstance(event, ToolResult) and event.id in reply.tool_calls:
-        reply.tool_calls[event.id]["result"] = event.result
-
-
-def _usage(result: Any) -> Usage:
-    usage = result.context_wrapper.usage
-    return Usage(usage.input_tokens, usage.output_tokens, usage.total_tokens)
+        raise NotFoundError("Conversation not found.") from None

@@ -10,7 +10,7 @@ import openai
 from agents import AgentsException, MaxTurnsExceeded, ModelBehaviorError, ToolCallItem, ToolCallOutputItem
 from agents.exceptions import ModelTimeoutError
 
-from backend.chat.events import Error, Event, Text, Thinking, ToolCall, ToolResult
+from backend.chat.events import Agent, Error, Event, Text, Thinking, ToolCall, ToolResult
 from backend.chat.model import TruncatedStreamError
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class StreamTranslator:
             sdk_event: A `RawResponsesStreamEvent`, `RunItemStreamEvent` or `AgentUpdatedStreamEvent`.
 
         Returns:
-            A `Text`, `Thinking`, `ToolCall` or `ToolResult` event, or None.
+            A `Text`, `Thinking`, `Agent`, `ToolCall` or `ToolResult` event, or None.
         """
         kind = sdk_event.type
         if kind == "raw_response_event":
@@ -55,6 +55,8 @@ class StreamTranslator:
             if data_type == _REASONING_DELTA:
                 return Thinking(data.delta) if data.delta else None
             return None
+        if kind == "agent_updated_stream_event":
+            return Agent(sdk_event.new_agent.name)
         if kind != "run_item_stream_event":
             return None
         item = sdk_event.item

@@ -5,13 +5,15 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from litestar import Controller, delete, get, patch
-from litestar.di import NamedDependency
+from litestar import Controller, delete, get, patch, post
+from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_204_NO_CONTENT
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.auth import User
+from backend.chat.routes import provide_chat_service
+from backend.chat.service import ChatService
 from backend.conversations import service as conversation_service
 from backend.models import (
     ConversationDetail,
@@ -19,6 +21,7 @@ from backend.models import (
     ConversationsPublic,
     ConversationUpdate,
     MessagePublic,
+    StopPublic,
 )
 from backend.pagination import DEFAULT_LIMIT, MAX_LIMIT
 
@@ -34,6 +37,7 @@ class ConversationController(Controller):
 
     path = "/api/conversations"
     tags = ["conversations"]
+    dependencies = {"chat_service": Provide(provide_chat_service, sync_to_thread=False)}
 
     @get("/", operation_id="ListConversations")
     async def list_conversations(
@@ -68,27 +72,41 @@ class ConversationController(Controller):
             update={
                 "messages": [MessagePublic.model_validate(message) for message in messages],
                 "next_cursor": next_cursor,
+                "active_message_id": conversation.run_id,
             },
         )
 
     @patch("/{conversation_id:uuid}", operation_id="RenameConversation")
     async def rename_conversation(
         self,
-        db_session: NamedDependency[AsyncSession],
+        chat_service: NamedDependency[ChatService],
         user: NamedDependency[User],
         conversation_id: FromPath[uuid.UUID],
         data: JSONBody[ConversationUpdate],
     ) -> ConversationPublic:
         """Rename a conversation (1 to 200 characters after trimming)."""
-        conversation = await conversation_service.rename_conversation(db_session, user.id, conversation_id, data.title)
+        conversation = await chat_service.store.rename_conversation(user.id, conversation_id, data.title)
         return ConversationPublic.model_validate(conversation)
 
     @delete("/{conversation_id:uuid}", operation_id="DeleteConversation", status_code=HTTP_204_NO_CONTENT)
     async def delete_conversation(
         self,
-        db_session: NamedDependency[AsyncSession],
+        chat_service: NamedDependency[ChatService],
         user: NamedDependency[User],
         conversation_id: FromPath[uuid.UUID],
     ) -> None:
         """Delete a conversation and all its messages."""
-        await conversation_service.delete_conversation(db_session, user.id, conversation_id)
+        await chat_service.store.delete_conversation(user.id, conversation_id)
+
+    @post("/{conversation_id:uuid}/stop", operation_id="StopConversationRun", status_code=200)
+    async def stop(
+        self,
+        chat_service: NamedDependency[ChatService],
+        user: NamedDependency[User],
+        conversation_id: FromPath[uuid.UUID],
+    ) -> StopPublic:
+        """Stop the running reply, wherever it runs; idempotent. The partial reply is stored as `cancelled`."""
+        result = await chat_service.stop(user.id, conversation_id)
+        return StopPublic(
+            message_id=result.message_id, status=result.status, stopped=result.stopped, detail=result.detail
+        )

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
-from sqlalchemy import delete, func, insert, update
+from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.errors import InvalidInputError, NotFoundError
-from backend.models import Conversation, ConversationSummary, Message, utcnow
+from backend.models import Conversation, ConversationSummary, Message
 from backend.pagination import (
     BAD_CURSOR,
     DEFAULT_LIMIT,
@@ -109,67 +108,3 @@ async def list_messages(
     query = query.order_by(col(Message.seq)).limit(limit + 1)
     rows, more = page_of(list((await session.exec(query)).all()), limit)
     return rows, encode_cursor(rows[-1].seq) if more else None
-
-
-async def rename_conversation(
-    session: AsyncSession, user_id: str, conversation_id: uuid.UUID, title: str
-) -> Conversation:
-    """Set a conversation's title and commit.
-
-    Raises:
-        NotFoundError: If it does not exist or belongs to another user.
-    """
-    conversation = await get_conversation(session, user_id, conversation_id)
-    conversation.title = title
-    conversation.updated_at = utcnow()
-    session.add(conversation)
-    await session.commit()
-    return conversation
-
-
-async def delete_conversation(session: AsyncSession, user_id: str, conversation_id: uuid.UUID) -> None:
-    """Delete a conversation; the database cascades to its messages.
-
-    Raises:
-        NotFoundError: If it does not exist or belongs to another user.
-    """
-    result = await session.exec(  # type: ignore[call-overload]
-        delete(Conversation).where(col(Conversation.id) == conversation_id, col(Conversation.user_id) == user_id)
-    )
-    await session.commit()
-    if result.rowcount == 0:
-        raise NotFoundError(CONVERSATION_NOT_FOUND)
-
-
-async def create_conversation(session: AsyncSession, user_id: str, title: str, **fields: Any) -> Conversation:
-    """Insert a conversation (flushed, not committed; the caller commits with whatever goes with it)."""
-    conversation = Conversation(user_id=user_id, title=title, **fields)
-    session.add(conversation)
-    await session.flush()
-    return conversation
-
-
-async def append_message(
-    session: AsyncSession, conversation_id: uuid.UUID, *, seq: int | None = None, **fields: Any
-) -> uuid.UUID:
-    """Add a message at the end of a conversation and move the conversation's `updated_at` (not committed).
-
-    The sequence number is computed in the INSERT itself (the next after the current last one) unless the caller
-    knows it; the unique (conversation_id, seq) constraint turns a lost race into an error instead of a reorder.
-
-    Returns:
-        The new message's id.
-    """
-    message = Message(conversation_id=conversation_id, seq=seq or 0, **fields)
-    values = {column.name: getattr(message, column.name) for column in MESSAGE_COLUMNS}
-    if seq is None:
-        values["seq"] = (
-            select(func.coalesce(func.max(Message.seq), 0) + 1)
-            .where(Message.conversation_id == conversation_id)
-            .scalar_subquery()
-        )
-    await session.exec(insert(Message).values(**values))  # type: ignore[call-overload]
-    await session.exec(  # type: ignore[call-overload]
-        update(Conversation).where(col(Conversation.id) == conversation_id).values(updated_at=message.created_at)
-    )
-    return message.id

@@ -1,0 +1,237 @@
+"""One turn run: the agent's stream, translated, folded into the reply, published live and logged, then finished once.
+
+A `TurnRun` lives in a background task of its process, so a turn outlasts the HTTP response that started it: a client
+that disconnects, reloads or follows from another tab or process sees the same events. It ends in exactly one of
+these ways, and every way ends the stream with `done`:
+- the run completes, fails, hits `max_turns` or times out (`MAX_TURN_SECONDS`);
+- it is stopped (`POST /api/conversations/{id}/stop`), cancelled because its client left (`ON_DISCONNECT=cancel`), or
+  cut short by a server shutdown;
+- it pauses for the user (a tool approval or a client-side tool); see `backend.chat.actions`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from agents import Agent as SdkAgent
+from agents import Runner, RunResultStreaming, TResponseInputItem
+from agents.run_state import RunState
+
+from backend.chat import history
+from backend.chat.context import ChatContext
+from backend.chat.events import Done, Error, Event, FinishReason, Start, Usage, frame, payload
+from backend.chat.live import Hub, LiveTurn
+from backend.chat.reply import Reply
+from backend.chat.store import UNSAVED, ConversationStore, Outcome, StoredEvent
+from backend.chat.translate import StreamTranslator, classify_error
+from backend.models import MessageStatus
+
+log = logging.getLogger(__name__)
+
+CancelReason = Literal["stopped", "disconnected", "shutdown"]
+SHUTDOWN_ERROR = Error("server_shutdown", "The server is restarting. Send the message again.", retryable=True)
+TIMEOUT_ERROR = Error("turn_timeout", "The reply took too long and was stopped.", retryable=True)
+CANCEL_GRACE_SECONDS = 5.0
+_STATUS_BY_FINISH: dict[FinishReason, MessageStatus] = {
+    "stop": MessageStatus.COMPLETE,
+    "cancelled": MessageStatus.CANCELLED,
+    "error": MessageStatus.ERROR,
+    "max_turns": MessageStatus.ERROR,
+    "interrupted": MessageStatus.INTERRUPTED,
+    "approval_required": MessageStatus.REQUIRES_ACTION,
+    "client_tool": MessageStatus.REQUIRES_ACTION,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TurnLimits:
+    """The bounds a run works within."""
+
+    max_turns: int
+    max_turn_seconds: float
+    save_retry_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """What a paused run waits for, and the events that ask the user for it."""
+
+    events: list[Event]
+    finish: FinishReason
+    state: dict[str, object]
+
+
+PauseCheck = Callable[[RunResultStreaming], Pause | None]
+
+
+class TurnRun:
+    """One segment of an assistant message's turn, run in this process."""
+
+    def __init__(
+        self,
+        *,
+        store: ConversationStore,
+        hub: Hub,
+        agent: SdkAgent[ChatContext],
+        context: ChatContext,
+        conversation_id: uuid.UUID,
+        message_id: uuid.UUID,
+        title: str,
+        run_input: list[TResponseInputItem] | RunState[ChatContext],
+        limits: TurnLimits,
+        pause_check: PauseCheck,
+        reply: Reply | None = None,
+        first_event_id: int = 1,
+    ) -> None:
+        """Prepare the run; `start()` begins it."""
+        self.store = store
+        self.hub = hub
+        self.agent = agent
+        self.context = context
+        self.conversation_id = conversation_id
+        self.message_id = message_id
+        self.title = title
+        self.run_input = run_input
+        self.limits = limits
+        self.pause_check = pause_check
+        self.reply = reply or Reply()
+        self.next_id = first_event_id
+        self.live: LiveTurn = hub.open(conversation_id, message_id, first_event_id)
+        self.result: RunResultStreaming | None = None
+        self.cancel_reason: CancelReason | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> asyncio.Task[None]:
+        """Run in a background task of this process."""
+        self.task = asyncio.create_task(self._run(), name=f"turn-{self.message_id}")
+        return self.task
+
+    def cancel(self, reason: CancelReason) -> None:
+        """Stop the run (the first reason wins); it still ends with `done` and is stored as cancelled."""
+        if self.cancel_reason is not None or self.task is None or self.task.done():
+            return
+        self.cancel_reason = reason
+        if self.result is not None:
+            self.result.cancel()  # stops the run and closes the upstream model stream
+        else:
+            self.task.cancel()
+        asyncio.get_running_loop().call_later(CANCEL_GRACE_SECONDS, self._force_cancel)
+
+    def _force_cancel(self) -> None:
+        if self.task is not None and not self.task.done() and self.result is not None and not self.result.is_complete:
+            self.task.cancel()
+
+    def _emit(self, event: Event) -> None:
+        event_id = self.next_id
+        self.next_id += 1
+        data = payload(event)
+        self.live.publish(frame(event_id, data))
+        self.hub.record(self.message_id, StoredEvent(event_id, event.__struct_config__.tag, data.decode()))  # type: ignore[arg-type]
+
+    async def _run(self) -> None:
+        finish: FinishReason = "stop"
+        error: Error | None = None
+        pause: Pause | None = None
+        try:
+            self._emit(Start(str(self.conversation_id), str(self.message_id), self.title))
+            translator = StreamTranslator()
+            async with asyncio.timeout(self.limits.max_turn_seconds):
+                self.result = Runner.run_streamed(
+                    self.agent, self.run_input, context=self.context, max_turns=self.limits.max_turns
+                )
+                async for sdk_event in self.result.stream_events():
+                    event = translator.translate(sdk_event)
+                    if event is not None:
+                        self.reply.add(event)
+                        self._emit(event)
+            if self.cancel_reason is None:
+                pause = self.pause_check(self.result)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if self.cancel_reason is None or current is None:
+                raise
+            current.uncancel()
+        except TimeoutError:
+            error, finish = TIMEOUT_ERROR, "error"
+        except Exception as exc:
+            error = classify_error(exc)
+            finish = "max_turns" if error.code == "max_turns" else "error"
+        finally:
+            if self.result is not None and not self.result.is_complete:
+                self.result.cancel()
+        if self.cancel_reason is not None:
+            finish = "cancelled"
+            error = SHUTDOWN_ERROR if self.cancel_reason == "shutdown" else None
+        elif pause is not None:
+            for event in pause.events:
+                self.reply.add(event)
+                self._emit(event)
+            finish = pause.finish
+        await self._finish(finish, error, pause)
+
+    async def _finish(self, finish: FinishReason, error: Error | None, pause: Pause | None) -> None:
+        usage = self._usage()
+        status = _STATUS_BY_FINISH[finish]
+        items: list[dict[str, object]] | None = None
+        if self.result is not None and pause is None:
+            items = history.turn_items(self.result.new_items, self.reply.text, status)  # type: ignore[assignment]
+        outcome = Outcome(
+            status=status,
+            reply=self.reply,
+            error_code=error.code if error is not None else None,
+            usage=usage,
+            items=items,
+            run_state=pause.state if pause is not None else None,
+        )
+        finals: list[Event] = [error] if error is not None else []
+        finals.append(Done(str(self.conversation_id), str(self.message_id), finish, usage))
+        stored = [self._stored(event) for event in finals]
+        pending = self.hub.take_pending(self.message_id)
+        saved = False
+        try:
+            saved = await self.store.finish_turn(
+                self.conversation_id,
+                self.message_id,
+                outcome,
+                [*pending, *stored],
+                retry_seconds=self.limits.save_retry_seconds,
+            )
+        finally:
+            if not saved:
+                # Tell the user, and keep trying to close the message and free the conversation once the database is
+                # back (the lock must not outlive an outage by more than a retry interval).
+                stored = [self._stored(UNSAVED), self._stored(Done(*self._ids(), "error", usage))]
+                asyncio.get_running_loop().create_task(self._abandon())
+            for event in stored:
+                self.live.publish(frame(event.id, event.data.encode()))
+            self.hub.close(self.live)
+
+    def _ids(self) -> tuple[str, str]:
+        return str(self.conversation_id), str(self.message_id)
+
+    def _stored(self, event: Event) -> StoredEvent:
+        event_id = self.next_id
+        self.next_id += 1
+        return StoredEvent.of(event_id, event)
+
+    async def _abandon(self) -> None:
+        delay = 1.0
+        while True:
+            try:
+                await self.store.abandon(self.conversation_id, self.message_id)
+                return
+            except Exception as error:
+                log.warning("could not close unsaved reply %s yet (%s)", self.message_id, type(error).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 1.5, 3.0)
+
+    def _usage(self) -> Usage:
+        if self.result is None:
+            return Usage()
+        usage = self.result.context_wrapper.usage
+        return Usage(usage.input_tokens, usage.output_tokens, usage.total_tokens)
