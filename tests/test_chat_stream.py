@@ -203,8 +203,10 @@ async def test_every_frame_including_keep_alives_ends_with_a_blank_line(gemini_s
     assert frames[-1] == ""
     for f in frames[:-1]:  # a keep-alive comment, `data: [DONE]`, or one event: an `id:` line and one `data:` line
         lines = f.split("\n")
-        assert f.startswith(":") and len(lines) == 1 or f == "data: [DONE]" or (
-            len(lines) == 2 and lines[0].startswith("id: ") and lines[1].startswith("data: ")
+        assert (
+            (f.startswith(":") and len(lines) == 1)
+            or f == "data: [DONE]"
+            or (len(lines) == 2 and lines[0].startswith("id: ") and lines[1].startswith("data: "))
         ), f
     ids = [int(f.split("\n")[0][4:]) for f in frames if f.startswith("id: ")]
     assert ids == list(range(1, len(ids) + 1)), "event ids are unique and increasing"

@@ -39,9 +39,7 @@ def _parts_of(content: str, tool_calls: list[dict]) -> list[dict]:
 def upgrade() -> None:
     with op.batch_alter_table("conversations", schema=None) as batch_op:
         batch_op.add_column(sa.Column("run_owner", sa.Uuid(), nullable=True))
-        batch_op.add_column(
-            sa.Column("run_cancel_requested", sa.Boolean(), nullable=False, server_default=sa.false())
-        )
+        batch_op.add_column(sa.Column("run_cancel_requested", sa.Boolean(), nullable=False, server_default=sa.false()))
     with op.batch_alter_table("messages", schema=None) as batch_op:
         batch_op.add_column(sa.Column("parts", sa.JSON(), nullable=False, server_default="[]"))
         batch_op.add_column(sa.Column("agent", sqlmodel.sql.sqltypes.AutoString(length=128), nullable=True))
