@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 import jwt
 import pytest
 import uvicorn
@@ -22,6 +23,7 @@ import backend  # noqa: F401  (sets the offline LiteLLM/Agents environment befor
 from alembic import command
 from backend.db import Database, alembic_config, create_database
 from backend.settings import Settings, load_settings, normalize_database_url
+from tests.fakes.gemini import FakeGemini
 from tests.seeding import client_for
 
 SECRET = "test-secret-that-is-at-least-32-bytes-long"
@@ -168,6 +170,33 @@ async def serve(app: Litestar) -> AsyncIterator[str]:
         server.should_exit = True
         await asyncio.wait_for(task, 15)
         sock.close()
+
+
+@asynccontextmanager
+async def live(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """A real uvicorn server for an app with these settings, and an HTTP client on it."""
+    from backend.app import create_app
+
+    async with serve(create_app(settings)) as base, httpx.AsyncClient(base_url=base, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeGemini]:
+    """A fake Gemini server on 127.0.0.1 (LiteLLM's real code path runs against it)."""
+    async with FakeGemini() as server:
+        yield server
+
+
+@pytest.fixture
+def gemini_settings(make_settings: Callable[..., Settings], fake: FakeGemini) -> Callable[..., Settings]:
+    """Settings whose model is LiteLLM's Gemini route on the fake server."""
+
+    def _make(**overrides: Any) -> Settings:
+        values = {"offline_model": False, "gemini_api_key": "test-key", "gemini_api_base": fake.base_url}
+        return make_settings(**{**values, **overrides})
+
+    return _make
 
 
 @pytest.fixture

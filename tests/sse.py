@@ -16,6 +16,7 @@ class Frame:
 
     at: float
     data: Any = None
+    id: int | None = None
     comment: str | None = None
     done_sentinel: bool = False
 
@@ -48,6 +49,10 @@ class Stream:
     def text(self) -> str:
         return "".join(e["content"] for e in self.of("text"))
 
+    @property
+    def last_id(self) -> int:
+        return max((f.id for f in self.frames if f.id is not None), default=0)
+
 
 async def chat(
     client: httpx.AsyncClient,
@@ -57,17 +62,51 @@ async def chat(
     stop_after_texts: int | None = None,
 ) -> Stream:
     """POST /chatkit and read the stream to its end (or close it after `stop_after_texts` text events)."""
-    start = time.monotonic()
     kwargs: dict[str, Any] = {"content": body} if isinstance(body, str) else {"json": body}
-    async with client.stream("POST", "/chatkit", headers=headers, **kwargs) as response:
+    return await read_stream(client, "POST", "/chatkit", headers=headers, stop_after_texts=stop_after_texts, **kwargs)
+
+
+async def rejoin(
+    client: httpx.AsyncClient,
+    message_id: str,
+    *,
+    last_event_id: int | None = None,
+    after: int | None = None,
+    headers: dict[str, str] | None = None,
+    stop_after_texts: int | None = None,
+) -> Stream:
+    """GET /chatkit/{message_id}/stream (with `Last-Event-ID` or `?after=`) and read it to its end."""
+    all_headers = dict(headers or {})
+    if last_event_id is not None:
+        all_headers["Last-Event-ID"] = str(last_event_id)
+    path = f"/chatkit/{message_id}/stream" + (f"?after={after}" if after is not None else "")
+    return await read_stream(client, "GET", path, headers=all_headers, stop_after_texts=stop_after_texts)
+
+
+async def read_stream(
+    client: httpx.AsyncClient,
+    method: str,
+    path: str,
+    *,
+    headers: dict[str, str] | None = None,
+    stop_after_texts: int | None = None,
+    **kwargs: Any,
+) -> Stream:
+    """Send a request whose answer is an SSE stream (or a JSON error) and record it."""
+    start = time.monotonic()
+    async with client.stream(method, path, headers=headers, **kwargs) as response:
         stream = Stream(status=response.status_code, headers=response.headers)
         if response.headers.get("content-type", "").startswith("application/json"):
             stream.body = json.loads(await response.aread())
             return stream
         texts = 0
+        pending_id: int | None = None
         async for line in response.aiter_lines():
             now = time.monotonic() - start
             if not line:
+                continue
+            if line.startswith("id: "):
+                pending_id = int(line[4:])
                 continue
             if line.startswith(":"):
                 stream.frames.append(Frame(at=now, comment=line[1:].strip()))
@@ -76,7 +115,8 @@ async def chat(
                 if payload == "[DONE]":
                     stream.frames.append(Frame(at=now, done_sentinel=True))
                     continue
-                frame = Frame(at=now, data=json.loads(payload))
+                frame = Frame(at=now, data=json.loads(payload), id=pending_id)
+                pending_id = None
                 stream.frames.append(frame)
                 if frame.type == "text":
                     texts += 1

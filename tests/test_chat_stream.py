@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -13,11 +12,10 @@ import httpx
 import pytest
 from sqlalchemy import update
 
-from backend.app import create_app
 from backend.db import create_database
 from backend.models import Conversation, Instance, utcnow
 from backend.settings import Settings
-from tests.conftest import bearer, serve
+from tests.conftest import bearer, live
 from tests.fakes.gemini import (
     FakeGemini,
     drop_turn,
@@ -30,27 +28,6 @@ from tests.fakes.gemini import (
 from tests.sse import chat
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeGemini]:
-    async with FakeGemini() as server:
-        yield server
-
-
-@pytest.fixture
-def gemini_settings(make_settings: Callable[..., Settings], fake: FakeGemini) -> Callable[..., Settings]:
-    def _make(**overrides: Any) -> Settings:
-        values = {"offline_model": False, "gemini_api_key": "test-key", "gemini_api_base": fake.base_url}
-        return make_settings(**{**values, **overrides})
-
-    return _make
-
-
-@asynccontextmanager
-async def live(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    async with serve(create_app(settings)) as base, httpx.AsyncClient(base_url=base, timeout=30) as client:
-        yield client
 
 
 @pytest.fixture

@@ -318,6 +318,7 @@ class ConversationStore:
                     )
                 )
                 if request.client_message_id is not None:
+                    await session.flush()  # the key references the user message
                     session.add(
                         ClientMessageId(
                             user_id=request.user_id,
@@ -725,6 +726,7 @@ class ConversationStore:
             conversation.updated_at = utcnow()
             session.add(conversation)
             await session.commit()
+            await session.refresh(conversation)  # as stored (see backend.storable)
             return conversation
 
     async def delete_conversation(self, user_id: str, conversation_id: uuid.UUID) -> None:

@@ -62,6 +62,7 @@ async def create_task(session: AsyncSession, user_id: str, data: TaskCreate) -> 
     task = Task(user_id=user_id, title=data.title, notes=data.notes or None, completed=data.completed)
     session.add(task)
     await session.commit()
+    await session.refresh(task)  # as stored (see backend.storable)
     return task
 
 
@@ -84,6 +85,7 @@ async def update_task(session: AsyncSession, user_id: str, task_id: uuid.UUID, d
     task.updated_at = utcnow()
     session.add(task)
     await session.commit()
+    await session.refresh(task)  # as stored (see backend.storable)
     return task
 
 

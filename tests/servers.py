@@ -1,0 +1,88 @@
+"""Real server processes (`python -m backend`) for tests that kill, restart or run several of them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import httpx
+
+from backend.settings import PROJECT_ROOT
+
+START_TIMEOUT_SECONDS = 120  # a cold interpreter importing LiteLLM on a loaded 2-core machine is slow
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class ServerProcess:
+    """A running `python -m backend` and its base URL."""
+
+    process: subprocess.Popen[bytes]
+    base_url: str
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, exactly like a crashed worker."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+
+def server_env(database_url: str, gemini_base: str, **extra: str) -> dict[str, str]:
+    """The environment of a server process on this database and fake Gemini (local mode, loopback)."""
+    secrets = {"AUTH_SECRET", "BETTER_AUTH_SECRET", "JWT_SECRET"}
+    return {
+        **{k: v for k, v in os.environ.items() if k not in secrets},
+        "DATABASE_URL": database_url,
+        "HOST": "127.0.0.1",
+        "GEMINI_API_KEY": "test-key",
+        "GEMINI_API_BASE": gemini_base,
+        "OFFLINE_MODEL": "false",
+        "MIGRATE_ON_STARTUP": "false",
+        "LOG_LEVEL": "WARNING",
+        **extra,
+    }
+
+
+@asynccontextmanager
+async def server_process(env: dict[str, str]) -> AsyncIterator[ServerProcess]:
+    """Start a server process, wait until it answers `/health`, and stop it (SIGKILL if need be) afterwards."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "backend"], env={**env, "PORT": str(port)}, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL
+    )
+    server = ServerProcess(process, f"http://127.0.0.1:{port}")
+    try:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=5) as client:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + START_TIMEOUT_SECONDS
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"the server exited with {process.returncode}")
+                try:
+                    if (await client.get("/health")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if loop.time() > deadline:
+                    raise TimeoutError("the server did not start")
+                await asyncio.sleep(0.2)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
