@@ -21,6 +21,7 @@ from backend.chat.service import ChatService
 from backend.conversations.routes import ConversationController
 from backend.db import create_database, provide_db_session, upgrade_to_head
 from backend.errors import EXCEPTION_HANDLERS
+from backend.http_guard import BodyGuard, transport_guard
 from backend.settings import Settings, get_settings
 from backend.system.routes import health, ready
 from backend.tasks.routes import TaskController
@@ -56,7 +57,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
     return Litestar(
         route_handlers=[health, ready, ChatController, ConversationController, TaskController, *WEB_HANDLERS],
         dependencies={"db_session": Provide(provide_db_session), **USER_DEPENDENCY},
-        middleware=[auth_middleware(settings)],
+        # Outermost first: network/header rules before authentication, body checks once the route is known.
+        middleware=[transport_guard(settings), auth_middleware(settings), BodyGuard],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
         cors_config=CORSConfig(allow_origins=settings.cors_origins, allow_credentials=False)

@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 import jwt
 import pytest
 import uvicorn
 from litestar import Litestar
-from litestar.testing import AsyncTestClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -115,14 +115,14 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
 
 
 @pytest.fixture
-async def client(settings: Settings) -> AsyncIterator[AsyncTestClient[Litestar]]:
+async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client for a local-mode app (one app per distinct settings, see `tests.seeding.app_for`)."""
     async with client_for(settings) as test_client:
         yield test_client
 
 
 @pytest.fixture
-async def auth_client(make_settings: Callable[..., Settings]) -> AsyncIterator[AsyncTestClient[Litestar]]:
+async def auth_client(make_settings: Callable[..., Settings]) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client for an app that requires HS256 bearer tokens signed with `SECRET`."""
     async with client_for(make_settings(auth_secret=SECRET)) as test_client:
         yield test_client
