@@ -189,6 +189,8 @@ def unauthorized_handler(_: Request[Any, Any, Any], exc: NotAuthorizedException)
     code, message = _unauthorized_message(exc)
     # RFC 6750 3.1: no error code when the request carried no credentials at all.
     challenge = "Bearer" if message == NO_CREDENTIALS else 'Bearer error="invalid_token"'
+    if code == "token_expired":
+        challenge += ', error_description="The token has expired"'  # the client should refresh it and retry
     return error_response(HTTP_401_UNAUTHORIZED, code, message, headers={"WWW-Authenticate": challenge})
 
 

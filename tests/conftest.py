@@ -152,10 +152,10 @@ def bearer(sub: str, **claims: Any) -> dict[str, str]:
 
 
 @asynccontextmanager
-async def serve(app: Litestar) -> AsyncIterator[str]:
-    """Run `app` under real uvicorn on a free loopback port in this event loop; yield its base URL."""
+async def serve(app: Litestar, host: str = "127.0.0.1") -> AsyncIterator[str]:
+    """Run `app` under real uvicorn on a free port of `host` in this event loop; yield its base URL (on 127.0.0.1)."""
     sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    sock.bind((host, 0))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=5))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:

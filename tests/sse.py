@@ -59,6 +59,8 @@ async def chat(
     """POST /chatkit and read the stream to its end (or close it after `stop_after_texts` text events)."""
     start = time.monotonic()
     kwargs: dict[str, Any] = {"content": body} if isinstance(body, str) else {"json": body}
+    if isinstance(body, str):  # raw JSON text, possibly malformed on purpose
+        headers = {"Content-Type": "application/json", **(headers or {})}
     async with client.stream("POST", "/chatkit", headers=headers, **kwargs) as response:
         stream = Stream(status=response.status_code, headers=response.headers)
         if response.headers.get("content-type", "").startswith("application/json"):
