@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import traceback
 from typing import Any
 
 from litestar import MediaType, Request, Response
@@ -218,7 +219,15 @@ def http_error_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Respons
 def database_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     """A dropped or unreachable database is a 503, never a hang or a stack trace."""
     if isinstance(exc, DBAPIError) and not exc.connection_invalidated and not _is_connection_error(exc):
-        return internal_error_handler(_, exc)
+        # The driver's message can quote row values (PostgreSQL's "DETAIL: Failing row contains (...)"), so log
+        # where it happened and the SQLSTATE, never the text (statement parameters are hidden by the engine).
+        log.error(
+            "database error %s (SQLSTATE %s) at:\n%s",
+            type(exc.orig).__name__,
+            getattr(exc.orig, "sqlstate", None) or "unknown",
+            "".join(traceback.format_tb(exc.__traceback__)).rstrip(),
+        )
+        return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "internal", "An internal error occurred.")
     log.warning("database unavailable: %s", type(exc.__cause__ or exc).__name__)
     return error_response(HTTP_503_SERVICE_UNAVAILABLE, "database_unavailable", DATABASE_UNAVAILABLE)
 
