@@ -92,6 +92,7 @@ def is_loopback_ip(address: str) -> bool:
     return ip.is_loopback
 
 
+@lru_cache(maxsize=256)
 def split_host(host: str, scheme: str) -> tuple[str, int | None]:
     """Split a `Host` header into its lower-cased name (IPv6 keeps its brackets) and port.
 
@@ -113,6 +114,7 @@ def split_host(host: str, scheme: str) -> tuple[str, int | None]:
     return name, int(port) if port.isdigit() else None
 
 
+@lru_cache(maxsize=256)
 def is_loopback_origin(origin: str) -> bool:
     """Tell whether an `Origin` header names a page served from this machine (any port)."""
     try:
