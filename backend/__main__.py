@@ -5,14 +5,35 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import sys
 
 import uvicorn
+from uvicorn.supervisors import Multiprocess
 
 from backend.db import create_database, upgrade_to_head
+from backend.logs import configure_logging, logging_config
 from backend.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("backend")
+STARTUP_FAILURE = 3  # uvicorn's exit code when the server could not start
+
+
+def log_serving(sock: socket.socket, workers: int) -> None:
+    """Log the address a bound socket serves, with the real port (PORT=0 picks a free one)."""
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    log.info("serving on http://%s:%s (%s worker(s))", shown, port, workers)
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, logging "serving on" only once its socket is bound (after the app's start-up succeeded)."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """Start as uvicorn does, then log the bound address."""
+        await super().startup(sockets=sockets)
+        if self.started and self.servers and self.servers[0].sockets:
+            log_serving(self.servers[0].sockets[0], 1)  # type: ignore[arg-type]
 
 
 async def _migrate(settings: Settings) -> None:
@@ -33,7 +54,7 @@ def main(app_factory: str = "backend.app:create_app") -> None:
         settings = load_settings()
     except SettingsError as error:
         sys.exit(f"error: {error}")
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings)
     if settings.should_migrate_on_startup:
         try:
             asyncio.run(_migrate(settings))
@@ -42,17 +63,29 @@ def main(app_factory: str = "backend.app:create_app") -> None:
             sys.exit(f"error: could not migrate the database at DATABASE_URL: {type(error).__name__}: {reason}")
         # Migrated once here, so the workers must not race each other doing it again.
         os.environ["MIGRATE_ON_STARTUP"] = "false"
-    log.info("serving on http://%s:%s (%s worker(s))", settings.host, settings.port, settings.workers)
-    uvicorn.run(
+    config = uvicorn.Config(
         app_factory,
         factory=True,
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
+        log_config=logging_config(settings),
         log_level=settings.log_level.lower(),
         proxy_headers=True,
         timeout_graceful_shutdown=10,
+        # Only the h11 parser enforces this; httptools (the default) has no header limit, so the app's own check
+        # (MAX_HEADER_BYTES, 431) is what answers. Put a proxy limit in front for memory safety at the socket.
+        h11_max_incomplete_event_size=settings.max_header_bytes,
     )
+    if config.workers > 1:
+        sock = config.bind_socket()
+        log_serving(sock, config.workers)
+        Multiprocess(config, sockets=[sock]).run()
+        return
+    server = Server(config)
+    server.run()
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ from contextlib import asynccontextmanager
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.di import Provide
-from litestar.logging import LoggingConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
@@ -21,6 +20,8 @@ from backend.chat.service import ChatService
 from backend.conversations.routes import ConversationController
 from backend.db import create_database, provide_db_session, upgrade_to_head
 from backend.errors import EXCEPTION_HANDLERS
+from backend.http_guard import BodyGuard, transport_guard
+from backend.logs import configure_logging
 from backend.settings import Settings, get_settings
 from backend.system.routes import health, ready
 from backend.tasks.routes import TaskController
@@ -39,6 +40,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         The ASGI application.
     """
     settings = settings or get_settings()
+    configure_logging(settings)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -47,6 +49,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.settings = settings
         chat_service = ChatService(database, settings, build_agent(*build_model(settings)))
         app.state.chat_service = chat_service
+        if settings.use_offline_model:
+            log.warning(
+                "offline demo model: replies come from the built-in demo, not %s (set GEMINI_API_KEY to use it)",
+                settings.model,
+            )
         try:
             if settings.should_migrate_on_startup:
                 await upgrade_to_head(database)
@@ -61,7 +68,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
     return Litestar(
         route_handlers=[health, ready, ChatController, ConversationController, TaskController, *WEB_HANDLERS],
         dependencies={"db_session": Provide(provide_db_session), **USER_DEPENDENCY},
-        middleware=[auth_middleware(settings)],
+        # Outermost first: network/header rules before authentication, body checks once the route is known.
+        middleware=[transport_guard(settings), auth_middleware(settings), BodyGuard],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
         cors_config=CORSConfig(allow_origins=settings.cors_origins, allow_credentials=False)
@@ -71,10 +79,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
         openapi_config=OpenAPIConfig(
             title="ChatKit backend", version="0.1.0", path="/schema", render_plugins=[SwaggerRenderPlugin()]
         ),
-        logging_config=LoggingConfig(
-            root={"level": settings.log_level, "handlers": ["queue_listener"]},
-            log_exceptions="never",
-            disable_stack_trace={404, 405, 401, 409, 413, 422},
-        ),
+        logging_config=None,  # configure_logging above; errors are logged by backend.errors, never by Litestar
         debug=False,
     )

@@ -6,13 +6,14 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import jwt
 from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.di import Provide
-from litestar.exceptions import NotAuthorizedException
+from litestar.exceptions import ImproperlyConfiguredException, NotAuthorizedException
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult, DefineMiddleware
 from litestar.security.jwt import JWTAuth, JWTAuthenticationMiddleware, Token
 
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 
 LOCAL_USER_ID = "local"
 CLOCK_SKEW_SECONDS = 30
+MAX_SUBJECT_CHARS = 255  # the width of every `user_id` column
 PUBLIC_PATHS = ["^/health$", "^/ready$", "^/schema", "^/$", "^/static/", "^/favicon"]
 
 
@@ -33,9 +35,43 @@ class User:
     id: str
 
 
+def _utc(moment: datetime) -> datetime:
+    return (moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)).replace(microsecond=0)
+
+
+def valid_subject(sub: str) -> bool:
+    """Tell whether a JWT `sub` can be stored as a user id: 1 to 255 characters, no NUL, valid Unicode.
+
+    Args:
+        sub: The claim as decoded from the token's JSON.
+
+    Returns:
+        False for an empty or over-long subject, one containing NUL, or one with a lone surrogate (U+D800 to U+DFFF).
+    """
+    if not 0 < len(sub) <= MAX_SUBJECT_CHARS or "\x00" in sub:
+        return False
+    try:
+        sub.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 @dataclass
 class LenientToken(Token):
     """A token whose issuer may omit `iat`, with a little clock-skew allowance (`exp` and `sub` stay mandatory)."""
+
+    def __post_init__(self) -> None:
+        """Check `sub`; `exp`/`iat` were already verified by PyJWT with the clock-skew leeway.
+
+        Litestar's own check refuses any `exp` in the past, which would undo the leeway; a failure here becomes 401.
+        """
+        if not isinstance(self.sub, str) or not valid_subject(self.sub):
+            raise ImproperlyConfiguredException(
+                f"sub must be 1 to {MAX_SUBJECT_CHARS} characters, without NUL or lone surrogates"
+            )
+        self.exp = _utc(self.exp)
+        self.iat = _utc(self.iat)
 
     @classmethod
     def decode_payload(
@@ -69,7 +105,10 @@ class BearerJWTMiddleware(JWTAuthenticationMiddleware):
 
     async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
         """Read `Authorization: Bearer <jwt>` and verify it."""
-        header = connection.headers.get(self.auth_header)
+        headers = connection.headers.getall(self.auth_header, [])
+        if len(headers) > 1:
+            raise NotAuthorizedException("Send exactly one Authorization header.")
+        header = headers[0] if headers else ""
         if not header:
             raise NotAuthorizedException(NO_CREDENTIALS)
         scheme, _, token = header.partition(" ")

@@ -61,7 +61,7 @@ def create_database(settings: Settings) -> Database:
         A `Database`. For SQLite the file's folder is created if missing.
     """
     url = make_url(settings.database_url)
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    kwargs: dict[str, Any] = {"pool_pre_ping": True, "hide_parameters": True}  # no row values in logs or errors
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)

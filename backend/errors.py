@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import traceback
 from typing import Any
 
 from litestar import MediaType, Request, Response
@@ -15,11 +16,15 @@ from litestar.exceptions import (
 from litestar.status_codes import (
     HTTP_400_BAD_REQUEST,
     HTTP_401_UNAUTHORIZED,
+    HTTP_403_FORBIDDEN,
     HTTP_404_NOT_FOUND,
     HTTP_405_METHOD_NOT_ALLOWED,
     HTTP_409_CONFLICT,
     HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+    HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+    HTTP_421_MISDIRECTED_REQUEST,
     HTTP_422_UNPROCESSABLE_ENTITY,
+    HTTP_431_REQUEST_HEADER_FIELDS_TOO_LARGE,
     HTTP_500_INTERNAL_SERVER_ERROR,
     HTTP_503_SERVICE_UNAVAILABLE,
 )
@@ -30,6 +35,7 @@ log = logging.getLogger(__name__)
 
 NO_CREDENTIALS = "Send an 'Authorization: Bearer <token>' header."
 DATABASE_UNAVAILABLE = "The database is unavailable."
+MALFORMED_JSON = "The request body is not valid JSON."
 
 
 class AppError(Exception):
@@ -64,6 +70,41 @@ class InvalidInputError(AppError):
 
     status_code = HTTP_422_UNPROCESSABLE_ENTITY
     code = "validation_error"
+
+
+class MalformedBodyError(AppError):
+    """The body is not JSON we can read: bad syntax, not UTF-8, or nested too deeply."""
+
+    status_code = HTTP_400_BAD_REQUEST
+    code = "malformed_json"
+
+
+class ForbiddenError(AppError):
+    """The request is refused where it stands (wrong network, foreign origin); the code says why."""
+
+    status_code = HTTP_403_FORBIDDEN
+    code = "forbidden"
+
+
+class UnsupportedMediaTypeError(AppError):
+    """The body's `Content-Type` is not the one the route reads."""
+
+    status_code = HTTP_415_UNSUPPORTED_MEDIA_TYPE
+    code = "unsupported_media_type"
+
+
+class MisdirectedRequestError(AppError):
+    """The `Host` header names a server this one is not (DNS rebinding in local mode)."""
+
+    status_code = HTTP_421_MISDIRECTED_REQUEST
+    code = "invalid_host"
+
+
+class HeadersTooLargeError(AppError):
+    """The request headers together exceed `MAX_HEADER_BYTES`."""
+
+    status_code = HTTP_431_REQUEST_HEADER_FIELDS_TOO_LARGE
+    code = "headers_too_large"
 
 
 class UnavailableError(AppError):
@@ -149,6 +190,8 @@ def unauthorized_handler(_: Request[Any, Any, Any], exc: NotAuthorizedException)
     code, message = _unauthorized_message(exc)
     # RFC 6750 3.1: no error code when the request carried no credentials at all.
     challenge = "Bearer" if message == NO_CREDENTIALS else 'Bearer error="invalid_token"'
+    if code == "token_expired":
+        challenge += ', error_description="The token has expired"'  # the client should refresh it and retry
     return error_response(HTTP_401_UNAUTHORIZED, code, message, headers={"WWW-Authenticate": challenge})
 
 
@@ -156,11 +199,11 @@ def http_error_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Respons
     """Map Litestar's own errors (routing, body size, parsing, validation) to our body shape."""
     status = exc.status_code
     if isinstance(exc, ValidationException) and _body_missing(exc):
-        return error_response(HTTP_400_BAD_REQUEST, "malformed_json", "The request body is not valid JSON.")
+        return error_response(HTTP_400_BAD_REQUEST, "malformed_json", MALFORMED_JSON)
     if isinstance(exc, ValidationException) and status == HTTP_400_BAD_REQUEST and exc.extra:
         return error_response(HTTP_422_UNPROCESSABLE_ENTITY, "validation_error", _describe_validation(exc))
     if status == HTTP_400_BAD_REQUEST and isinstance(exc.__cause__, SerializationException):
-        return error_response(status, "malformed_json", "The request body is not valid JSON.")
+        return error_response(status, "malformed_json", MALFORMED_JSON)
     if status >= HTTP_500_INTERNAL_SERVER_ERROR:
         log.error("internal error: %s", type(exc).__name__, exc_info=exc)
         return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "internal", "An internal error occurred.")
@@ -176,7 +219,15 @@ def http_error_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Respons
 def database_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     """A dropped or unreachable database is a 503, never a hang or a stack trace."""
     if isinstance(exc, DBAPIError) and not exc.connection_invalidated and not _is_connection_error(exc):
-        return internal_error_handler(_, exc)
+        # The driver's message can quote row values (PostgreSQL's "DETAIL: Failing row contains (...)"), so log
+        # where it happened and the SQLSTATE, never the text (statement parameters are hidden by the engine).
+        log.error(
+            "database error %s (SQLSTATE %s) at:\n%s",
+            type(exc.orig).__name__,
+            getattr(exc.orig, "sqlstate", None) or "unknown",
+            "".join(traceback.format_tb(exc.__traceback__)).rstrip(),
+        )
+        return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "internal", "An internal error occurred.")
     log.warning("database unavailable: %s", type(exc.__cause__ or exc).__name__)
     return error_response(HTTP_503_SERVICE_UNAVAILABLE, "database_unavailable", DATABASE_UNAVAILABLE)
 

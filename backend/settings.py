@@ -100,8 +100,12 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(default="INFO")
+    log_format: Literal["text", "json"] = Field(default="text", description="`json`: one JSON object per line.")
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_header_bytes: int = Field(
+        default=16 * 1024, ge=1024, description="Cap on all request headers together (names and values); 431 above."
+    )
     max_message_chars: int = Field(default=16_000, ge=1)
     keepalive_seconds: float = Field(default=15.0, gt=0)
     history_max_items: int = Field(default=200, ge=1)
@@ -133,6 +137,11 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("log_level", mode="before")
     @classmethod

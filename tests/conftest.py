@@ -15,7 +15,6 @@ import jwt
 import pytest
 import uvicorn
 from litestar import Litestar
-from litestar.testing import AsyncTestClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -117,14 +116,14 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
 
 
 @pytest.fixture
-async def client(settings: Settings) -> AsyncIterator[AsyncTestClient[Litestar]]:
+async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client for a local-mode app (one app per distinct settings, see `tests.seeding.app_for`)."""
     async with client_for(settings) as test_client:
         yield test_client
 
 
 @pytest.fixture
-async def auth_client(make_settings: Callable[..., Settings]) -> AsyncIterator[AsyncTestClient[Litestar]]:
+async def auth_client(make_settings: Callable[..., Settings]) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client for an app that requires HS256 bearer tokens signed with `SECRET`."""
     async with client_for(make_settings(auth_secret=SECRET)) as test_client:
         yield test_client
@@ -154,10 +153,10 @@ def bearer(sub: str, **claims: Any) -> dict[str, str]:
 
 
 @asynccontextmanager
-async def serve(app: Litestar) -> AsyncIterator[str]:
-    """Run `app` under real uvicorn on a free loopback port in this event loop; yield its base URL."""
+async def serve(app: Litestar, host: str = "127.0.0.1") -> AsyncIterator[str]:
+    """Run `app` under real uvicorn on a free port of `host` in this event loop; yield its base URL (on 127.0.0.1)."""
     sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    sock.bind((host, 0))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=5))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:

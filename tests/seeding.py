@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import uuid
@@ -10,8 +11,8 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
+import httpx
 from litestar import Litestar
-from litestar.testing import AsyncTestClient
 from sqlalchemy import func, select, update
 from sqlmodel import SQLModel
 
@@ -125,9 +126,45 @@ def app_for(settings: Settings) -> Litestar:
 
 
 @asynccontextmanager
-async def client_for(settings: Settings) -> AsyncIterator[AsyncTestClient[Litestar]]:
+async def loopback_client(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
+    """An in-process HTTP client for `app`, inside its lifespan, whose requests arrive from and on 127.0.0.1.
+
+    Local mode answers only loopback sockets, and Litestar's `AsyncTestClient` reports its peer as `testclient`, so
+    API tests use httpx's ASGI transport with a loopback client address instead. It buffers whole bodies: stream
+    through real uvicorn (`tests.conftest.serve`) instead.
+    """
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
+    async with running(app), httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000") as client:
+        yield client
+
+
+@asynccontextmanager
+async def running(app: Litestar) -> AsyncIterator[None]:
+    """Hold `app`'s lifespan open in a task of its own (its task group must start and end in one task)."""
+    started, stop = asyncio.Event(), asyncio.Event()
+
+    async def hold() -> None:
+        async with app.lifespan():
+            started.set()
+            await stop.wait()
+
+    task = asyncio.create_task(hold())
+    waiter = asyncio.create_task(started.wait())
+    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    if task.done():
+        task.result()  # start-up failed: raise its error
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
+
+
+@asynccontextmanager
+async def client_for(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client on the (shared) app for these settings."""
-    async with AsyncTestClient(app=app_for(settings)) as client:
+    async with loopback_client(app_for(settings)) as client:
         yield client
 
 

@@ -63,6 +63,8 @@ async def chat(
 ) -> Stream:
     """POST /chatkit and read the stream to its end (or close it after `stop_after_texts` text events)."""
     kwargs: dict[str, Any] = {"content": body} if isinstance(body, str) else {"json": body}
+    if isinstance(body, str):  # raw JSON text, possibly malformed on purpose
+        headers = {"Content-Type": "application/json", **(headers or {})}
     return await read_stream(client, "POST", "/chatkit", headers=headers, stop_after_texts=stop_after_texts, **kwargs)
 
 

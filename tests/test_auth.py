@@ -9,10 +9,9 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import httpx
 import jwt
 import pytest
-from litestar import Litestar
-from litestar.testing import AsyncTestClient
 
 from backend.settings import Settings
 from tests.conftest import SECRET, bearer, make_token
@@ -42,7 +41,7 @@ def raw_token(**payload: Any) -> str:
 
 
 @pytest.fixture
-async def scoped_client(make_settings: Callable[..., Settings]) -> AsyncIterator[AsyncTestClient[Litestar]]:
+async def scoped_client(make_settings: Callable[..., Settings]) -> AsyncIterator[httpx.AsyncClient]:
     """JWT mode with an issuer and an audience configured."""
     settings = make_settings(auth_secret=SECRET, jwt_issuer=ISSUER, jwt_audience=AUDIENCE)
     async with client_for(settings) as client:

@@ -9,8 +9,6 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from litestar import Litestar
-from litestar.testing import AsyncTestClient
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
@@ -18,7 +16,7 @@ from backend.app import create_app
 from backend.settings import Settings, load_settings
 from backend.tasks import service as task_service
 from tests.conftest import SECRET, bearer, serve
-from tests.seeding import client_for
+from tests.seeding import client_for, loopback_client
 
 INTERNAL = {"error": {"code": "internal", "message": "An internal error occurred."}}
 MALFORMED = {"error": {"code": "malformed_json", "message": "The request body is not valid JSON."}}
@@ -53,7 +51,7 @@ def offline_settings(database_url: str, **overrides: Any) -> Settings:
 
 
 @pytest.fixture
-async def small_body_client(make_settings: Callable[..., Settings]) -> AsyncIterator[AsyncTestClient[Litestar]]:
+async def small_body_client(make_settings: Callable[..., Settings]) -> AsyncIterator[httpx.AsyncClient]:
     async with client_for(make_settings(max_body_bytes=2048)) as client:
         yield client
 
@@ -227,7 +225,7 @@ async def test_database_errors_map_to_503_or_500(client, monkeypatch, error, sta
 
 @pytest.mark.timeout(30)  # a dead database must answer fast, never hang
 async def test_database_on_a_closed_port_is_503():
-    async with AsyncTestClient(app=create_app(offline_settings(CLOSED_PORT_URL))) as client:
+    async with loopback_client(create_app(offline_settings(CLOSED_PORT_URL))) as client:
         for method, path, payload in [
             ("GET", "/api/tasks", None),
             ("POST", "/api/tasks", {"title": "x"}),
@@ -247,7 +245,7 @@ async def test_database_on_a_closed_port_is_503():
 @pytest.mark.timeout(30)  # a dead database must answer fast, never hang
 async def test_database_on_a_closed_port_is_503_in_jwt_mode():
     settings = offline_settings(CLOSED_PORT_URL, auth_secret=SECRET)
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with loopback_client(create_app(settings)) as client:
         response = await client.get("/api/tasks", headers=bearer("alice"))
         assert response.status_code == 503
         assert response.json() == DB_UNAVAILABLE
@@ -257,7 +255,7 @@ async def test_database_on_a_closed_port_is_503_in_jwt_mode():
 @pytest.mark.timeout(30)  # a dead database must answer fast, never hang
 async def test_unopenable_sqlite_file_is_503(tmp_path: Path):
     # The "file" is a directory, so SQLite cannot open it.
-    async with AsyncTestClient(app=create_app(offline_settings(f"sqlite+aiosqlite:///{tmp_path}"))) as client:
+    async with loopback_client(create_app(offline_settings(f"sqlite+aiosqlite:///{tmp_path}"))) as client:
         response = await client.get("/api/tasks")
         assert response.status_code == 503
         assert response.json() == DB_UNAVAILABLE
@@ -308,11 +306,12 @@ async def test_cors_preflight_needs_no_token(make_settings):
         assert denied.headers["access-control-allow-origin"] == ORIGIN
 
 
-async def test_no_cors_headers_without_configured_origins(client):
-    response = await client.get("/api/tasks", headers={"Origin": ORIGIN})
+async def test_no_cors_headers_without_configured_origins(auth_client):
+    # JWT mode: local mode refuses foreign origins outright (tests/test_http_guard.py).
+    response = await auth_client.get("/api/tasks", headers={"Origin": ORIGIN, **bearer("alice")})
     assert response.status_code == 200
     assert "access-control-allow-origin" not in response.headers
-    pre = await client.options("/api/tasks", headers=preflight(ORIGIN))
+    pre = await auth_client.options("/api/tasks", headers=preflight(ORIGIN))
     assert "access-control-allow-origin" not in pre.headers
 
 

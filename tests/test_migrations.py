@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from alembic.script import ScriptDirectory
-from litestar.testing import AsyncTestClient
 from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -18,6 +17,7 @@ from alembic import command
 from backend.app import create_app
 from backend.db import alembic_config
 from backend.settings import load_settings
+from tests.seeding import loopback_client
 
 APP_TABLES = {"conversations", "messages", "tasks", "turn_events", "client_message_ids", "instances"}
 
@@ -92,7 +92,7 @@ async def test_app_migrates_a_fresh_sqlite_file_on_startup(tmp_path: Path):
     settings = load_settings(
         database_url=url, migrate_on_startup=True, auth_secret=None, host="127.0.0.1", log_level="WARNING"
     )
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with loopback_client(create_app(settings)) as client:
         assert (await client.get("/ready")).json() == {"status": "ready"}
         created = await client.post("/api/tasks", json={"title": "after migrating"})
         assert created.status_code == 201
@@ -102,5 +102,5 @@ async def test_app_migrates_a_fresh_sqlite_file_on_startup(tmp_path: Path):
 
 
 async def test_app_startup_migration_is_a_no_op_at_head(make_settings):
-    async with AsyncTestClient(app=create_app(make_settings(migrate_on_startup=True))) as client:
+    async with loopback_client(create_app(make_settings(migrate_on_startup=True))) as client:
         assert (await client.get("/api/tasks")).json() == {"data": [], "next_cursor": None}

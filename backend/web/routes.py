@@ -4,11 +4,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from litestar import Response, get
+from litestar import Request, Response, get
+from litestar.exceptions import NotFoundException
 from litestar.response import File
 from litestar.static_files import create_static_files_router
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+MAX_STATIC_PATH_CHARS = 255  # the longest file name most file systems allow; our files are far shorter
+
+
+async def reject_unservable_path(request: Request) -> None:  # type: ignore[type-arg]
+    """404 for paths no file can have (NUL bytes, over-long names), before the file system raises on them.
+
+    Raises:
+        NotFoundException: For such a path.
+    """
+    path = request.scope["path"]
+    if "\x00" in path or len(path) > MAX_STATIC_PATH_CHARS:
+        raise NotFoundException()
 
 
 @get("/", include_in_schema=False, exclude_from_auth=True)
@@ -24,6 +37,10 @@ async def favicon() -> Response[bytes]:
 
 
 static_router = create_static_files_router(
-    path="/static", directories=[STATIC_DIR], include_in_schema=False, opt={"exclude_from_auth": True}
+    path="/static",
+    directories=[STATIC_DIR],
+    include_in_schema=False,
+    opt={"exclude_from_auth": True},
+    before_request=reject_unservable_path,
 )
 WEB_HANDLERS = [index, favicon, static_router]
