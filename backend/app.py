@@ -21,6 +21,8 @@ from backend.chat.service import ChatService
 from backend.conversations.routes import ConversationController
 from backend.db import create_database, provide_db_session, upgrade_to_head
 from backend.errors import EXCEPTION_HANDLERS
+from backend.mcp.client import McpServers
+from backend.mcp.server import TaskMcpServer
 from backend.settings import Settings, get_settings
 from backend.system.routes import health, ready
 from backend.tasks.routes import TaskController
@@ -39,22 +41,42 @@ def create_app(settings: Settings | None = None) -> Litestar:
         The ASGI application.
     """
     settings = settings or get_settings()
+    task_mcp = TaskMcpServer(host=settings.host)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         database = create_database(settings)
+        mcp_servers = McpServers(
+            settings.mcp_servers,
+            health_seconds=settings.mcp_health_seconds,
+            reconnect_max_seconds=settings.mcp_reconnect_max_seconds,
+        )
         app.state.database = database
         app.state.settings = settings
-        app.state.chat_service = ChatService(database, settings, build_agent(*build_model(settings)))
+        app.state.mcp_servers = mcp_servers
+        app.state.chat_service = ChatService(
+            database, settings, build_agent(*build_model(settings), mcp_servers=mcp_servers.agent_servers)
+        )
         try:
             if settings.should_migrate_on_startup:
                 await upgrade_to_head(database)
-            yield
+            await mcp_servers.start(settings.mcp_connect_timeout_seconds)
+            async with task_mcp.running(database):
+                yield
         finally:
+            await mcp_servers.stop()
             await database.dispose()
 
     return Litestar(
-        route_handlers=[health, ready, ChatController, ConversationController, TaskController, *WEB_HANDLERS],
+        route_handlers=[
+            health,
+            ready,
+            ChatController,
+            ConversationController,
+            TaskController,
+            task_mcp.mount(),
+            *WEB_HANDLERS,
+        ],
         dependencies={"db_session": Provide(provide_db_session), **USER_DEPENDENCY},
         middleware=[auth_middleware(settings)],
         exception_handlers=EXCEPTION_HANDLERS,
