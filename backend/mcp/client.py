@@ -30,7 +30,9 @@ from agents.mcp import (
     MCPToolMetaContext,
     create_static_tool_filter,
 )
-from mcp_types import CallToolResult, ServerNotification, Tool, ToolListChangedNotification
+from mcp.client.subscriptions import Subscription, ToolsListChanged, listen
+from mcp_types import CallToolResult, ServerNotification, TextContent, Tool, ToolListChangedNotification
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from backend.chat.context import ChatContext
 from backend.mcp.config import HttpServerConfig, McpServerConfig, StdioServerConfig
@@ -64,6 +66,13 @@ MCP_AGENT_CONFIG: MCPConfig = {"include_server_in_tool_names": True, "failure_er
 def _user_id_meta(context: MCPToolMetaContext) -> dict[str, object] | None:
     chat = context.run_context.context
     return {USER_ID_META_KEY: chat.user_id} if isinstance(chat, ChatContext) else None
+
+
+class ToolFailedError(UserError):
+    """An MCP tool answered with `isError`; its text becomes the model's `{"error": ...}`.
+
+    A `UserError`, so the SDK hands it to the failure function without logging a traceback.
+    """
 
 
 class _Supervised:
@@ -104,10 +113,15 @@ class _Supervised:
         if not self.available:
             raise UserError(f"MCP server {self.name!r} is not connected.")  # type: ignore[attr-defined]
         try:
-            return await super().call_tool(tool_name, arguments, meta)  # type: ignore[misc]
+            result: CallToolResult = await super().call_tool(tool_name, arguments, meta)  # type: ignore[misc]
         except Exception as error:
             self.report("calling a tool", error)
             raise
+        if result.is_error:
+            # The tool itself failed (the connection is fine): report it to the model as an error, not as output.
+            text = " ".join(part.text for part in result.content if isinstance(part, TextContent))
+            raise ToolFailedError(text or "the tool reported an error")
+        return result
 
     def report(self, doing: str, error: Exception) -> None:
         """Log a failure (by class only: messages may carry tool data) and wake the supervisor."""
@@ -259,16 +273,36 @@ class McpServers:
         log.info("MCP server %r connected with %d tools", server.name, len(tools))
 
     async def _watch(self, server: SupervisedServer) -> None:
-        """Return (by raising) when the server stops answering pings; woken early by failures and transport errors."""
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(server.wake.wait(), timeout=self.health_seconds)
-            server.wake.clear()
-            session = server.session
-            if session is None:
-                raise ConnectionError("no session")
-            async with asyncio.timeout(server.client_session_timeout_seconds or None):
-                await session.send_ping()
+        """Return (by raising) when the server stops answering pings; woken early by failures and transport errors.
+
+        On 2026-07-28 connections tools/list_changed arrives only on a `subscriptions/listen` stream, so one is
+        opened here; older servers send the notification unasked, to `on_message`.
+        """
+        session = server.session
+        if session is None:
+            raise ConnectionError("no session")
+        async with contextlib.AsyncExitStack() as stack:
+            if session.protocol_version in MODERN_PROTOCOL_VERSIONS:
+                subscription = await stack.enter_async_context(listen(session, tools_list_changed=True))
+                follower = asyncio.create_task(_follow_tool_changes(server, subscription))
+                stack.callback(follower.cancel)
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(server.wake.wait(), timeout=self.health_seconds)
+                server.wake.clear()
+                async with asyncio.timeout(server.client_session_timeout_seconds or None):
+                    await session.send_ping()
+
+
+async def _follow_tool_changes(server: SupervisedServer, subscription: Subscription) -> None:
+    """Drop the cached tool list whenever the server says it changed; wake the supervisor if the stream is lost."""
+    try:
+        async for event in subscription:
+            if isinstance(event, ToolsListChanged):
+                log.info("MCP server %r changed its tools", server.name)
+                server.invalidate_tools_cache()
+    except Exception:
+        server.wake.set()
 
 
 async def _cleanup(server: SupervisedServer) -> None:
