@@ -22,6 +22,7 @@ import backend  # noqa: F401  (sets the offline LiteLLM/Agents environment befor
 from alembic import command
 from backend.db import Database, alembic_config, create_database
 from backend.settings import Settings, load_settings, normalize_database_url
+from tests.fakes.gemini import FakeGemini
 from tests.seeding import client_for
 
 SECRET = "test-secret-that-is-at-least-32-bytes-long"
@@ -146,6 +147,27 @@ def make_token(sub: str, *, secret: str = SECRET, expires_in: int = 3600, **clai
 def bearer(sub: str, **claims: Any) -> dict[str, str]:
     """Authorization headers for user `sub`."""
     return {"Authorization": f"Bearer {make_token(sub, **claims)}"}
+
+
+# --- the fake Gemini ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeGemini]:
+    """The fake Gemini server (tests/fakes/gemini.py) on a free loopback port."""
+    async with FakeGemini() as server:
+        yield server
+
+
+@pytest.fixture
+def gemini_settings(make_settings: Callable[..., Settings], fake: FakeGemini) -> Callable[..., Settings]:
+    """Build settings that send the model's calls to the fake Gemini; keyword arguments override any field."""
+
+    def _make(**overrides: Any) -> Settings:
+        values = {"offline_model": False, "gemini_api_key": "test-key", "gemini_api_base": fake.base_url}
+        return make_settings(**{**values, **overrides})
+
+    return _make
 
 
 # --- a real uvicorn server, for streaming --------------------------------------------------------------------------

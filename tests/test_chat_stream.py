@@ -18,7 +18,6 @@ from backend.models import Conversation, utcnow
 from backend.settings import Settings
 from tests.conftest import bearer, serve
 from tests.fakes.gemini import (
-    FakeGemini,
     drop_turn,
     error_turn,
     function_call_turn,
@@ -29,21 +28,6 @@ from tests.fakes.gemini import (
 from tests.sse import chat
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeGemini]:
-    async with FakeGemini() as server:
-        yield server
-
-
-@pytest.fixture
-def gemini_settings(make_settings: Callable[..., Settings], fake: FakeGemini) -> Callable[..., Settings]:
-    def _make(**overrides: Any) -> Settings:
-        values = {"offline_model": False, "gemini_api_key": "test-key", "gemini_api_base": fake.base_url}
-        return make_settings(**{**values, **overrides})
-
-    return _make
 
 
 @asynccontextmanager

@@ -23,6 +23,7 @@ from litestar.handlers import ASGIRouteHandler
 from litestar.types import Receive, Scope, Send
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.tools import Tool
 from pydantic_core import PydanticUndefined
 
 from backend.auth import User
@@ -44,9 +45,15 @@ class TaskMcpServer:
                 web page cannot drive the local user's tools through a rebound host name.
         """
         self.database: Database | None = None
-        self.mcp = MCPServer(SERVER_NAME, instructions="Manage the authenticated user's to-do list.")
-        for tool in TASK_TOOLS:
-            self.mcp.add_tool(self._handler(tool), name=tool.name, description=tool.description)
+        tools = [
+            # The handler's signature mirrors the argument model, so MCP validates the same fields; the published
+            # schema is the shared definition's own, exactly as the agent's function tool publishes it.
+            Tool.from_function(self._handler(tool), name=tool.name, description=tool.description).model_copy(
+                update={"parameters": tool.input_schema()}
+            )
+            for tool in TASK_TOOLS
+        ]
+        self.mcp = MCPServer(SERVER_NAME, instructions="Manage the authenticated user's to-do list.", tools=tools)
         self.asgi_app = self.mcp.streamable_http_app(
             streamable_http_path="/", stateless_http=True, json_response=True, host=host
         )

@@ -91,8 +91,8 @@ class TaskTool:
     needs_approval: bool = False
 
     def input_schema(self) -> JsonObject:
-        """The JSON schema of the arguments, shared by every protocol (titled as MCP titles generated schemas)."""
-        return {**self.args.model_json_schema(), "title": f"{self.name}Arguments"}
+        """The JSON schema of the arguments, published unchanged by every protocol."""
+        return self.args.model_json_schema()
 
     async def invoke(self, scope: ToolScope, arguments: Mapping[str, object]) -> JsonObject:
         """Validate the arguments and run the tool; expected failures come back as `{"error": ...}`.
