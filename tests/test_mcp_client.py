@@ -24,7 +24,7 @@ from backend.mcp.client import McpServers
 from backend.mcp.config import parse_mcp_servers
 from backend.settings import PROJECT_ROOT, Settings
 from tests.conftest import SECRET, bearer, serve
-from tests.fakes.gemini import FakeGemini, function_call_turn, text_turn
+from tests.fakes.gemini import function_call_turn, text_turn
 from tests.sse import chat
 
 pytestmark = pytest.mark.timeout(90)
@@ -59,25 +59,9 @@ def http_server() -> Iterator[str]:
         process.wait(10)
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeGemini]:
-    async with FakeGemini() as server:
-        yield server
-
-
-@pytest.fixture
-def gemini_settings(make_settings: Callable[..., Settings], fake: FakeGemini) -> Callable[..., Settings]:
-    def _make(servers: list[dict[str, Any]], **overrides: Any) -> Settings:
-        values = {
-            "offline_model": False,
-            "gemini_api_key": "test-key",
-            "gemini_api_base": fake.base_url,
-            "mcp_servers": json.dumps(servers),
-            "mcp_connect_timeout_seconds": 20,
-        }
-        return make_settings(**{**values, **overrides})
-
-    return _make
+def mcp_settings(gemini_settings: Callable[..., Settings], servers: list[dict[str, Any]], **overrides: Any) -> Settings:
+    """Settings for the fake Gemini with these external MCP servers."""
+    return gemini_settings(mcp_servers=json.dumps(servers), mcp_connect_timeout_seconds=20, **overrides)
 
 
 @asynccontextmanager
@@ -99,7 +83,7 @@ async def wait_until_connected(servers: McpServers, name: str) -> None:
 
 async def test_a_stdio_tool_is_called_through_chat(gemini_settings, fake):
     fake.script(function_call_turn("mcp_fake__echo", {"text": "hello"}), text_turn("It echoed."))
-    async with live(gemini_settings([STDIO])) as (client, _):
+    async with live(mcp_settings(gemini_settings, [STDIO])) as (client, _):
         stream = await chat(client, {"message": "echo hello"})
 
     assert stream.types[:3] == ["start", "tool_call", "tool_result"] and stream.types[-1] == "done"
@@ -113,7 +97,7 @@ async def test_a_stdio_tool_is_called_through_chat(gemini_settings, fake):
 async def test_an_http_tool_gets_the_user_through_meta_never_the_prompt(gemini_settings, fake, http_server):
     server = {"name": "remote", "url": http_server, "send_user_id": True, "tools": ["whoami", "echo"]}
     fake.script(function_call_turn("mcp_remote__whoami", {}), text_turn("You are alice."))
-    async with live(gemini_settings([server], auth_secret=SECRET)) as (client, _):
+    async with live(mcp_settings(gemini_settings, [server], auth_secret=SECRET)) as (client, _):
         stream = await chat(client, {"message": "who am I?"}, headers=bearer("alice"))
 
     assert stream.types[-1] == "done" and stream.of("done")[0]["finish_reason"] == "stop"
@@ -129,7 +113,7 @@ async def test_a_server_down_at_start_up_leaves_chat_working_without_its_tools(g
     dead_stdio = {"name": "gone", "command": sys.executable, "args": ["-c", "raise SystemExit(1)"]}
     dead_http = {"name": "offline", "url": f"http://127.0.0.1:{_free_port()}/mcp", "timeout_seconds": 2}
     fake.script(text_turn("Hello without tools."))
-    async with live(gemini_settings([dead_stdio, dead_http, STDIO])) as (client, app):
+    async with live(mcp_settings(gemini_settings, [dead_stdio, dead_http, STDIO])) as (client, app):
         assert app.state.mcp_servers.connected() == ["fake"]
         stream = await chat(client, {"message": "hi"})
 
@@ -147,7 +131,7 @@ async def test_a_server_killed_mid_run_is_an_error_result_and_comes_back(gemini_
         function_call_turn("mcp_fake__echo", {"text": "again"}),
         text_turn("Back."),
     )
-    async with live(gemini_settings([STDIO], mcp_reconnect_max_seconds=1)) as (client, app):
+    async with live(mcp_settings(gemini_settings, [STDIO], mcp_reconnect_max_seconds=1)) as (client, app):
         killed = await chat(client, {"message": "die"})
         await asyncio.wait_for(wait_until_connected(app.state.mcp_servers, "fake"), 30)
         again = await chat(client, {"message": "echo again"})
@@ -160,7 +144,7 @@ async def test_a_server_killed_mid_run_is_an_error_result_and_comes_back(gemini_
 
 async def test_a_tool_that_raises_comes_back_as_an_error_result(gemini_settings, fake, http_server):
     fake.script(function_call_turn("mcp_remote__boom", {}), text_turn("That tool failed."))
-    async with live(gemini_settings([{"name": "remote", "url": http_server}])) as (client, app):
+    async with live(mcp_settings(gemini_settings, [{"name": "remote", "url": http_server}])) as (client, app):
         stream = await chat(client, {"message": "boom"})
         assert app.state.mcp_servers.connected() == ["remote"], "a failing tool does not drop the server"
 
