@@ -11,6 +11,7 @@ import json
 import socket
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -25,6 +26,7 @@ from backend.mcp.config import parse_mcp_servers
 from backend.settings import PROJECT_ROOT, Settings
 from tests.conftest import SECRET, bearer, serve
 from tests.fakes.gemini import function_call_turn, text_turn
+from tests.fakes.mcp_tools import CountingApp
 from tests.sse import chat
 
 pytestmark = pytest.mark.timeout(90)
@@ -170,3 +172,21 @@ async def test_the_tool_list_refreshes_when_the_server_says_it_changed():
     finally:
         await servers.stop()
     assert not server.available
+
+
+async def test_an_idle_server_costs_no_round_trip_per_turn_and_the_offline_help_names_its_tools(make_settings):
+    counting = CountingApp()
+    async with serve(counting) as mcp_base:  # type: ignore[arg-type]
+        server = {"name": "counted", "url": f"{mcp_base}/mcp"}
+        settings = make_settings(
+            offline_model=True, mcp_servers=json.dumps([server]), mcp_health_seconds=600, mcp_connect_timeout_seconds=20
+        )
+        async with live(settings) as (client, _):
+            at_start = Counter(counting.methods)
+            streams = [await chat(client, {"message": text}) for text in ("add buy milk", "list my tasks", "hello")]
+            during_turns = counting.methods - at_start
+
+    assert at_start["tools/list"] == 1, "the tool list is fetched once, at start-up"
+    assert not during_turns, f"turns must not reach an idle MCP server, got {dict(during_turns)}"
+    assert all(stream.of("done")[0]["finish_reason"] == "stop" for stream in streams)
+    assert "(offline demo)" in streams[2].text and "mcp_counted__echo" in streams[2].text

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import os
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
 
 from mcp.server.mcpserver import Context, MCPServer
 
@@ -53,6 +58,40 @@ async def grow(ctx: Context) -> str:
     server.add_tool(echo, name="grown", description="Added at run time.")
     await ctx.notify_tools_changed()
     return "grown"
+
+
+@dataclass
+class CountingApp:
+    """The fake server's streamable-HTTP app, counting the MCP requests it receives by JSON-RPC method."""
+
+    methods: Counter[str] = field(default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        self.app = server.streamable_http_app()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Serve one ASGI connection, counting each JSON-RPC request body's method."""
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        with contextlib.suppress(ValueError, AttributeError):
+            self.methods[json.loads(body).get("method", "?")] += 1
+        replayed = False
+
+        async def replay() -> Any:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
 
 
 def main() -> None:
