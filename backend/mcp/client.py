@@ -283,9 +283,13 @@ class McpServers:
             raise ConnectionError("no session")
         async with contextlib.AsyncExitStack() as stack:
             if session.protocol_version in MODERN_PROTOCOL_VERSIONS:
-                subscription = await stack.enter_async_context(listen(session, tools_list_changed=True))
-                follower = asyncio.create_task(_follow_tool_changes(server, subscription))
-                stack.callback(follower.cancel)
+                try:
+                    subscription = await stack.enter_async_context(listen(session, tools_list_changed=True))
+                except Exception as error:  # the server may not offer subscriptions: keep the cached list
+                    log.info("MCP server %r: no tools/list_changed stream (%s)", server.name, type(error).__name__)
+                else:
+                    follower = asyncio.create_task(_follow_tool_changes(server, subscription))
+                    stack.callback(follower.cancel)
             while True:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(server.wake.wait(), timeout=self.health_seconds)
