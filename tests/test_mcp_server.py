@@ -153,3 +153,14 @@ async def test_local_mode_on_loopback_is_the_local_user(settings):
             titles = [task["title"] for task in (await rest.get("/api/tasks")).json()["data"]]
     assert not failed and added["task"]["title"] == "local task"
     assert titles == ["local task"]
+
+
+async def test_local_mode_refuses_a_rebound_host_name(settings):
+    initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}
+    async with serve(create_app(settings)) as url, httpx.AsyncClient(base_url=url) as raw:
+        response = await raw.post(
+            "/mcp",
+            json=initialize,
+            headers={"Accept": "application/json, text/event-stream", "Host": "evil.example.com"},
+        )
+    assert response.status_code == 421
