@@ -25,6 +25,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
 from pydantic_core import PydanticUndefined
+from starlette.types import ASGIApp
 
 from backend.auth import User
 from backend.db import Database
@@ -54,8 +55,13 @@ class TaskMcpServer:
             for tool in TASK_TOOLS
         ]
         self.mcp = MCPServer(SERVER_NAME, instructions="Manage the authenticated user's to-do list.", tools=tools)
-        self.asgi_app = self.mcp.streamable_http_app(
-            streamable_http_path="/", stateless_http=True, json_response=True, host=host
+        self.host = host
+        self.asgi_app = self._build_asgi_app()
+
+    def _build_asgi_app(self) -> ASGIApp:
+        # Each call makes a fresh session manager (`self.mcp.session_manager`), which can run only once.
+        return self.mcp.streamable_http_app(
+            streamable_http_path="/", stateless_http=True, json_response=True, host=self.host
         )
 
     @asynccontextmanager
@@ -66,16 +72,16 @@ class TaskMcpServer:
             database: Where the tools read and write tasks.
         """
         self.database = database
+        self.asgi_app = self._build_asgi_app()  # an app can start more than once (tests re-enter the lifespan)
         async with self.mcp.session_manager.run():
             yield
 
     def mount(self) -> ASGIRouteHandler:
         """The Litestar route handler that forwards `/mcp` to the MCP app (behind the app's auth middleware)."""
-        asgi_app = self.asgi_app
 
         @asgi(MCP_PATH, is_mount=True, copy_scope=True)
         async def mcp_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
-            await asgi_app(scope, receive, send)  # type: ignore[arg-type]
+            await self.asgi_app(scope, receive, send)  # type: ignore[arg-type]
 
         return mcp_endpoint
 
