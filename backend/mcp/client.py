@@ -244,9 +244,8 @@ class McpServers:
             while True:
                 try:
                     await self._connect(server)
-                    attempted.set()
                     backoff = FIRST_BACKOFF_SECONDS
-                    await self._watch(server)
+                    await self._watch(server, attempted)
                 except Exception as error:
                     attempted.set()
                     log.warning(
@@ -272,11 +271,15 @@ class McpServers:
             tools = await server.fetch_tools()
         log.info("MCP server %r connected with %d tools", server.name, len(tools))
 
-    async def _watch(self, server: SupervisedServer) -> None:
+    async def _watch(self, server: SupervisedServer, ready: asyncio.Event) -> None:
         """Return (by raising) when the server stops answering pings; woken early by failures and transport errors.
 
         On 2026-07-28 connections tools/list_changed arrives only on a `subscriptions/listen` stream, so one is
         opened here; older servers send the notification unasked, to `on_message`.
+
+        Args:
+            server: The connected server.
+            ready: Set once the server is fully set up (start-up waits for it).
         """
         session = server.session
         if session is None:
@@ -290,6 +293,7 @@ class McpServers:
                 else:
                     follower = asyncio.create_task(_follow_tool_changes(server, subscription))
                     stack.callback(follower.cancel)
+            ready.set()
             while True:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(server.wake.wait(), timeout=self.health_seconds)
