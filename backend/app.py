@@ -22,6 +22,8 @@ from backend.db import create_database, provide_db_session, upgrade_to_head
 from backend.errors import EXCEPTION_HANDLERS
 from backend.http_guard import BodyGuard, transport_guard
 from backend.logs import configure_logging
+from backend.mcp.client import McpServers
+from backend.mcp.server import TaskMcpServer
 from backend.settings import Settings, get_settings
 from backend.system.routes import health, ready
 from backend.tasks.routes import TaskController
@@ -41,13 +43,22 @@ def create_app(settings: Settings | None = None) -> Litestar:
     """
     settings = settings or get_settings()
     configure_logging(settings)
+    task_mcp = TaskMcpServer(host=settings.host)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         database = create_database(settings)
+        mcp_servers = McpServers(
+            settings.mcp_servers,
+            health_seconds=settings.mcp_health_seconds,
+            reconnect_max_seconds=settings.mcp_reconnect_max_seconds,
+        )
         app.state.database = database
         app.state.settings = settings
-        chat_service = ChatService(database, settings, build_agent(*build_model(settings)))
+        app.state.mcp_servers = mcp_servers
+        chat_service = ChatService(
+            database, settings, build_agent(*build_model(settings), mcp_servers=mcp_servers.agent_servers)
+        )
         app.state.chat_service = chat_service
         if settings.use_offline_model:
             log.warning(
@@ -57,16 +68,27 @@ def create_app(settings: Settings | None = None) -> Litestar:
         try:
             if settings.should_migrate_on_startup:
                 await upgrade_to_head(database)
+            await mcp_servers.start(settings.mcp_connect_timeout_seconds)
             await chat_service.start()
             try:
-                yield
+                async with task_mcp.running(database):
+                    yield
             finally:
                 await chat_service.close()
         finally:
+            await mcp_servers.stop()
             await database.dispose()
 
     return Litestar(
-        route_handlers=[health, ready, ChatController, ConversationController, TaskController, *WEB_HANDLERS],
+        route_handlers=[
+            health,
+            ready,
+            ChatController,
+            ConversationController,
+            TaskController,
+            task_mcp.mount(),
+            *WEB_HANDLERS,
+        ],
         dependencies={"db_session": Provide(provide_db_session), **USER_DEPENDENCY},
         # Outermost first: network/header rules before authentication, body checks once the route is known.
         middleware=[transport_guard(settings), auth_middleware(settings), BodyGuard],

@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from backend.mcp.config import McpServerConfig, parse_mcp_servers
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SQLITE_URL = f"sqlite+aiosqlite:///{PROJECT_ROOT / 'data' / 'chat.db'}"
 MIN_SECRET_BYTES = 32
@@ -128,6 +130,15 @@ class Settings(BaseSettings):
         default=10.0, gt=0, description="After this long without a heartbeat, a process's turns are taken over."
     )
 
+    mcp_servers: Annotated[list[McpServerConfig], NoDecode] = Field(
+        default_factory=list, description="External MCP servers for the agent: JSON, or a path to a JSON file."
+    )
+    mcp_connect_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="How long start-up waits for the MCP servers' first connection."
+    )
+    mcp_health_seconds: float = Field(default=15.0, gt=0, description="How often an idle MCP server is pinged.")
+    mcp_reconnect_max_seconds: float = Field(default=60.0, gt=0, description="Longest wait between reconnections.")
+
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, value: str) -> str:
@@ -154,6 +165,11 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
+
+    @field_validator("mcp_servers", mode="before")
+    @classmethod
+    def _parse_mcp_servers(cls, value: object) -> object:
+        return parse_mcp_servers(value) if value is None or isinstance(value, str | dict) else value
 
     @field_validator("auth_secret")
     @classmethod

@@ -149,6 +149,27 @@ def bearer(sub: str, **claims: Any) -> dict[str, str]:
     return {"Authorization": f"Bearer {make_token(sub, **claims)}"}
 
 
+# --- the fake Gemini ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeGemini]:
+    """The fake Gemini server (tests/fakes/gemini.py) on a free loopback port."""
+    async with FakeGemini() as server:
+        yield server
+
+
+@pytest.fixture
+def gemini_settings(make_settings: Callable[..., Settings], fake: FakeGemini) -> Callable[..., Settings]:
+    """Build settings that send the model's calls to the fake Gemini; keyword arguments override any field."""
+
+    def _make(**overrides: Any) -> Settings:
+        values = {"offline_model": False, "gemini_api_key": "test-key", "gemini_api_base": fake.base_url}
+        return make_settings(**{**values, **overrides})
+
+    return _make
+
+
 # --- a real uvicorn server, for streaming --------------------------------------------------------------------------
 
 
@@ -178,24 +199,6 @@ async def live(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 
     async with serve(create_app(settings)) as base, httpx.AsyncClient(base_url=base, timeout=30) as client:
         yield client
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeGemini]:
-    """A fake Gemini server on 127.0.0.1 (LiteLLM's real code path runs against it)."""
-    async with FakeGemini() as server:
-        yield server
-
-
-@pytest.fixture
-def gemini_settings(make_settings: Callable[..., Settings], fake: FakeGemini) -> Callable[..., Settings]:
-    """Settings whose model is LiteLLM's Gemini route on the fake server."""
-
-    def _make(**overrides: Any) -> Settings:
-        values = {"offline_model": False, "gemini_api_key": "test-key", "gemini_api_base": fake.base_url}
-        return make_settings(**{**values, **overrides})
-
-    return _make
 
 
 @pytest.fixture

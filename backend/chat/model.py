@@ -13,11 +13,11 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import litellm
-from agents import Model, ModelResponse, ModelSettings, Usage, retry_policies
+from agents import Model, ModelResponse, ModelSettings, Tool, Usage, retry_policies
 from agents.extensions.models.litellm_model import LitellmModel
 from agents.retry import ModelRetrySettings
 from openai.types.responses import (
@@ -160,6 +160,21 @@ _HELP = (
     '"add buy milk", "list my tasks", "complete buy milk", "rename buy milk to buy oat milk" or "delete buy milk". '
     "To chat with a real model, set GEMINI_API_KEY (and optionally MODEL) and restart the server."
 )
+MCP_TOOL_PREFIX = "mcp_"
+
+
+def help_text(mcp_tools: Sequence[str] = ()) -> str:
+    """The offline model's help, naming the external MCP tools a real model could use right now.
+
+    Args:
+        mcp_tools: Names of the MCP tools offered in this run (connected servers only).
+
+    Returns:
+        The help reply.
+    """
+    if not mcp_tools:
+        return f"{_HELP} No MCP tool servers are connected (see MCP_SERVERS)."
+    return f"{_HELP} Tools from MCP servers a real model can call: {', '.join(mcp_tools)}."
 
 
 def _text_of(item: Any) -> str:
@@ -171,7 +186,7 @@ def _text_of(item: Any) -> str:
     return ""
 
 
-def _plan(items: list[Any]) -> tuple[str, dict[str, Any]] | str:
+def _plan(items: list[Any], mcp_tools: Sequence[str] = ()) -> tuple[str, dict[str, Any]] | str:
     """Decide the next step from the conversation: a tool call `(name, args)` or the reply text."""
     last = items[-1] if items else {}
     if isinstance(last, dict) and last.get("type") == "function_call_output":
@@ -192,7 +207,7 @@ def _plan(items: list[Any]) -> tuple[str, dict[str, Any]] | str:
         match = pattern.match(sentence)
         if match:
             return tool, {k: v.strip().strip("\"'") for k, v in match.groupdict().items()}
-    return _HELP
+    return help_text(mcp_tools)
 
 
 def _describe_result(tool: str, output: str) -> str:
@@ -246,9 +261,11 @@ class OfflineModel(Model):
         """
         self.word_delay = word_delay
 
-    def _output(self, input: str | list[Any]) -> list[ResponseOutputMessage | ResponseFunctionToolCall]:
+    def _output(
+        self, input: str | list[Any], tools: Sequence[Tool] = ()
+    ) -> list[ResponseOutputMessage | ResponseFunctionToolCall]:
         items = [{"role": "user", "content": input}] if isinstance(input, str) else input
-        step = _plan(items)
+        step = _plan(items, [tool.name for tool in tools if tool.name.startswith(MCP_TOOL_PREFIX)])
         if isinstance(step, tuple):
             name, args = step
             return [
@@ -270,9 +287,17 @@ class OfflineModel(Model):
             )
         ]
 
-    async def get_response(self, system_instructions: str | None, input: str | list[Any], *args: Any, **kwargs: Any):
+    async def get_response(
+        self,
+        system_instructions: str | None,
+        input: str | list[Any],
+        model_settings: ModelSettings | None = None,
+        tools: Sequence[Tool] = (),
+        *args: Any,
+        **kwargs: Any,
+    ):
         """Answer in one piece (non-streaming runs)."""
-        output = self._output(input)
+        output = self._output(input, tools)
         text = output[0].content[0].text if isinstance(output[0], ResponseOutputMessage) else ""
         usage = _usage(input if isinstance(input, list) else [], len(_words(text)))
         return ModelResponse(
@@ -287,10 +312,16 @@ class OfflineModel(Model):
         )
 
     async def stream_response(  # type: ignore[override]
-        self, system_instructions: str | None, input: str | list[Any], *args: Any, **kwargs: Any
+        self,
+        system_instructions: str | None,
+        input: str | list[Any],
+        model_settings: ModelSettings | None = None,
+        tools: Sequence[Tool] = (),
+        *args: Any,
+        **kwargs: Any,
     ) -> AsyncIterator[Any]:
         """Stream the answer word by word, as Responses API events."""
-        output = self._output(input)
+        output = self._output(input, tools)
         seq = iter(range(1_000_000))
         response = Response(
             id=f"resp_{uuid.uuid4().hex[:24]}",
