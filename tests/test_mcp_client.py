@@ -88,7 +88,7 @@ async def test_a_stdio_tool_is_called_through_chat(gemini_settings, fake):
     async with live(mcp_settings(gemini_settings, [STDIO])) as (client, _):
         stream = await chat(client, {"message": "echo hello"})
 
-    assert stream.types[:3] == ["start", "tool_call", "tool_result"] and stream.types[-1] == "done"
+    assert stream.types[:4] == ["start", "agent", "tool_call", "tool_result"] and stream.types[-1] == "done"
     assert stream.of("tool_result")[0]["name"] == "mcp_fake__echo"
     assert "echo: hello" in json.dumps(stream.of("tool_result")[0]["result"])
     offered = declared_tools(fake.requests[0])
@@ -138,7 +138,7 @@ async def test_a_server_killed_mid_run_is_an_error_result_and_comes_back(gemini_
         await asyncio.wait_for(wait_until_connected(app.state.mcp_servers, "fake"), 30)
         again = await chat(client, {"message": "echo again"})
 
-    assert killed.types[:3] == ["start", "tool_call", "tool_result"] and killed.types[-1] == "done"
+    assert killed.types[:4] == ["start", "agent", "tool_call", "tool_result"] and killed.types[-1] == "done"
     assert killed.of("done")[0]["finish_reason"] == "stop"
     assert "error" in killed.of("tool_result")[0]["result"]
     assert "echo: again" in json.dumps(again.of("tool_result")[0]["result"]), "reconnected in the background"
@@ -150,7 +150,7 @@ async def test_a_tool_that_raises_comes_back_as_an_error_result(gemini_settings,
         stream = await chat(client, {"message": "boom"})
         assert app.state.mcp_servers.connected() == ["remote"], "a failing tool does not drop the server"
 
-    assert stream.types[:3] == ["start", "tool_call", "tool_result"] and stream.types[-1] == "done"
+    assert stream.types[:4] == ["start", "agent", "tool_call", "tool_result"] and stream.types[-1] == "done"
     assert stream.of("tool_result")[0]["result"]["error"].startswith("The tool failed: ")
     assert "error" in json.dumps(fake.requests[1]["contents"])
 
