@@ -24,6 +24,7 @@ from backend.errors import EXCEPTION_HANDLERS
 from backend.settings import Settings, get_settings
 from backend.system.routes import health, ready
 from backend.tasks.routes import TaskController
+from backend.tasks.widgets import register_task_actions
 from backend.web.routes import WEB_HANDLERS
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         The ASGI application.
     """
     settings = settings or get_settings()
+    register_task_actions()  # the task-list widget's `tasks.toggle` action (idempotent)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:

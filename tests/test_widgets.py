@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from backend.chat.actions import ActionContext, ActionRegistry, ActionResult, UnknownActionError
+from backend.app import create_app
+from backend.chat.actions import ActionContext, ActionRegistry, ActionResult, UnknownActionError, registry
 from backend.chat.widgets import (
     MAX_CHILDREN,
     MAX_DEPTH,
@@ -31,6 +32,7 @@ from backend.chat.widgets import (
 from backend.db import Database
 from backend.errors import NotFoundError, app_error_handler
 from backend.models import Task
+from backend.settings import load_settings
 from backend.tasks.widgets import TASK_LIST_WIDGET_ID, TOGGLE_ACTION, register_task_actions, task_list_widget
 from tests.seeding import insert_tasks, seed_conversation
 
@@ -221,6 +223,11 @@ def actions() -> ActionRegistry:
     register_task_actions(registry)
     registry.register("demo.echo", echo)
     return registry
+
+
+def test_the_app_registers_the_task_actions():
+    create_app(load_settings(database_url="sqlite+aiosqlite:///:memory:", offline_model=True, auth_secret=None))
+    assert TOGGLE_ACTION in registry.types()
 
 
 def test_registration_rules(actions: ActionRegistry):

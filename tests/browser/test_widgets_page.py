@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from playwright.async_api import expect
 
+from backend.chat.widgets import is_safe_image_src
 from tests.browser.conftest import ChatServer
 from tests.browser.test_chat_page import USER, assistant_text, send, wait_until_finished
 from tests.fakes.gemini import text_turn
@@ -184,3 +185,19 @@ async def test_stale_list_answer_does_not_wipe_a_conversation_just_started(serve
     await expect(page.get_by_test_id("conversation-item")).to_have_count(1)
     await expect(page.get_by_test_id("conversation-item-title")).to_have_text("hello there")
     await expect(page.get_by_test_id("conversations-empty")).to_be_hidden()
+
+
+async def test_page_and_server_agree_on_safe_image_sources(server: ChatServer, new_page: Any) -> None:
+    sources = [*UNSAFE_SOURCES, "https://example.com/a.png", PNG, "HTTPS://EXAMPLE.COM/A.PNG", "https:///x.png"]
+    sources += ["data:image/png;base64,@@", "https://example.com/a b.png", "data:image/gif;charset=x;base64,R0lG"]
+    page, _ = await new_page()
+    await page.goto(server.url)
+    in_page = await page.evaluate(
+        """async (sources) => {
+          const { isSafeImageSrc } = await import("/static/widgets.js");
+          return sources.map(isSafeImageSrc);
+        }""",
+        sources,
+    )
+    assert in_page == [is_safe_image_src(src) for src in sources]
+    assert in_page.count(True) == 4

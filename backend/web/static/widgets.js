@@ -37,7 +37,7 @@ function str(value) {
 export function isSafeImageSrc(src) {
   if (typeof src !== "string" || src.length > 65536 || /\s/.test(src)) return false;
   if (src.startsWith("data:")) return DATA_IMAGE_RE.test(src);
-  if (!src.toLowerCase().startsWith("https://")) return false;
+  if (!/^https:\/\/[^/?#\\]/i.test(src)) return false; // a host right after "//" ("https:///x" would borrow one)
   try {
     const url = new URL(src);
     return url.protocol === "https:" && Boolean(url.hostname);
