@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from typing import Any
 
 import pytest
 from playwright.async_api import expect
 
-from backend.chat.widgets import is_safe_image_src
+from backend.chat.widgets import is_safe_image_src, widget_json
+from backend.models import Task
+from backend.tasks.widgets import task_list_widget
 from tests.browser.conftest import ChatServer
-from tests.browser.test_chat_page import USER, assistant_text, send, wait_until_finished
+from tests.browser.test_chat_page import ASSISTANT, USER, assistant_text, send, wait_until_finished
 from tests.fakes.gemini import text_turn
 from tests.test_widgets import EVERY_COMPONENT, PNG
 
@@ -201,3 +204,57 @@ async def test_page_and_server_agree_on_safe_image_sources(server: ChatServer, n
     )
     assert in_page == [is_safe_image_src(src) for src in sources]
     assert in_page.count(True) == 4
+
+
+def sse(*events: dict[str, Any]) -> str:
+    return "".join(f"data: {json.dumps(event)}\n\n" for event in events) + "data: [DONE]\n\n"
+
+
+async def test_widget_event_renders_in_the_reply_and_its_checkbox_posts_the_action(
+    server: ChatServer, new_page: Any
+) -> None:
+    """The page's side of the protocol, with /chatkit answered by the test: `widget` events and the action request."""
+    milk = Task(user_id="local", title="buy milk")
+    before = task_list_widget([milk])
+    after = task_list_widget([Task(id=milk.id, user_id="local", title="buy milk", completed=True)])
+    ids = {"conversation_id": str(uuid.uuid4()), "message_id": str(uuid.uuid4())}
+    done = {"type": "done", **ids, "finish_reason": "stop", "usage": {}}
+    answers = [
+        sse(
+            {"type": "start", **ids, "title": "list my tasks"},
+            {"type": "text", "content": "Here they are:"},
+            {"type": "widget", "id": before.id, "widget": widget_json(before)},
+            done,
+        ),
+        sse(
+            {"type": "widget", "id": after.id, "widget": widget_json(after)},
+            {"type": "text", "content": "Completed “buy milk”."},
+            done,
+        ),
+    ]
+    bodies: list[Any] = []
+
+    async def answer(route: Any) -> None:
+        bodies.append(json.loads(route.request.post_data))
+        await route.fulfill(status=200, content_type="text/event-stream", body=answers[len(bodies) - 1])
+
+    page, _ = await new_page()
+    await page.route("**/chatkit", answer)
+    await page.goto(server.url)
+    await send(page, "list my tasks")
+    await wait_until_finished(page)
+    reply = page.locator(ASSISTANT).last
+    checkbox = reply.get_by_role("checkbox", name="buy milk")
+    await expect(checkbox).not_to_be_checked()
+    await expect(reply.get_by_role("list", name="Tasks")).to_be_visible()
+    assert await assistant_text(page) == "Here they are:"
+
+    await checkbox.click()
+    await expect(reply.get_by_role("checkbox", name="buy milk")).to_be_checked()
+    await expect(reply.get_by_test_id("widget")).to_have_count(1)  # replaced, not added
+    await expect(reply.get_by_text("0 open, 1 done")).to_be_visible()
+    await expect(page.locator("#status")).to_have_text("Completed “buy milk”.")
+    assert bodies[1] == {
+        "thread_id": ids["conversation_id"],
+        "action": {"type": "tasks.toggle", "payload": {"task_id": str(milk.id), "completed": True}},
+    }
