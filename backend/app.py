@@ -27,6 +27,7 @@ from backend.mcp.server import TaskMcpServer
 from backend.settings import Settings, get_settings
 from backend.system.routes import health, ready
 from backend.tasks.routes import TaskController
+from backend.tasks.widgets import register_task_actions
 from backend.web.routes import WEB_HANDLERS
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or get_settings()
     configure_logging(settings)
     task_mcp = TaskMcpServer(host=settings.host)
+    register_task_actions()  # the task-list widget's `tasks.toggle` action (idempotent)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:

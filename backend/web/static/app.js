@@ -5,6 +5,7 @@
 
 import { renderMarkdown } from "./markdown.js";
 import { readEventStream } from "./sse.js";
+import { renderWidget, updateWidget } from "./widgets.js";
 
 const TOKEN_KEY = "chat.token";
 const PAGE_SIZE = 20;
@@ -58,6 +59,9 @@ const state = {
   conversations: [], // summaries {id, title, preview, updated_at}, newest first
   nextCursor: null,
   loadingList: false,
+  listGeneration: 0, // bumped by every reset of the list: an answer for an older generation is dropped
+  listVersion: 0, // bumped by every local change to the list (a reply started, a rename, a delete)
+  listChanges: new Map(), // id -> {version, deleted}: local changes a list response fetched earlier cannot know
   currentId: null,
   openSeq: 0, // bumped on every navigation so that late responses for an old view are dropped
   run: null, // the streaming reply, if any: one at a time
@@ -252,11 +256,47 @@ function conversationById(id) {
   return state.conversations.find((c) => c.id === id);
 }
 
+function noteListChange(id, { deleted = false } = {}) {
+  state.listVersion += 1;
+  state.listChanges.set(id, { version: state.listVersion, deleted });
+}
+
 function upsertConversationOnTop(summary) {
   const existing = conversationById(summary.id);
   state.conversations = state.conversations.filter((c) => c.id !== summary.id);
   state.conversations.unshift({ ...existing, ...summary });
+  noteListChange(summary.id);
   renderConversations();
+}
+
+function removeConversation(id) {
+  state.conversations = state.conversations.filter((c) => c.id !== id);
+  noteListChange(id, { deleted: true });
+}
+
+/**
+ * Merge a page of the list fetched when the list was at `since` into the current state. Conversations changed here
+ * after that (a reply that just started, a rename, a delete) keep their local state: the page cannot know them.
+ */
+function mergeListPage(items, { reset, since }) {
+  const local = new Map(state.conversations.map((c) => [c.id, c]));
+  const newer = [...state.listChanges].filter(([, change]) => change.version > since);
+  const changedHere = new Set(newer.map(([id]) => id));
+  const merged = reset ? [] : state.conversations.slice();
+  const seen = new Set(merged.map((c) => c.id));
+  for (const item of items) {
+    if (seen.has(item.id) || changedHere.has(item.id)) continue;
+    seen.add(item.id);
+    merged.push(item);
+  }
+  if (reset) {
+    // Newest local change first, on top: each was either just created/updated here or moved to the top by it.
+    newer.sort((a, b) => b[1].version - a[1].version);
+    const onTop = newer.filter(([id, change]) => !change.deleted && local.has(id)).map(([id]) => local.get(id));
+    merged.unshift(...onTop);
+    for (const [id, change] of state.listChanges) if (change.version <= since) state.listChanges.delete(id);
+  }
+  state.conversations = merged;
 }
 
 function renderConversations() {
@@ -322,7 +362,10 @@ function renderConversationItem(conversation) {
 }
 
 async function loadConversations({ reset }) {
-  if (state.loadingList) return;
+  if (!reset && state.loadingList) return; // one "Load more" at a time; a reset supersedes whatever is in flight
+  const generation = reset ? ++state.listGeneration : state.listGeneration;
+  const since = state.listVersion;
+  const stale = () => generation !== state.listGeneration;
   state.loadingList = true;
   ui.loadMore.disabled = true;
   const params = new URLSearchParams({ limit: String(PAGE_SIZE) });
@@ -330,22 +373,23 @@ async function loadConversations({ reset }) {
   try {
     const response = await api(`/api/conversations?${params}`);
     const page = await response.json();
+    if (stale()) return; // a newer reset was asked for: this answer must not overwrite what it brings
     ui.listError.hidden = true;
-    if (reset) state.conversations = [];
-    const seen = new Set(state.conversations.map((c) => c.id));
-    for (const item of page.data) if (!seen.has(item.id)) state.conversations.push(item);
+    mergeListPage(page.data, { reset, since });
     state.nextCursor = page.next_cursor;
     const current = state.currentId && conversationById(state.currentId);
     if (current) ui.title.textContent = current.title;
   } catch (error) {
-    if (error.status !== 401) {
+    if (!stale() && error.status !== 401) {
       ui.listError.textContent = `Could not load conversations: ${error.message}`;
       ui.listError.hidden = false;
     }
   } finally {
-    state.loadingList = false;
-    ui.loadMore.disabled = false;
-    renderConversations();
+    if (!stale()) {
+      state.loadingList = false;
+      ui.loadMore.disabled = false;
+      renderConversations();
+    }
   }
 }
 
@@ -405,6 +449,7 @@ async function commitRename(id, value) {
   }
   const previous = conversation.title;
   conversation.title = title; // optimistic
+  noteListChange(id);
   renderConversations();
   if (state.currentId === id) ui.title.textContent = title;
   focusConversationButton(id, "rename-conversation");
@@ -457,7 +502,7 @@ async function onDeleteClosed() {
       return;
     }
   }
-  state.conversations = state.conversations.filter((c) => c.id !== id);
+  removeConversation(id);
   renderConversations();
   announce("Conversation deleted.");
   if (state.currentId === id) showNewChat({ replace: true });
@@ -654,6 +699,14 @@ class AssistantMessage {
     detail.append(el("div", { className: "chip-label", text: "Result" }), el("pre", { text: prettyJson(result) }));
   }
 
+  showWidget({ id, widget }) {
+    // A later `widget` event with the same id replaces the earlier one (a tool showing progress).
+    const shown = { ...widget, id };
+    if (updateWidget(this.parts, shown).length) return;
+    withStickyScroll(() => this.parts.append(renderWidget(shown, sendWidgetAction)));
+    this.last = null;
+  }
+
   toolUnfinished(id) {
     const chip = this.chips.get(id);
     if (!chip || chip.dataset.state !== "running") return;
@@ -842,7 +895,7 @@ async function openConversation(id) {
   } catch (error) {
     if (seq !== state.openSeq) return;
     if (error.status === 404 || error.status === 422) {
-      state.conversations = state.conversations.filter((c) => c.id !== id);
+      removeConversation(id);
       state.currentId = null;
       const params = hashParams();
       params.delete("c");
@@ -905,6 +958,34 @@ async function postChat(run) {
   }
 }
 
+/**
+ * Send a widget's action (a checkbox or button was used): `POST /chatkit {thread_id, action}`. The server routes it to
+ * its handler (not the model) and streams back replacement widgets and possibly a short reply, which is announced.
+ * Rejects when the action failed, so the widget can undo the control's change.
+ */
+async function sendWidgetAction(action) {
+  const threadId = state.currentId;
+  if (!threadId) throw new Error("no conversation");
+  let reply = "";
+  try {
+    const response = await api("/chatkit", {
+      method: "POST",
+      body: { thread_id: threadId, action },
+      accept: "text/event-stream",
+    });
+    await readEventStream(response.body, (event) => {
+      if (event.type === "widget" && event.widget) updateWidget(ui.thread, { ...event.widget, id: event.id });
+      else if (event.type === "text") reply += event.content || "";
+      else if (event.type === "error") throw Object.assign(new Error(event.message || "The action failed."), event);
+    });
+  } catch (error) {
+    showListError(`Could not do that: ${error.message}`);
+    announce(`Could not do that: ${error.message}`);
+    throw error;
+  }
+  if (reply) announce(reply);
+}
+
 function retry(view, text, { savedOnServer }) {
   if (state.run) return;
   if (savedOnServer) {
@@ -956,6 +1037,9 @@ function handleEvent(run, event) {
       break;
     case "tool_result":
       view.toolResult(event);
+      break;
+    case "widget":
+      view.showWidget(event);
       break;
     case "error":
       run.failed = true;

@@ -2,15 +2,16 @@
 //
 // It builds DOM nodes with createElement and textContent only: no string of the input ever reaches innerHTML, so
 // text such as <img src=x onerror=...> is shown literally. Links are kept only for http:, https: and mailto: URLs.
-// Supported: paragraphs, line breaks, headings, fenced code, block quotes, (nested) lists, tables, rules, and inline
-// code, bold, italic, strikethrough, links and bare URLs. Unfinished constructs (an open code fence while the reply
-// is still streaming) render sensibly.
+// Supported: paragraphs, line breaks, headings, fenced code, block quotes, (nested) lists, task lists ("- [x] done"
+// as disabled checkboxes), tables, rules, and inline code, bold, italic, strikethrough, links and bare URLs.
+// Unfinished constructs (an open code fence while the reply is still streaming) render sensibly.
 
 const FENCE_RE = /^ {0,3}(`{3,}|~{3,})\s*([\w+#.-]*)/;
 const HEADING_RE = /^ {0,3}(#{1,6})\s+(.*?)\s*#*\s*$/;
 const RULE_RE = /^ {0,3}([-*_])(?:\s*\1){2,}\s*$/;
 const QUOTE_RE = /^ {0,3}> ?(.*)$/;
 const LIST_RE = /^( *)([-*+]|\d{1,9}[.)])[ \t]+(.*)$/;
+const TASK_RE = /^\[([ xX])\](?:[ \t]+|$)/;
 const TABLE_SEP_RE = /^\s*\|?\s*:?-+:?\s*(\|\s*:?-+:?\s*)*\|?\s*$/;
 const ESCAPABLE = "\\`*_{}[]()#+-.!~|>";
 const URL_RE = /^https?:\/\/[^\s<>"]*[^\s<>".,:;'!?)\]]/;
@@ -229,9 +230,22 @@ function list(lines, start, parent) {
   }
   for (const itemLines of items) {
     const li = el("li");
+    const task = TASK_RE.exec(itemLines[0]);
+    if (task) itemLines[0] = itemLines[0].slice(task[0].length);
     renderBlocks(itemLines, li);
-    if (li.children.length >= 1 && li.firstElementChild.tagName === "P" && !itemLines.includes("")) {
+    const loose = li.firstElementChild && li.firstElementChild.tagName === "P";
+    if (loose && !itemLines.includes("")) {
       li.firstElementChild.replaceWith(...li.firstElementChild.childNodes); // tight list: no <p> in items
+    }
+    if (task) {
+      // A task list item ("- [x] done"): a read-only checkbox before its text.
+      const box = el("input");
+      box.type = "checkbox";
+      box.disabled = true;
+      box.checked = task[1] !== " ";
+      li.classList.add("task-item");
+      const first = li.firstElementChild;
+      (first && first.tagName === "P" ? first : li).prepend(box);
     }
     node.append(li);
   }
