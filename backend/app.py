@@ -21,6 +21,8 @@ from backend.chat.service import ChatService
 from backend.conversations.routes import ConversationController
 from backend.db import create_database, provide_db_session, upgrade_to_head
 from backend.errors import EXCEPTION_HANDLERS
+from backend.files.lifecycle import files_lifespan
+from backend.files.routes import files_router
 from backend.settings import Settings, get_settings
 from backend.system.routes import health, ready
 from backend.tasks.routes import TaskController
@@ -54,11 +56,19 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await database.dispose()
 
     return Litestar(
-        route_handlers=[health, ready, ChatController, ConversationController, TaskController, *WEB_HANDLERS],
+        route_handlers=[
+            health,
+            ready,
+            ChatController,
+            ConversationController,
+            TaskController,
+            *WEB_HANDLERS,
+            files_router(settings),
+        ],
         dependencies={"db_session": Provide(provide_db_session), **USER_DEPENDENCY},
         middleware=[auth_middleware(settings)],
         exception_handlers=EXCEPTION_HANDLERS,
-        lifespan=[lifespan],
+        lifespan=[lifespan, files_lifespan],
         cors_config=CORSConfig(allow_origins=settings.cors_origins, allow_credentials=False)
         if settings.cors_origins
         else None,

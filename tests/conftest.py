@@ -8,6 +8,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -25,7 +26,7 @@ from backend.settings import Settings, load_settings, normalize_database_url
 from tests.seeding import client_for
 
 SECRET = "test-secret-that-is-at-least-32-bytes-long"
-TABLES = ("messages", "conversations", "tasks")
+TABLES = ("message_files", "file_blobs", "files", "messages", "conversations", "tasks")
 
 _skipped_required: list[str] = []
 
@@ -87,7 +88,7 @@ async def clean_db(database_url: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-def make_settings(clean_db: str) -> Callable[..., Settings]:
+def make_settings(clean_db: str, tmp_path: Path) -> Callable[..., Settings]:
     """Build settings on the test database; keyword arguments override any field."""
 
     def _make(**overrides: Any) -> Settings:
@@ -101,6 +102,7 @@ def make_settings(clean_db: str) -> Callable[..., Settings]:
             "host": "127.0.0.1",
             "log_level": "WARNING",
             "cors_origins": [],
+            "file_storage_dir": tmp_path / "files",
         }
         values.update(overrides)
         return load_settings(**values)

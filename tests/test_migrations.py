@@ -19,7 +19,7 @@ from backend.app import create_app
 from backend.db import alembic_config
 from backend.settings import load_settings
 
-APP_TABLES = {"conversations", "messages", "tasks"}
+APP_TABLES = {"conversations", "messages", "tasks", "files", "message_files", "file_blobs"}
 
 
 def schema(url: str) -> dict[str, Any]:
