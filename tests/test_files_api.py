@@ -18,7 +18,7 @@ from backend.db import Database
 from backend.files.models import File, FileBlob
 from backend.files.sniff import sanitize_filename
 from backend.files.storage import DatabaseStorage, LocalStorage
-from backend.settings import Settings
+from backend.settings import Settings, load_settings
 from tests import files_samples as samples
 from tests.conftest import bearer, make_token, serve
 from tests.seeding import client_for, count_rows
@@ -325,3 +325,21 @@ async def test_database_storage_keeps_bytes_in_file_blobs(
 )
 def test_sanitize_filename(raw: str | None, expected: str) -> None:
     assert sanitize_filename(raw) == expected
+
+
+async def test_a_row_whose_bytes_are_gone_answers_404(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings(file_storage="local")
+    async with client_for(settings) as client:
+        file_id = (await client.post("/api/files", files=upload_body(samples.TEXT, "a.txt"))).json()["id"]
+        LocalStorage(settings.file_storage_dir).path_for(uuid.UUID(file_id)).unlink()
+        response = await client.get(f"/api/files/{file_id}/content")
+        assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+        assert (await client.get(f"/api/files/{file_id}")).status_code == 200
+
+
+def test_storage_defaults_to_local_on_sqlite_and_database_elsewhere() -> None:
+    sqlite, postgres = "sqlite+aiosqlite:///x.db", "postgresql://u@h/db"
+    assert load_settings(database_url=sqlite).file_storage_backend == "local"
+    assert load_settings(database_url=postgres).file_storage_backend == "database"
+    assert load_settings(database_url=postgres, file_storage="local").file_storage_backend == "local"
+    assert load_settings(database_url=sqlite, file_storage="database").file_storage_backend == "database"

@@ -18,14 +18,19 @@ from typing import Protocol, runtime_checkable
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from backend.errors import NotFoundError
 from backend.files.models import File, FileBlob
 from backend.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-class BlobMissingError(Exception):
-    """The row exists but its bytes do not (e.g. the local directory was wiped)."""
+class BlobMissingError(NotFoundError):
+    """The row exists but its bytes do not (e.g. the local directory was wiped): answered as 404."""
+
+    def __init__(self, file_id: uuid.UUID) -> None:
+        super().__init__("The file's contents are missing.")
+        log.warning("file %s has a row but no stored bytes", file_id)
 
 
 @runtime_checkable
@@ -66,7 +71,7 @@ class DatabaseStorage:
         """Select the blob."""
         data = (await session.exec(select(FileBlob.data).where(FileBlob.file_id == file_id))).first()
         if data is None:
-            raise BlobMissingError(str(file_id))
+            raise BlobMissingError(file_id)
         return data
 
     async def discard(self, file_ids: Sequence[uuid.UUID]) -> None:
@@ -111,7 +116,7 @@ class LocalStorage:
         try:
             return await asyncio.to_thread(self.path_for(file_id).read_bytes)
         except FileNotFoundError:
-            raise BlobMissingError(str(file_id)) from None
+            raise BlobMissingError(file_id) from None
 
     async def discard(self, file_ids: Sequence[uuid.UUID]) -> None:
         """Unlink the files."""
