@@ -19,7 +19,7 @@ from backend.files import service as file_service
 from backend.files.lifecycle import run_sweeper
 from backend.files.models import File, FileBlob, MessageFile
 from backend.files.service import StoredFile
-from backend.files.storage import DatabaseStorage, FileStorage, LocalStorage
+from backend.files.storage import BlobMissingError, DatabaseStorage, FileStorage, LocalStorage
 from backend.models import Conversation, utcnow
 from backend.settings import Settings
 from tests import files_samples as samples
@@ -85,7 +85,7 @@ async def test_sweep_removes_only_old_unattached_uploads(db: Database, settings:
     assert deleted == [old_loose.id]
     assert await remaining(db) == {old_attached.id, fresh.id}
     async with db.sessions() as session:
-        with pytest.raises(Exception, match=str(old_loose.id)):
+        with pytest.raises(BlobMissingError):
             await storage.read(session, old_loose.id)
         assert await storage.read(session, fresh.id) == samples.TEXT
     if kind == "database":
