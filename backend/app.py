@@ -20,6 +20,8 @@ from backend.chat.service import ChatService
 from backend.conversations.routes import ConversationController
 from backend.db import create_database, provide_db_session, upgrade_to_head
 from backend.errors import EXCEPTION_HANDLERS
+from backend.files.lifecycle import files_lifespan
+from backend.files.routes import files_router
 from backend.http_guard import BodyGuard, transport_guard
 from backend.logs import configure_logging
 from backend.mcp.client import McpServers
@@ -89,13 +91,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ConversationController,
             TaskController,
             task_mcp.mount(),
+            files_router(settings),
             *WEB_HANDLERS,
         ],
         dependencies={"db_session": Provide(provide_db_session), **USER_DEPENDENCY},
         # Outermost first: network/header rules before authentication, body checks once the route is known.
         middleware=[transport_guard(settings), auth_middleware(settings), BodyGuard],
         exception_handlers=EXCEPTION_HANDLERS,
-        lifespan=[lifespan],
+        lifespan=[lifespan, files_lifespan],
         cors_config=CORSConfig(allow_origins=settings.cors_origins, allow_credentials=False)
         if settings.cors_origins
         else None,

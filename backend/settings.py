@@ -139,6 +139,17 @@ class Settings(BaseSettings):
     mcp_health_seconds: float = Field(default=15.0, gt=0, description="How often an idle MCP server is pinged.")
     mcp_reconnect_max_seconds: float = Field(default=60.0, gt=0, description="Longest wait between reconnections.")
 
+    file_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1, description="Largest accepted upload (413 above).")
+    files_per_message_max: int = Field(default=10, ge=1, description="Most attachments on one chat message.")
+    file_storage: Literal["local", "database"] | None = Field(
+        default=None, description="Where file bytes live. Default: `local` with SQLite, `database` otherwise."
+    )
+    file_storage_dir: Path = Field(default=PROJECT_ROOT / "data" / "files", description="Root of `local` storage.")
+    file_unattached_ttl_seconds: float = Field(default=24 * 3600.0, gt=0)
+    file_sweep_interval_seconds: float = Field(default=600.0, gt=0)
+    file_quota_bytes: int = Field(default=0, ge=0, description="Total upload bytes per user; 0 means no quota.")
+    history_attachment_bytes: int = Field(default=8 * 1024 * 1024, ge=0)
+
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, value: str) -> str:
@@ -201,6 +212,13 @@ class Settings(BaseSettings):
     def should_migrate_on_startup(self) -> bool:
         """Whether start-up applies migrations (explicit setting, else only for SQLite)."""
         return self.is_sqlite if self.migrate_on_startup is None else self.migrate_on_startup
+
+    @property
+    def file_storage_backend(self) -> Literal["local", "database"]:
+        """Where uploads are stored: the explicit setting, else `local` for SQLite and `database` otherwise."""
+        if self.file_storage is not None:
+            return self.file_storage
+        return "local" if self.is_sqlite else "database"
 
     @property
     def use_offline_model(self) -> bool:

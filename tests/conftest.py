@@ -8,6 +8,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,7 +27,17 @@ from tests.fakes.gemini import FakeGemini
 from tests.seeding import client_for
 
 SECRET = "test-secret-that-is-at-least-32-bytes-long"
-TABLES = ("turn_events", "client_message_ids", "messages", "conversations", "tasks", "instances")
+TABLES = (
+    "turn_events",
+    "client_message_ids",
+    "message_files",
+    "file_blobs",
+    "files",
+    "messages",
+    "conversations",
+    "tasks",
+    "instances",
+)
 
 _skipped_required: list[str] = []
 
@@ -88,7 +99,7 @@ async def clean_db(database_url: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-def make_settings(clean_db: str) -> Callable[..., Settings]:
+def make_settings(clean_db: str, tmp_path: Path) -> Callable[..., Settings]:
     """Build settings on the test database; keyword arguments override any field."""
 
     def _make(**overrides: Any) -> Settings:
@@ -102,6 +113,7 @@ def make_settings(clean_db: str) -> Callable[..., Settings]:
             "host": "127.0.0.1",
             "log_level": "WARNING",
             "cors_origins": [],
+            "file_storage_dir": tmp_path / "files",
         }
         values.update(overrides)
         return load_settings(**values)

@@ -19,7 +19,17 @@ from backend.db import alembic_config
 from backend.settings import load_settings
 from tests.seeding import loopback_client
 
-APP_TABLES = {"conversations", "messages", "tasks", "turn_events", "client_message_ids", "instances"}
+APP_TABLES = {
+    "conversations",
+    "messages",
+    "tasks",
+    "turn_events",
+    "client_message_ids",
+    "instances",
+    "files",
+    "message_files",
+    "file_blobs",
+}
 
 
 def schema(url: str) -> dict[str, Any]:

@@ -6,6 +6,8 @@
 import { renderMarkdown } from "./markdown.js";
 import { readEventStream } from "./sse.js";
 import { renderWidget, updateWidget } from "./widgets.js";
+import { AttachmentTray, attachmentList } from "./attachments.js";
+import { el } from "./dom.js";
 
 const TOKEN_KEY = "chat.token";
 const PAGE_SIZE = 20;
@@ -89,15 +91,6 @@ function storeToken(token) {
     // storage disabled: keep the token for this page only
   }
   ui.tokenButton.hidden = !token;
-}
-
-function el(tag, { className, text, testid, attrs } = {}) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  if (testid) node.dataset.testid = testid;
-  for (const [name, value] of Object.entries(attrs || {})) node.setAttribute(name, value);
-  return node;
 }
 
 function icon(name) {
@@ -540,12 +533,13 @@ function withStickyScroll(change) {
   if (stick) scrollToBottom();
 }
 
-function userMessage(text) {
+function userMessage(text, attachments) {
   const article = el("article", { className: "msg msg-user", testid: "message" });
   article.dataset.role = "user";
   const body = el("div", { className: "msg-body" });
   body.append(el("span", { className: "sr-only", text: "You said:" }));
   body.append(el("div", { className: "bubble", text, testid: "message-text" }));
+  if (attachments && attachments.length) body.append(attachmentList(attachments, () => state.token));
   article.append(body);
   return article;
 }
@@ -804,7 +798,7 @@ function renderHistory(messages) {
   messages.forEach((message, index) => {
     if (message.role === "user") {
       lastUserText = message.content;
-      const node = userMessage(message.content);
+      const node = userMessage(message.content, message.attachments);
       node.dataset.id = message.id;
       nodes.push(node);
       return;
@@ -923,7 +917,7 @@ function updateComposer() {
   const busy = Boolean(state.run);
   ui.send.hidden = busy;
   ui.stop.hidden = !busy;
-  ui.send.disabled = busy || !ui.input.value.trim();
+  ui.send.disabled = busy || !ui.input.value.trim() || tray.uploading();
   ui.composer.classList.toggle("is-busy", busy);
   ui.composer.setAttribute("aria-busy", String(busy));
 }
@@ -935,16 +929,19 @@ function autosize() {
 
 function submitComposer() {
   const text = ui.input.value;
-  if (!text.trim() || state.run) return;
+  if (!text.trim() || state.run || tray.uploading()) return;
+  const attachments = tray.files();
   ui.input.value = "";
+  tray.clear();
   autosize();
-  sendMessage(text.trim());
+  sendMessage(text.trim(), attachments);
 }
 
 async function postChat(run) {
   for (let attempt = 0; ; attempt++) {
     const body = { message: run.text };
     if (run.conversationId) body.thread_id = run.conversationId;
+    if (run.attachments.length) body.attachments = run.attachments.map((file) => file.id);
     try {
       return await api("/chatkit", { method: "POST", body, signal: run.controller.signal, accept: "text/event-stream" });
     } catch (error) {
@@ -1062,16 +1059,17 @@ function handleEvent(run, event) {
   }
 }
 
-async function sendMessage(text) {
+async function sendMessage(text, attachments = []) {
   if (state.run) return;
   showEmptyState(false);
-  const userNode = userMessage(text);
+  const userNode = userMessage(text, attachments);
   const view = new AssistantMessage();
   view.setStreaming(true);
   ui.thread.append(userNode, view.article);
   scrollToBottom();
   const run = {
     text,
+    attachments,
     view,
     controller: new AbortController(),
     conversationId: state.currentId,
@@ -1139,6 +1137,14 @@ function stopReply() {
 }
 
 // --- wiring --------------------------------------------------------------------------------------------------------
+
+const tray = new AttachmentTray({
+  composer: ui.composer,
+  box: ui.composer.querySelector(".composer-box"),
+  input: ui.input,
+  getToken: () => state.token,
+  onChange: () => updateComposer(),
+});
 
 function bind() {
   ui.composer.addEventListener("submit", (event) => {

@@ -1,0 +1,1 @@
+"""File attachments: upload, storage, limits, lifecycle and the model-input seams for the chat."""
