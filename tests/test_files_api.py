@@ -21,7 +21,7 @@ from backend.files.storage import DatabaseStorage, LocalStorage
 from backend.settings import Settings, load_settings
 from tests import files_samples as samples
 from tests.conftest import bearer, make_token, serve
-from tests.seeding import client_for, count_rows
+from tests.seeding import client_for, count_rows, loopback_client
 
 STORAGES = ["local", "database"]
 
@@ -165,7 +165,8 @@ async def test_an_announced_oversize_body_is_refused_before_it_is_sent(make_sett
         host, port = base.removeprefix("http://").split(":")
         reader, writer = await asyncio.open_connection(host, int(port))
         writer.write(
-            b"POST /api/files HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            f"POST /api/files HTTP/1.1\r\nHost: {host}:{port}\r\n".encode()
+            + b"Content-Type: multipart/form-data; boundary=b\r\n"
             b"Content-Length: 104857600\r\n\r\n"
         )
         await writer.drain()
@@ -274,8 +275,9 @@ async def test_a_failure_mid_upload_leaves_no_row_and_no_bytes(
 ) -> None:
     settings = make_settings(file_storage=storage_name)
     failing = FailingLocalStorage(settings.file_storage_dir) if storage_name == "local" else FailingDatabaseStorage()
-    async with client_for(settings) as client:
-        client.app.state.file_storage = failing
+    app = create_app(settings)
+    async with loopback_client(app) as client:
+        app.state.file_storage = failing
         response = await client.post("/api/files", files=upload_body(samples.png()))
         assert response.status_code == 500
         assert response.json()["error"]["code"] == "internal"

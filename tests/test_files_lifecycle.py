@@ -12,7 +12,6 @@ import pytest
 from sqlalchemy import update
 from sqlmodel import col, select
 
-from backend.conversations.service import append_message, create_conversation
 from backend.db import Database
 from backend.errors import InvalidInputError, NotFoundError
 from backend.files import service as file_service
@@ -23,7 +22,7 @@ from backend.files.storage import BlobMissingError, DatabaseStorage, FileStorage
 from backend.models import Conversation, utcnow
 from backend.settings import Settings
 from tests import files_samples as samples
-from tests.seeding import count_rows
+from tests.seeding import append_message, count_rows, create_conversation
 
 DAY = 24 * 3600.0
 
