@@ -380,6 +380,13 @@ def create_app() -> Any:
             gc.freeze()
 
         app.on_startup.append(freeze)
+
+    async def sample_lag(app_: Litestar) -> None:
+        from tests.bench import lag
+
+        lag.start()
+
+    app.on_startup.append(sample_lag)
     log.warning("bench server: tweaks applied: %s", ", ".join(_applied) or "none")
     return app
 
