@@ -12,6 +12,8 @@
   wrappers do not), and tells a loop busy in our code from one waiting for a core on a loaded machine. It costs a
   GIL hand-off per stall sample, so it is off for the figures and on for diagnosis.
 
+Every garbage-collector pause is recorded too (``gc.callbacks``), into ``<dir>/gc-<pid>.bin``.
+
 CLOCK_MONOTONIC is shared by every process on Linux, so times compare directly with the orchestrator's.
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import sys
@@ -84,8 +87,20 @@ def _stall_thread(loop_thread: int, path: Path, stop: threading.Event) -> None:
             tmp.replace(path)
 
 
+_gc: dict[str, float] = {"start": 0.0}
+_gc_pauses: array[float] = array("d")  # (monotonic end, generation, seconds) triples
+
+
+def _on_gc(phase: str, info: dict[str, int]) -> None:
+    if phase == "start":
+        _gc["start"] = time.perf_counter()
+    else:
+        _gc_pauses.extend((time.monotonic(), info["generation"], time.perf_counter() - _gc["start"]))
+
+
 async def _lag_task(path: Path) -> None:
     buf = array("d")
+    gc_path = path.with_name(path.name.replace("lag-", "gc-"))
     loop = asyncio.get_running_loop()
     last_flush = loop.time()
     with path.open("ab") as out:
@@ -102,6 +117,9 @@ async def _lag_task(path: Path) -> None:
                 buf.tofile(out)
                 out.flush()
                 del buf[:]
+                with gc_path.open("ab") as gc_out:
+                    _gc_pauses.tofile(gc_out)
+                del _gc_pauses[:]
 
 
 def start() -> None:
@@ -110,6 +128,7 @@ def start() -> None:
     if not folder:
         return
     pid = os.getpid()
+    gc.callbacks.append(_on_gc)
     task = asyncio.get_running_loop().create_task(_lag_task(Path(folder) / f"lag-{pid}.bin"))
     _tasks.add(task)
     if os.environ.get("BENCH_STALLS"):
@@ -136,6 +155,21 @@ def read(folder: Path, t0: float, t1: float) -> list[float]:
             data.frombytes(raw[: len(raw) - len(raw) % 16])
         lags += [data[i + 1] for i in range(0, len(data), 2) if t0 <= data[i] < t1]
     return lags
+
+
+def read_gc(folder: Path, t0: float, t1: float) -> dict[int, tuple[int, float, float]]:
+    """Garbage-collector pauses inside ``[t0, t1)`` by generation: (count, total seconds, longest seconds)."""
+    out: dict[int, tuple[int, float, float]] = {}
+    for path in folder.glob("gc-*.bin"):
+        data = array("d")
+        with contextlib.suppress(OSError, EOFError, ValueError):
+            raw = path.read_bytes()
+            data.frombytes(raw[: len(raw) - len(raw) % 24])
+        for i in range(0, len(data), 3):
+            if t0 <= data[i] < t1:
+                n, total, longest = out.get(int(data[i + 1]), (0, 0.0, 0.0))
+                out[int(data[i + 1])] = (n + 1, total + data[i + 2], max(longest, data[i + 2]))
+    return out
 
 
 def read_stalls(folder: Path) -> list[dict[str, object]]:

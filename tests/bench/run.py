@@ -414,6 +414,10 @@ def measure_cell(
         lag_p99_ms=_q(lags, 0.99),
         lag_max_ms=_q(lags, 1.0),
         stalls=lag.read_stalls(server.lag_dir) if STALLS and server.lag_dir else None,
+        gc_pauses={
+            str(gen): {"count": n, "total_ms": total * 1e3, "max_ms": longest * 1e3}
+            for gen, (n, total, longest) in (lag.read_gc(server.lag_dir, t0, t1) if server.lag_dir else {}).items()
+        },
     )
     # Whole-run accounting: CPU from before the first request to after the last reply, over everything delivered.
     done = [s for s in streams if not s["error"] and s["text_ok"]]
@@ -833,6 +837,14 @@ def _ratio(a: Any, b: Any) -> str:
     return "–"
 
 
+def _gc_cell(pauses: dict[str, dict[str, float]]) -> str:
+    if not pauses:
+        return "–"
+    count = sum(int(p["count"]) for p in pauses.values())
+    longest = max(p["max_ms"] for p in pauses.values())
+    return f"{count} ({int(pauses.get('2', {}).get('count', 0))}) / {longest:.1f}"
+
+
 def side_by_side(by_cell: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
     """The headline table: every server of a cell on its own row, with ratios to the ChatKit peer and the floor."""
     out = [
@@ -840,12 +852,14 @@ def side_by_side(by_cell: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
         "",
         "CPU per reply / per delta: whole-run server CPU (PostgreSQL's own CPU excluded) over replies completed / "
         "text deltas delivered. *Loop lag*: how late a 10 ms sleep inside each server process woke up, sampled all "
-        "through the measured window (`tests/bench/lag.py`). *Replies*: completed inside the window, and "
+        "through the measured window (`tests/bench/lag.py`). *GC pauses*: garbage collections in the window "
+        "(of which generation 2) and the longest pause. *Replies*: completed inside the window, and "
         "(unfinished) streams still running when the harness stopped waiting.",
         "",
         "| cell | server | CPU ms/reply | vs ChatKit | vs floor | CPU µs/delta | vs ChatKit | vs floor | "
-        "added TTFT p50 / p99 ms | loop lag p50 / p99 / max ms | replies (unfinished) | errors |",
-        "|" + "---|" * 12,
+        "added TTFT p50 / p99 ms | loop lag p50 / p99 / max ms | GC pauses (gen 2) / longest ms | "
+        "replies (unfinished) | errors |",
+        "|" + "---|" * 13,
     ]
     order = ["ours", *sorted(set().union(*by_cell.values()) - {"ours", "chatkit", "floor"}), "chatkit", "floor"]
     for cell, servers in by_cell.items():
@@ -862,6 +876,7 @@ def side_by_side(by_cell: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
                 f"{_ratio(r['cpu_us_per_chunk'], floor.get('cpu_us_per_chunk'))} | "
                 f"{_fmt(r['added_ttft_p50_ms'])} / {_fmt(r['added_ttft_p99_ms'])} | "
                 f"{_fmt(r.get('lag_p50_ms'))} / {_fmt(r.get('lag_p99_ms'))} / {_fmt(r.get('lag_max_ms'))} | "
+                f"{_gc_cell(r.get('gc_pauses') or {})} | "
                 f"{r['replies_completed']} ({r['unfinished']}) | {r['errors'] + r['text_mismatches']} |"
             )
     return [*out, ""]
