@@ -8,9 +8,11 @@ r"""Benchmark the chat backend against a fixed-timing fake Gemini, next to a min
 What runs (each in its own process):
 
 * the fake Gemini (`tests.bench.fake`), pinned with the load generator to the client core;
-* our server, exactly as deployed: ``python -m backend`` on PostgreSQL (a fresh database ``chatkit_bench``),
-  pinned to the server core (two workers: both cores); ``--variant NAME=TWEAKS`` adds runs of the bench launcher
-  `tests.bench.server` that applies candidate optimisations (see that module) to the same code;
+* our server, as deployed: ``python -m backend``'s start-up and app on PostgreSQL (a fresh database
+  ``chatkit_bench``), through the launcher `tests.bench.server` with no tweaks (it adds the lag sampler), pinned
+  to the server core (two workers: both cores); ``--variant NAME=TWEAKS`` adds runs of that launcher
+  with candidate optimisations applied (see that module) to the same code;
+* the ChatKit peer (`tests.bench.chatkit_peer`): the official ChatKit server on FastAPI, same pinning and workers;
 * the floor (`tests.bench.floor`): a bare ASGI relay under the same uvicorn, same pinning, same workers;
 * the load generator (`tests.bench.loadgen`): N closed-loop streams for warm-up + window (+ drain).
 
