@@ -18,7 +18,6 @@ from typing import Any
 
 import litellm
 from agents import Model, ModelResponse, ModelSettings, Tool, Usage, retry_policies
-from agents.extensions.models.litellm_model import LitellmModel
 from agents.retry import ModelRetrySettings
 from openai.types.responses import (
     Response,
@@ -36,7 +35,10 @@ from openai.types.responses import (
 )
 from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
 
+from backend.chat.litellm_guard import GuardedLitellmModel, TruncatedStreamError
 from backend.settings import Settings
+
+__all__ = ["OFFLINE_LABEL", "GuardedLitellmModel", "OfflineModel", "TruncatedStreamError", "build_model"]
 
 litellm.suppress_debug_info = True  # LiteLLM otherwise print()s "Give Feedback / Get Help" on every error
 # LiteLLM logs every request at INFO, including model details; keep our INFO log about our own events.
@@ -71,76 +73,6 @@ def build_model(settings: Settings) -> tuple[Model, ModelSettings]:
         return OfflineModel(), model_settings
     model = GuardedLitellmModel(settings.model, base_url=settings.gemini_api_base, api_key=settings.gemini_api_key)
     return model, model_settings
-
-
-class TruncatedStreamError(Exception):
-    """The provider's stream ended before the provider said the reply was finished."""
-
-
-class _FinishGuard:
-    """Pass LiteLLM chunks through, and fail if Gemini never sent a `finishReason`.
-
-    LiteLLM drops an unparsable last SSE line, ends the stream normally and marks every Gemini chunk
-    `finish_reason="stop"`, so a reply cut off upstream would otherwise be stored and shown as complete. The raw
-    Gemini chunks still say whether the reply finished, so the guard watches them as LiteLLM parses them.
-    """
-
-    __slots__ = ("_finished", "_inner", "_watching")
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-        self._finished = False
-        self._watching = False
-        make_call = getattr(inner, "make_call", None)
-        if getattr(inner, "completion_stream", None) is not None:
-            self._watch(inner.completion_stream)
-        elif callable(make_call):
-            # LiteLLM opens the Gemini HTTP stream lazily, on the first chunk.
-            async def make_call_and_watch(*args: Any, **kwargs: Any) -> Any:
-                iterator = await make_call(*args, **kwargs)
-                self._watch(iterator)
-                return iterator
-
-            inner.make_call = make_call_and_watch
-
-    def _watch(self, iterator: Any) -> None:
-        parse = getattr(iterator, "chunk_parser", None)
-        if not callable(parse) or not type(iterator).__module__.endswith("gemini"):
-            return
-        self._watching = True
-
-        def parse_and_watch(chunk: Any) -> Any:
-            if not self._finished and isinstance(chunk, dict):
-                self._finished = any(c.get("finishReason") for c in chunk.get("candidates") or ())
-            return parse(chunk=chunk)
-
-        iterator.chunk_parser = parse_and_watch
-
-    def __aiter__(self) -> _FinishGuard:
-        return self
-
-    async def __anext__(self) -> Any:
-        try:
-            return await self._inner.__anext__()
-        except StopAsyncIteration:
-            if self._watching and not self._finished:
-                raise TruncatedStreamError("the model stream ended without a finish reason") from None
-            raise
-
-    async def aclose(self) -> None:
-        """Close the upstream stream (this is what aborts the provider's generation on cancel)."""
-        await LitellmModel._maybe_aclose(self._inner)
-
-
-class GuardedLitellmModel(LitellmModel):
-    """`LitellmModel` whose streams must end with a finish reason (see `_FinishGuard`)."""
-
-    async def _fetch_response(self, *args: Any, **kwargs: Any) -> Any:
-        fetched = await super()._fetch_response(*args, **kwargs)
-        if isinstance(fetched, tuple):
-            response, stream = fetched
-            return response, _FinishGuard(stream)
-        return fetched
 
 
 # --- the offline demo model ----------------------------------------------------------------------------------------

@@ -22,6 +22,8 @@ from typing import Any
 import aiohttp
 import uvicorn
 
+from tests.bench import lag
+
 MODEL = "gemini-2.5-flash"
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 DONE = b"data: [DONE]\n\n"
@@ -67,6 +69,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 _session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+                lag.start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if _session is not None:

@@ -164,6 +164,8 @@ class _Conn(asyncio.Protocol):
                 size = int(self.buf[:line_end].split(b";", 1)[0], 16)
                 self.buf = self.buf[line_end + 2 :]
                 if size == 0:  # the last chunk (no trailers are sent)
+                    if not s.done and PROTOCOL["name"] == "chatkit" and s.status == 200 and s.texts:
+                        self._finish(t)  # ChatKit ends its stream with the body, not with a [DONE] event
                     if not s.done:
                         s.error = s.error or (f"HTTP {s.status}" if s.status != 200 else "body ended before [DONE]")
                         self._finish(t)
@@ -209,22 +211,18 @@ class _Conn(asyncio.Protocol):
         if data == b"[DONE]":
             self._finish(t)
             return
-        if data.startswith(b'{"type":"text"'):
-            content = json.loads(data)["content"]
-            self.parts.append(content)
-            if not s.texts:
-                s.first_text = t
-            s.texts += 1
-            s.arrivals.append(t)
+        if PROTOCOL["name"] != "chatkit" and data.startswith(b'{"type":"text"'):
+            self._text(json.loads(data)["content"], t)
             return
         event = json.loads(data)
         kind = event.get("type")
+        if PROTOCOL["name"] == "chatkit":  # the peer: text comes as `thread.item.updated` text deltas
+            update = event.get("update") or {}
+            if kind == "thread.item.updated" and update.get("type") == "assistant_message.content_part.text_delta":
+                self._text(update["delta"], t)
+            kind = "start" if kind == "thread.created" else kind if kind == "error" else None
         if kind == "text":  # a differently ordered encoder
-            self.parts.append(event["content"])
-            if not s.texts:
-                s.first_text = t
-            s.texts += 1
-            s.arrivals.append(t)
+            self._text(event["content"], t)
         elif kind == "start":
             if self.on_start is not None:
                 self.on_start()
@@ -233,9 +231,30 @@ class _Conn(asyncio.Protocol):
         elif kind == "done" and event.get("finish_reason") != "stop":
             s.error = s.error or f"finish_reason {event.get('finish_reason')}"
 
+    def _text(self, content: str, t: float) -> None:
+        s = self.stream
+        assert s is not None
+        self.parts.append(content)
+        if not s.texts:
+            s.first_text = t
+        s.texts += 1
+        s.arrivals.append(t)
+
+
+# "ours" (the backend's frames, ending with [DONE]) or "chatkit" (the ChatKit peer); set from the config.
+PROTOCOL = {"name": "ours"}
+
 
 def _request_bytes(host: str, port: int, path: str, message: str) -> bytes:
-    body = json.dumps({"message": message}).encode()
+    if PROTOCOL["name"] == "chatkit":
+        content = [{"type": "input_text", "text": message}]
+        request = {
+            "type": "threads.create",
+            "params": {"input": {"content": content, "attachments": [], "inference_options": {}}},
+        }
+        body = json.dumps(request).encode()
+    else:
+        body = json.dumps({"message": message}).encode()
     return (
         f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
         f"Accept: text/event-stream\r\nContent-Length: {len(body)}\r\n\r\n"
@@ -398,6 +417,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = json.loads(Path(args[0]).read_text())
     if cfg.get("cpus"):
         os.sched_setaffinity(0, set(cfg["cpus"]))
+    PROTOCOL["name"] = cfg.get("protocol", "ours")
     runner: Any = asyncio.run
     with contextlib.suppress(ImportError):
         import uvloop

@@ -8,9 +8,11 @@ r"""Benchmark the chat backend against a fixed-timing fake Gemini, next to a min
 What runs (each in its own process):
 
 * the fake Gemini (`tests.bench.fake`), pinned with the load generator to the client core;
-* our server, exactly as deployed: ``python -m backend`` on PostgreSQL (a fresh database ``chatkit_bench``),
-  pinned to the server core (two workers: both cores); ``--variant NAME=TWEAKS`` adds runs of the bench launcher
-  `tests.bench.server` that applies candidate optimisations (see that module) to the same code;
+* our server, as deployed: ``python -m backend``'s start-up and app on PostgreSQL (a fresh database
+  ``chatkit_bench``), through the launcher `tests.bench.server` with no tweaks (it adds the lag sampler), pinned
+  to the server core (two workers: both cores); ``--variant NAME=TWEAKS`` adds runs of that launcher
+  with candidate optimisations applied (see that module) to the same code;
+* the ChatKit peer (`tests.bench.chatkit_peer`): the official ChatKit server on FastAPI, same pinning and workers;
 * the floor (`tests.bench.floor`): a bare ASGI relay under the same uvicorn, same pinning, same workers;
 * the load generator (`tests.bench.loadgen`): N closed-loop streams for warm-up + window (+ drain).
 
@@ -42,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.bench import procstat
+from tests.bench import lag, procstat
 from tests.bench.fake import LoadConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,6 +53,7 @@ PY = sys.executable
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 STREAM_DB = "chatkit_bench"
 DATASET_DB = "chatkit_bench_db"
+STALLS = bool(os.environ.get("BENCH_STALLS"))  # also sample what holds the loop (see tests/bench/lag.py)
 SECRET_VARS = ("AUTH_SECRET", "BETTER_AUTH_SECRET", "JWT_SECRET", "GOOGLE_API_KEY", "OPENAI_API_KEY")
 
 
@@ -95,6 +98,8 @@ class Proc:
     popen: subprocess.Popen[bytes]
     port: int = 0
     log_path: Path | None = None
+    lag_dir: Path | None = None  # where the server's processes write their event-loop lag samples
+    protocol: str = "ours"  # the load generator's protocol for this server ("chatkit" for the peer)
 
     @property
     def pid(self) -> int:
@@ -183,10 +188,10 @@ def server_env(*, port: int, workers: int, database_url: str, fake_port: int, lo
 
 @dataclass
 class ServerSpec:
-    """One server under test: ours (as deployed, or with bench tweaks) or the floor."""
+    """One server under test: ours (as deployed, or with bench tweaks), the ChatKit peer, or the floor."""
 
-    label: str  # "ours", "floor", or a variant name
-    kind: str  # "ours" | "floor"
+    label: str  # "ours", "chatkit", "floor", or a variant name
+    kind: str  # "ours" | "chatkit" | "floor"
     tweaks: str = ""  # for kind "ours": BENCH_TWEAKS of tests.bench.server ("" = plain `python -m backend`)
 
 
@@ -203,12 +208,15 @@ def start_server(
     """Start one server (registered in `procs` at once, so it is stopped whatever happens) and wait for /health."""
     port = free_port()
     path = run_dir / "logs" / f"{spec.label}-w{workers}.log"
-    if spec.kind == "floor":
-        env = {k: v for k, v in os.environ.items() if k not in SECRET_VARS}
+    lag_dir = run_dir / "lag" / f"{spec.label}-w{workers}"
+    lag_dir.mkdir(parents=True, exist_ok=True)
+    if spec.kind in ("floor", "chatkit"):
+        # LOG_LEVEL would turn on the ChatKit SDK's own handler at that level (an INFO line per request).
+        env = {k: v for k, v in os.environ.items() if k not in (*SECRET_VARS, "LOG_LEVEL")}
         argv = [
             PY,
             "-m",
-            "tests.bench.floor",
+            "tests.bench.floor" if spec.kind == "floor" else "tests.bench.chatkit_peer",
             "--port",
             str(port),
             "--workers",
@@ -220,21 +228,22 @@ def start_server(
         env = server_env(
             port=port, workers=workers, database_url=database_url, fake_port=fake_port, log_level=log_level
         )
-        if spec.tweaks:
-            env["BENCH_TWEAKS"] = spec.tweaks
-            argv = [PY, "-m", "tests.bench.server"]
-        else:
-            argv = [PY, "-m", "backend"]
+        # The bench launcher even without tweaks: `python -m backend`'s own start-up and app, plus the lag sampler.
+        env["BENCH_TWEAKS"] = spec.tweaks
+        argv = [PY, "-m", "tests.bench.server"]
+    env["BENCH_LAG_DIR"] = str(lag_dir)
+    if STALLS:
+        env["BENCH_STALLS"] = "1"
     proc = spawn(f"{spec.label}-w{workers}", argv, env, cpus, path)
     procs.append(proc)
-    proc.port = port
+    proc.port, proc.lag_dir, proc.protocol = port, lag_dir, "chatkit" if spec.kind == "chatkit" else "ours"
     wait_http(f"http://127.0.0.1:{port}/health", proc, timeout=120)
     # uvicorn answers as soon as one worker is up: wait for all of them to have imported the app.
     if workers > 1:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and len(procstat.tree(proc.pid)) < workers + 1:
             time.sleep(0.25)
-        time.sleep(3.0 if spec.kind == "ours" else 0.5)
+        time.sleep(3.0 if spec.kind != "floor" else 0.5)
     return proc
 
 
@@ -347,6 +356,7 @@ def measure_cell(
         "expected_text": load.text,
         "mode": "closed",
         "ramp": ramp,
+        "protocol": server.protocol,
     }
     meter = procstat.TreeMeter(server.pid)
     fake_meter = procstat.TreeMeter(fake.pid)
@@ -399,6 +409,18 @@ def measure_cell(
     result = json.loads(out_path.read_text())
     streams = result["streams"]
     row = compute_row(streams, load, t0, t1, cpu1 - cpu0, start_at)
+    lags = lag.read(server.lag_dir, t0, t1) if server.lag_dir else []
+    row.update(
+        lag_samples=len(lags),
+        lag_p50_ms=_q(lags, 0.5),
+        lag_p99_ms=_q(lags, 0.99),
+        lag_max_ms=_q(lags, 1.0),
+        stalls=lag.read_stalls(server.lag_dir) if STALLS and server.lag_dir else None,
+        gc_pauses={
+            str(gen): {"count": n, "total_ms": total * 1e3, "max_ms": longest * 1e3}
+            for gen, (n, total, longest) in (lag.read_gc(server.lag_dir, t0, t1) if server.lag_dir else {}).items()
+        },
+    )
     # Whole-run accounting: CPU from before the first request to after the last reply, over everything delivered.
     done = [s for s in streams if not s["error"] and s["text_ok"]]
     chunks = sum(s["texts"] for s in streams)
@@ -569,6 +591,7 @@ def warm_server(server: Proc, fake: Proc, run_dir: Path, client_cpus: set[int] |
         "stream_timeout": 30.0,
         "expected_text": load.text,
         "mode": "closed",
+        "protocol": server.protocol,
     }
     gen, _ = run_loadgen(cfg, run_dir, f"warm-{server.name}", client_cpus)
     try:
@@ -712,6 +735,7 @@ def build_report(
     by_cell: dict[str, dict[str, dict[str, Any]]] = {}
     for r in rows:
         by_cell.setdefault(r["cell"], {})[r["server"]] = r
+    out += side_by_side(by_cell)
     header = (
         "| cell | added TTFT p50 ms | added TTFT p99 ms | gap p50 ms | gap p99 ms | deltas/s | CPU % | "
         "CPU ms/reply | CPU µs/chunk | RSS MB | errors | + PostgreSQL ms/reply |"
@@ -809,6 +833,57 @@ def build_report(
     return "\n".join(out) + "\n"
 
 
+def _ratio(a: Any, b: Any) -> str:
+    if isinstance(a, int | float) and isinstance(b, int | float) and b > 0:
+        return f"{a / b:.2f}×"
+    return "–"
+
+
+def _gc_cell(pauses: dict[str, dict[str, float]]) -> str:
+    if not pauses:
+        return "–"
+    count = sum(int(p["count"]) for p in pauses.values())
+    longest = max(p["max_ms"] for p in pauses.values())
+    return f"{count} ({int(pauses.get('2', {}).get('count', 0))}) / {longest:.1f}"
+
+
+def side_by_side(by_cell: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    """The headline table: every server of a cell on its own row, with ratios to the ChatKit peer and the floor."""
+    out = [
+        "## Side by side (same run)",
+        "",
+        "CPU per reply / per delta: whole-run server CPU (PostgreSQL's own CPU excluded) over replies completed / "
+        "text deltas delivered. *Loop lag*: how late a 10 ms sleep inside each server process woke up, sampled all "
+        "through the measured window (`tests/bench/lag.py`). *GC pauses*: garbage collections in the window "
+        "(of which generation 2) and the longest pause. *Replies*: completed inside the window, and "
+        "(unfinished) streams still running when the harness stopped waiting.",
+        "",
+        "| cell | server | CPU ms/reply | vs ChatKit | vs floor | CPU µs/delta | vs ChatKit | vs floor | "
+        "added TTFT p50 / p99 ms | loop lag p50 / p99 / max ms | GC pauses (gen 2) / longest ms | "
+        "replies (unfinished) | errors |",
+        "|" + "---|" * 13,
+    ]
+    order = ["ours", *sorted(set().union(*by_cell.values()) - {"ours", "chatkit", "floor"}), "chatkit", "floor"]
+    for cell, servers in by_cell.items():
+        peer, floor = servers.get("chatkit") or {}, servers.get("floor") or {}
+        for label in order:
+            r = servers.get(label)
+            if r is None:
+                continue
+            out.append(
+                f"| {cell} | {label} | {_fmt(r['cpu_ms_per_reply'], 2)} | "
+                f"{_ratio(r['cpu_ms_per_reply'], peer.get('cpu_ms_per_reply'))} | "
+                f"{_ratio(r['cpu_ms_per_reply'], floor.get('cpu_ms_per_reply'))} | "
+                f"{_fmt(r['cpu_us_per_chunk'], 0)} | {_ratio(r['cpu_us_per_chunk'], peer.get('cpu_us_per_chunk'))} | "
+                f"{_ratio(r['cpu_us_per_chunk'], floor.get('cpu_us_per_chunk'))} | "
+                f"{_fmt(r['added_ttft_p50_ms'])} / {_fmt(r['added_ttft_p99_ms'])} | "
+                f"{_fmt(r.get('lag_p50_ms'))} / {_fmt(r.get('lag_p99_ms'))} / {_fmt(r.get('lag_max_ms'))} | "
+                f"{_gc_cell(r.get('gc_pauses') or {})} | "
+                f"{r['replies_completed']} ({r['unfinished']}) | {r['errors'] + r['text_mismatches']} |"
+            )
+    return [*out, ""]
+
+
 def targets(rows: list[dict[str, Any]], idle: list[dict[str, Any]]) -> list[str]:
     """The issue's targets, each with where we stand in this run."""
     found = {(r["cell"], r["server"]): r for r in rows}
@@ -851,8 +926,28 @@ def targets(rows: list[dict[str, Any]], idle: list[dict[str, Any]]) -> list[str]
                 f"CPU per chunk ≤ 4× floor at 1 token/chunk — {cell}: {o['cpu_us_per_chunk']:.0f} vs "
                 f"{f['cpu_us_per_chunk']:.0f} µs = {ratio:.1f}× → **{'met' if ratio <= 4 else 'NOT met'}**"
             )
+    for cell in pick(lambda r: r["concurrency"] == 50 and r["workers"] == 1):
+        o, p = found.get((cell, "ours")), found.get((cell, "chatkit"))
+        if not o:
+            continue
+        key, unit = ("cpu_ms_per_reply", "ms/reply") if o["tokens_per_chunk"] > 1 else ("cpu_us_per_chunk", "µs/delta")
+        if p and o[key] and p[key]:
+            ratio = o[key] / p[key]
+            lines.append(
+                f"CPU ≤ 0.8× the ChatKit peer — {cell}: {o[key]:.2f} vs {p[key]:.2f} {unit} = {ratio:.2f}× "
+                f"→ **{'met' if ratio <= 0.8 else 'NOT met'}**"
+            )
+        p50, p99, lag99 = o["added_ttft_p50_ms"], o["added_ttft_p99_ms"], o.get("lag_p99_ms")
+        delivered = o["errors"] == 0 and o["text_mismatches"] == 0 and o["unfinished"] == 0
+        lines.append(
+            f"50 streams, 1 worker — {cell}: added TTFT p50 {_fmt(p50)} ms (< 50: "
+            f"**{'met' if p50 is not None and p50 < 50 else 'NOT met'}**), p99 {_fmt(p99)} ms (< 250: "
+            f"**{'met' if p99 is not None and p99 < 250 else 'NOT met'}**); loop lag p99 {_fmt(lag99)} ms (< 20: "
+            f"**{'met' if lag99 is not None and lag99 < 20 else 'NOT met'}**); every reply delivered: "
+            f"**{'met' if delivered else 'NOT met'}**"
+        )
     for i in idle:
-        if i["server"] != "floor" and i["rss_per_stream_kb"] is not None:
+        if i["server"] not in ("floor", "chatkit") and i["rss_per_stream_kb"] is not None:
             lines.append(
                 f"RSS per open idle stream < 100 KB — {i['server']}: {i['rss_per_stream_kb']:.0f} KB → "
                 f"**{'met' if i['rss_per_stream_kb'] < 100 else 'NOT met'}**"
@@ -910,6 +1005,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-baseline", action="store_true", help="skip plain `python -m backend` (variants only)")
     parser.add_argument("--no-floor", action="store_true", help="skip the floor relay")
+    parser.add_argument("--no-chatkit", action="store_true", help="skip the ChatKit peer (ChatKitServer on FastAPI)")
     parser.add_argument("--no-idle", action="store_true")
     parser.add_argument("--no-db", action="store_true")
     parser.add_argument("--db-only", action="store_true", help="only the database path (with any --variant)")
@@ -951,6 +1047,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         cells = [c for c in plan_cells(quick) if not args.only or any(o in c.name for o in args.only)]
     specs = ([] if args.no_baseline else [ServerSpec("ours", "ours")]) + parse_variants(args.variant)
+    if not args.no_chatkit:
+        ensure_bench_group()
+        specs.append(ServerSpec("chatkit", "chatkit"))
     if not args.no_floor:
         specs.append(ServerSpec("floor", "floor"))
 
@@ -1003,23 +1102,24 @@ def main(argv: list[str] | None = None) -> int:
             cpus = server_cpus if workers == 1 else set()
             n_idle = args.idle_streams or (50 if quick else 100)
             ours_specs = [spec for spec in specs if spec.kind == "ours"]
-            floor_spec = next((spec for spec in specs if spec.kind == "floor"), None)
-            floor: Proc | None = None
-            if floor_spec is not None:
-                log(f"[{time.monotonic() - started:5.0f}s] starting the floor with {workers} worker(s)")
-                floor = start_server(floor_spec, workers, run_dir, fake.port, cpus, stream_db, args.log_level, procs)
-                warm_server(floor, fake, run_dir, client_cpus)
-            # One of our servers at a time (each may hold 30 PostgreSQL connections per worker); the floor's rows
-            # are measured right after the first one's, cell by cell, so each pair shares the same moment.
+            # The peers without a database (the ChatKit peer, the floor) run through the whole group.
+            peers: list[tuple[Proc, ServerSpec]] = []
+            for peer_spec in [spec for spec in specs if spec.kind != "ours"]:
+                log(f"[{time.monotonic() - started:5.0f}s] starting {peer_spec.label} with {workers} worker(s)")
+                peer = start_server(peer_spec, workers, run_dir, fake.port, cpus, stream_db, args.log_level, procs)
+                warm_server(peer, fake, run_dir, client_cpus)
+                peers.append((peer, peer_spec))
+            # One of our servers at a time (each may hold 30 PostgreSQL connections per worker); the peers' rows
+            # are measured right after the first one's, cell by cell, so each row of a cell shares the same moment.
             for index, spec in enumerate(ours_specs or [None]):  # type: ignore[list-item]
                 server: Proc | None = None
                 if spec is not None:
                     log(f"[{time.monotonic() - started:5.0f}s] starting {spec.label} with {workers} worker(s)")
                     server = start_server(spec, workers, run_dir, fake.port, cpus, stream_db, args.log_level, procs)
                     warm_server(server, fake, run_dir, client_cpus)
-                with_floor = floor is not None and floor_spec is not None and index == 0
+                pairs = [(server, spec), *(peers if index == 0 else [])]
                 if do_idle:
-                    for proc, sp in [(server, spec), (floor if with_floor else None, floor_spec)]:
+                    for proc, sp in pairs:
                         if proc is not None and sp is not None:
                             log(f"[{time.monotonic() - started:5.0f}s] idle streams: 2 x {n_idle} on {sp.label}")
                             idle.append(measure_idle(proc, sp, fake, n_idle, run_dir, client_cpus))
@@ -1027,7 +1127,7 @@ def main(argv: list[str] | None = None) -> int:
                     load = dataclasses.replace(
                         base, tokens_per_chunk=cell.tokens_per_chunk, function_call=cell.function_call
                     )
-                    for proc, sp in [(server, spec), (floor if with_floor else None, floor_spec)]:
+                    for proc, sp in pairs:
                         if proc is None or sp is None:
                             continue
                         log(f"[{time.monotonic() - started:5.0f}s] {cell.name} on {sp.label}")
@@ -1050,7 +1150,8 @@ def main(argv: list[str] | None = None) -> int:
                             f"{_fmt(row['added_ttft_p99_ms'])} ms, gap p99 {_fmt(row['gap_p99_ms'])} ms, "
                             f"CPU {_fmt(row['cpu_pct'], 0)}%, {_fmt(row['cpu_ms_per_reply'], 2)} ms/reply, "
                             f"{_fmt(row['cpu_us_per_chunk'], 0)} µs/chunk, errors {row['errors']}+"
-                            f"{row['text_mismatches']}, other load {_fmt(row['other_cpu_pct'], 0)}%"
+                            f"{row['text_mismatches']}, other load {_fmt(row['other_cpu_pct'], 0)}%, "
+                            f"loop lag p99 {_fmt(row['lag_p99_ms'])} ms"
                         )
                         if row["profile"]:
                             from tests.bench.profile_summary import summarise
@@ -1058,8 +1159,8 @@ def main(argv: list[str] | None = None) -> int:
                             profiles[f"{cell.name} {sp.label}"] = summarise(Path(row["profile"]), 20)[0]
                 if server is not None:
                     server.stop()
-            if floor is not None:
-                floor.stop()
+            for peer, _ in peers:
+                peer.stop()
         if not args.no_db:
             db = run_db_path(args, run_dir, fake, server_cpus, specs, started, procs)
     except BaseException as error:
@@ -1081,6 +1182,24 @@ def main(argv: list[str] | None = None) -> int:
         log(f"done in {meta['seconds']:.0f} s: {run_dir / 'report.md'}")
     print(report)  # noqa: T201
     return 0
+
+
+def ensure_bench_group() -> None:
+    """Install the bench-only dependency group (the ChatKit peer's packages) into this venv if it is missing.
+
+    `uv sync --locked --group bench --inexact`: only when the bench runs, never for tests or CI (whose plain
+    `uv sync --locked` removes the group again).
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("chatkit") and importlib.util.find_spec("fastapi"):
+        return
+    candidates = [os.environ.get("UV"), shutil.which("uv"), str(ROOT / ".tools" / "bin" / "uv")]
+    uv = next((c for c in candidates if c and Path(c).exists()), None)
+    if uv is None:
+        raise SystemExit("the ChatKit peer needs `uv sync --group bench` (uv not found; or pass --no-chatkit)")
+    log("installing the bench dependency group (uv sync --locked --group bench --inexact)")
+    subprocess.run([uv, "sync", "--locked", "--group", "bench", "--inexact", "--quiet"], cwd=ROOT, check=True)
 
 
 def run_db_path(

@@ -27,6 +27,11 @@ Tweaks:
   (its history is the message itself); ``append_message`` is ``INSERT ... VALUES (..., (SELECT max(seq)+1 ...))``
   plus the ``updated_at`` UPDATE; saving a reply folds the lock release into that UPDATE (``CASE WHEN run_id =
   :run``). 16 round trips per tool turn become 9 (with ``no_pre_ping``).
+* ``big_executor``: a default thread pool of 32 threads instead of ``min(32, CPUs + 4)`` (6 here): LiteLLM's
+  ``acompletion`` runs the synchronous ``completion`` setup in it for every model call. Backend change:
+  ``loop.set_default_executor(ThreadPoolExecutor(32))`` at start-up.
+* ``gc_thaw``: a diagnostic: ``gc.unfreeze()`` right after the app's start-up ``gc.freeze()`` (backend/app.py),
+  i.e. the server as it was before that change.
 * ``pool45``: a diagnostic: 45 pooled connections per worker instead of 10 + 20 overflow.
 * ``direct_gemini``: replace LiteLLM with `tests.bench.gemini_direct.GeminiDirectModel`, an Agents SDK `Model` that
   streams Gemini's REST API itself (a prototype of a `backend/chat/model.py` change; see that module's limits).
@@ -34,6 +39,7 @@ Tweaks:
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import os
@@ -305,6 +311,14 @@ def _lean_db() -> None:
     chat_service.ChatService._write_reply = write_reply  # type: ignore[method-assign]
 
 
+def _big_executor() -> None:
+    os.environ["BENCH_BIG_EXECUTOR"] = "1"  # applied in create_app, in the worker's running loop
+
+
+def _gc_thaw() -> None:
+    os.environ["BENCH_GC_THAW"] = "1"  # applied in create_app, after the app's own start-up froze the heap
+
+
 def _gc_freeze() -> None:
     os.environ["BENCH_GC_FREEZE"] = "1"  # applied in create_app, after every import
 
@@ -321,6 +335,8 @@ TWEAKS = {
     "no_sdk_timeout": _no_sdk_timeout,
     "lean_db": _lean_db,
     "pool45": _pool45,
+    "big_executor": _big_executor,
+    "gc_thaw": _gc_thaw,
 }
 
 
@@ -380,6 +396,28 @@ def create_app() -> Any:
             gc.freeze()
 
         app.on_startup.append(freeze)
+
+    if os.environ.get("BENCH_GC_THAW"):
+
+        async def thaw(app_: Litestar) -> None:  # on_startup hooks run after the lifespan that froze the heap
+            gc.unfreeze()
+
+        app.on_startup.append(thaw)
+    if os.environ.get("BENCH_BIG_EXECUTOR"):
+
+        async def big_executor(app_: Litestar) -> None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(32))
+
+        app.on_startup.append(big_executor)
+
+    async def sample_lag(app_: Litestar) -> None:
+        from tests.bench import lag
+
+        lag.start()
+
+    app.on_startup.append(sample_lag)
     log.warning("bench server: tweaks applied: %s", ", ".join(_applied) or "none")
     return app
 

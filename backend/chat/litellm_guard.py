@@ -1,0 +1,93 @@
+"""The truncated-stream guard: the one place that relies on private LiteLLM and Agents SDK internals.
+
+A Gemini reply cut off upstream must not be stored and shown as complete. LiteLLM 1.109 drops an unparsable last SSE
+line, ends the stream normally and marks every Gemini chunk ``finish_reason="stop"``; its own clean-EOF check
+(``CustomStreamWrapper._should_fail_on_clean_eof``) covers OpenAI-compatible streams only, and neither LiteLLM nor
+the Agents SDK has a public hook that sees the provider's raw chunks. So this module watches them, through:
+
+* ``LitellmModel._fetch_response`` (Agents SDK): returns ``(response, stream)`` when streaming;
+* ``LitellmModel._maybe_aclose`` (Agents SDK): closes the LiteLLM stream;
+* ``CustomStreamWrapper.completion_stream`` / ``.make_call`` (LiteLLM): the provider iterator, or the coroutine
+  that opens it on the first chunk;
+* the Gemini ``ModelResponseIterator.chunk_parser(chunk=...)`` (LiteLLM), which its ``__anext__`` calls through the
+  instance, so an instance attribute can wrap it.
+
+``tests/test_litellm_guard.py`` fails loudly when an upgrade changes any of these (and when the guard stops
+attaching to a real Gemini stream), so the guard can never silently turn itself off.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agents.extensions.models.litellm_model import LitellmModel
+
+
+class TruncatedStreamError(Exception):
+    """The provider's stream ended before the provider said the reply was finished."""
+
+
+class _FinishGuard:
+    """Pass LiteLLM chunks through, and fail if Gemini never sent a `finishReason`.
+
+    LiteLLM drops an unparsable last SSE line, ends the stream normally and marks every Gemini chunk
+    `finish_reason="stop"`, so a reply cut off upstream would otherwise be stored and shown as complete. The raw
+    Gemini chunks still say whether the reply finished, so the guard watches them as LiteLLM parses them.
+    """
+
+    __slots__ = ("_finished", "_inner", "_watching")
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self._finished = False
+        self._watching = False
+        make_call = getattr(inner, "make_call", None)
+        if getattr(inner, "completion_stream", None) is not None:
+            self._watch(inner.completion_stream)
+        elif callable(make_call):
+            # LiteLLM opens the Gemini HTTP stream lazily, on the first chunk.
+            async def make_call_and_watch(*args: Any, **kwargs: Any) -> Any:
+                iterator = await make_call(*args, **kwargs)
+                self._watch(iterator)
+                return iterator
+
+            inner.make_call = make_call_and_watch
+
+    def _watch(self, iterator: Any) -> None:
+        parse = getattr(iterator, "chunk_parser", None)
+        if not callable(parse) or not type(iterator).__module__.endswith("gemini"):
+            return
+        self._watching = True
+
+        def parse_and_watch(chunk: Any) -> Any:
+            if not self._finished and isinstance(chunk, dict):
+                self._finished = any(c.get("finishReason") for c in chunk.get("candidates") or ())
+            return parse(chunk=chunk)
+
+        iterator.chunk_parser = parse_and_watch
+
+    def __aiter__(self) -> _FinishGuard:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return await self._inner.__anext__()
+        except StopAsyncIteration:
+            if self._watching and not self._finished:
+                raise TruncatedStreamError("the model stream ended without a finish reason") from None
+            raise
+
+    async def aclose(self) -> None:
+        """Close the upstream stream (this is what aborts the provider's generation on cancel)."""
+        await LitellmModel._maybe_aclose(self._inner)
+
+
+class GuardedLitellmModel(LitellmModel):
+    """`LitellmModel` whose streams must end with a finish reason (see `_FinishGuard`)."""
+
+    async def _fetch_response(self, *args: Any, **kwargs: Any) -> Any:
+        fetched = await super()._fetch_response(*args, **kwargs)
+        if isinstance(fetched, tuple):
+            response, stream = fetched
+            return response, _FinishGuard(stream)
+        return fetched
