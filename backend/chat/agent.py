@@ -55,6 +55,7 @@ def function_tool_for(tool: TaskTool) -> FunctionTool:
         params_json_schema=tool.input_schema(),
         on_invoke_tool=on_invoke,
         strict_json_schema=False,
+        needs_approval=tool.needs_approval,
     )
 
 

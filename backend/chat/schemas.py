@@ -1,22 +1,61 @@
-"""Request body of `POST /chatkit`."""
+"""Request body of `POST /chatkit`: a message, a widget action, or the answers a paused run waits for."""
 
 from __future__ import annotations
 
+import json
 import uuid
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, JsonValue, StrictBool, field_validator, model_validator
+
+from backend.chat.widgets import Action
+
+MAX_CLIENT_RESULT_BYTES = 16 * 1024
+MAX_ANSWERS = 20
+MAX_ATTACHMENTS_FIELD = 100  # the configured per-message limit (FILES_PER_MESSAGE_MAX) is checked by the service
+
+
+class ApprovalDecision(BaseModel):
+    """The user's answer to an `approval_request`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=128, description="The `approval_request` id.")
+    approve: StrictBool
+    reason: str | None = Field(default=None, max_length=500, description="Why it was rejected; the model sees it.")
+
+
+class ClientToolResult(BaseModel):
+    """The browser's result of a `client_tool_call`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=128, description="The `client_tool_call` id.")
+    result: JsonValue = Field(description=f"Any JSON, at most {MAX_CLIENT_RESULT_BYTES} bytes.")
+
+    @field_validator("result")
+    @classmethod
+    def _bounded(cls, value: JsonValue) -> JsonValue:
+        if len(json.dumps(value, ensure_ascii=False).encode()) > MAX_CLIENT_RESULT_BYTES:
+            raise ValueError(f"must be at most {MAX_CLIENT_RESULT_BYTES} bytes as JSON")
+        return value
 
 
 class ChatRequest(BaseModel):
-    """A user message, for an existing conversation (`thread_id`, alias `conversation_id`) or a new one."""
+    """One request to `POST /chatkit`.
+
+    Exactly one of: a user `message` (to `thread_id`, alias `conversation_id`, or a new conversation), a widget
+    `action`, or the `approvals` / `client_tool_results` a paused reply in `thread_id` waits for.
+    """
 
     model_config = ConfigDict(extra="ignore")
 
-    message: str = Field(min_length=1, description="The user's message; surrounding whitespace is trimmed.")
+    message: str | None = Field(
+        default=None, min_length=1, description="The user's message; surrounding whitespace is trimmed."
+    )
     thread_id: str | None = Field(
         default=None,
         validation_alias=AliasChoices("thread_id", "conversation_id"),
-        description="The conversation to continue; omit to start a new one.",
+        description="The conversation to continue; omit to start a new one. Alias: `conversation_id`.",
     )
     client_message_id: uuid.UUID | None = Field(
         default=None,
@@ -25,8 +64,32 @@ class ChatRequest(BaseModel):
             "second turn: it replays and follows the turn the first request started. Scoped to the user."
         ),
     )
+    attachments: list[uuid.UUID] = Field(
+        default_factory=list,
+        max_length=MAX_ATTACHMENTS_FIELD,
+        description="Ids of uploaded files (`POST /api/files`) to send with the message.",
+    )
+    action: Action | None = Field(default=None, description="A widget action (a Button or Checkbox was used).")
+    approvals: list[ApprovalDecision] | None = Field(
+        default=None, max_length=MAX_ANSWERS, description="Decisions on the pending tool approvals."
+    )
+    client_tool_results: list[ClientToolResult] | None = Field(
+        default=None, max_length=MAX_ANSWERS, description="Results of the pending client-side tools."
+    )
 
     @field_validator("message", mode="before")
     @classmethod
     def _trim(cls, value: object) -> object:
         return value.strip() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ChatRequest:
+        answers = self.approvals is not None or self.client_tool_results is not None
+        kinds = sum((self.message is not None, self.action is not None, answers))
+        if kinds != 1:
+            raise ValueError("send exactly one of: message, action, or approvals/client_tool_results")
+        if (self.action is not None or answers) and self.thread_id is None:
+            raise ValueError("thread_id is required with an action, approvals or client_tool_results")
+        if self.attachments and self.message is None:
+            raise ValueError("attachments go with a message")
+        return self

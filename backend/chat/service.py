@@ -152,6 +152,8 @@ class ChatService:
             NotFoundError: The conversation does not exist or is not the caller's.
             ConflictError: A run is already in progress, or the idempotency key was used for another message.
         """
+        if request.message is None:
+            raise InvalidInputError("actions and answers to paused replies are not supported yet")
         if len(request.message) > self.settings.max_message_chars:
             raise InvalidInputError(f"message: must be at most {self.settings.max_message_chars} characters")
         begun = await self.store.begin_turn(

@@ -170,7 +170,6 @@ TASK_TOOLS: tuple[TaskTool, ...] = (
     TaskTool("list_tasks", "List the user's tasks, oldest first.", ListTasksArgs, _list),
     TaskTool("complete_task", "Mark one of the user's tasks as done.", TaskRefArgs, _complete),
     TaskTool("update_task", "Change a task's title, notes or completion.", UpdateTaskArgs, _update),
-    # The approval flow will set needs_approval=True here.
-    TaskTool("delete_task", "Delete one of the user's tasks.", TaskRefArgs, _delete),
+    TaskTool("delete_task", "Delete one of the user's tasks.", TaskRefArgs, _delete, needs_approval=True),
 )
 TASK_TOOL_NAMES = frozenset(tool.name for tool in TASK_TOOLS)
