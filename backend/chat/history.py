@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from agents import MessageOutputItem, RunItem
+from agents import MessageOutputItem, RunItem, ToolApprovalItem
 
 from backend.models import Message, MessageRole, MessageStatus
 
@@ -72,7 +72,8 @@ def turn_items(new_items: Sequence[RunItem], text: str, status: MessageStatus) -
         JSON-ready items. When the run stopped mid-reply, the partial text the user saw is appended as an
         assistant message, since the SDK keeps only completed items.
     """
-    items = [dict(item.to_input_item()) for item in new_items]
+    # Approval markers are bookkeeping of a paused run, not model input.
+    items = [dict(item.to_input_item()) for item in new_items if not isinstance(item, ToolApprovalItem)]
     has_message = any(isinstance(item, MessageOutputItem) for item in new_items)
     if text and (status != MessageStatus.COMPLETE or not has_message):
         shown = "".join(

@@ -32,10 +32,12 @@ def parse_json(text: Any) -> Any:
 class StreamTranslator:
     """Stateful per run: remembers tool names by call id so each `tool_result` can name its tool."""
 
-    __slots__ = ("_tool_names",)
+    __slots__ = ("_hidden", "_tool_names")
 
-    def __init__(self) -> None:
+    def __init__(self, hide_calls: frozenset[str] = frozenset()) -> None:
+        """Create a translator; calls of the tools named in `hide_calls` are not sent (client tools pause instead)."""
         self._tool_names: dict[str, str] = {}
+        self._hidden = hide_calls
 
     def translate(self, sdk_event: Any) -> Event | None:
         """Map one `Runner.run_streamed(...).stream_events()` item to our event, or None to skip it.
@@ -65,6 +67,8 @@ class StreamTranslator:
             if getattr(raw, "type", None) != "function_call":
                 return None
             self._tool_names[raw.call_id] = raw.name
+            if raw.name in self._hidden:
+                return None
             args = parse_json(raw.arguments or "{}")
             return ToolCall(id=raw.call_id, name=raw.name, args=args if isinstance(args, dict) else {"value": args})
         if isinstance(item, ToolCallOutputItem):
