@@ -9,22 +9,22 @@ import sys
 
 import uvicorn
 
-from backend.db import create_database, upgrade_to_head
+from backend.db import SchemaNotCurrentError, create_database, prepare_schema
 from backend.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("backend")
 
 
-async def _migrate(settings: Settings) -> None:
+async def _prepare(settings: Settings) -> None:
     database = create_database(settings)
     try:
-        await upgrade_to_head(database)
+        await prepare_schema(database, settings)
     finally:
         await database.dispose()
 
 
 def main(app_factory: str = "backend.app:create_app") -> None:
-    """Start the server; a bad setting or an unreachable database exits with one line, no stack trace.
+    """Start the server; a bad setting, a failed migration or an unmigrated database exits with one line.
 
     Args:
         app_factory: The `module:function` uvicorn imports in each worker to build the app.
@@ -34,12 +34,14 @@ def main(app_factory: str = "backend.app:create_app") -> None:
     except SettingsError as error:
         sys.exit(f"error: {error}")
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(_prepare(settings))
+    except SchemaNotCurrentError as error:
+        sys.exit(f"error: {error}")
+    except Exception as error:
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        sys.exit(f"error: could not migrate the database at DATABASE_URL: {type(error).__name__}: {reason}")
     if settings.should_migrate_on_startup:
-        try:
-            asyncio.run(_migrate(settings))
-        except Exception as error:
-            reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
-            sys.exit(f"error: could not migrate the database at DATABASE_URL: {type(error).__name__}: {reason}")
         # Migrated once here, so the workers must not race each other doing it again.
         os.environ["MIGRATE_ON_STARTUP"] = "false"
     log.info("serving on http://%s:%s (%s worker(s))", settings.host, settings.port, settings.workers)

@@ -19,7 +19,7 @@ from backend.chat.model import build_model
 from backend.chat.routes import ChatController
 from backend.chat.service import ChatService
 from backend.conversations.routes import ConversationController
-from backend.db import create_database, provide_db_session, upgrade_to_head
+from backend.db import create_database, prepare_schema, provide_db_session
 from backend.errors import EXCEPTION_HANDLERS
 from backend.settings import Settings, get_settings
 from backend.system.routes import health, ready
@@ -47,8 +47,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.settings = settings
         app.state.chat_service = ChatService(database, settings, build_agent(*build_model(settings)))
         try:
-            if settings.should_migrate_on_startup:
-                await upgrade_to_head(database)
+            await prepare_schema(database, settings)
             yield
         finally:
             await database.dispose()

@@ -23,13 +23,18 @@ from litestar.status_codes import (
     HTTP_500_INTERNAL_SERVER_ERROR,
     HTTP_503_SERVICE_UNAVAILABLE,
 )
+from psycopg import InterfaceError as DBAPIInterfaceError
+from psycopg import OperationalError as DBAPIOperationalError
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import InterfaceError as SAInterfaceError
+from sqlalchemy.exc import OperationalError as SAOperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 log = logging.getLogger(__name__)
 
 NO_CREDENTIALS = "Send an 'Authorization: Bearer <token>' header."
 DATABASE_UNAVAILABLE = "The database is unavailable."
+DATABASE_NOT_MIGRATED = "The database schema is not at this server's migration head."
 
 
 class AppError(Exception):
@@ -174,16 +179,32 @@ def http_error_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Respons
 
 
 def database_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
-    """A dropped or unreachable database is a 503, never a hang or a stack trace."""
-    if isinstance(exc, DBAPIError) and not exc.connection_invalidated and not _is_connection_error(exc):
+    """A dropped, unreachable, overloaded or locked database is a 503, never a hang or a stack trace."""
+    if not is_database_unavailable(exc):
         return internal_error_handler(_, exc)
-    log.warning("database unavailable: %s", type(exc.__cause__ or exc).__name__)
+    log.warning("database unavailable: %s", type(getattr(exc, "orig", None) or exc.__cause__ or exc).__name__)
     return error_response(HTTP_503_SERVICE_UNAVAILABLE, "database_unavailable", DATABASE_UNAVAILABLE)
 
 
-def _is_connection_error(exc: DBAPIError) -> bool:
-    name = type(exc.orig).__name__ if exc.orig is not None else ""
-    return name in {"OperationalError", "InterfaceError"}
+def is_database_unavailable(exc: BaseException) -> bool:
+    """Tell an outage or a timeout of the database from a bug in a query.
+
+    Unavailable means: no free pooled connection in time (SQLAlchemy's pool `TimeoutError`), a lost or refused
+    connection, or any DB-API `OperationalError`/`InterfaceError`. The latter covers psycopg's `ConnectionTimeout`,
+    `QueryCanceled` (`statement_timeout`) and `LockNotAvailable` (`lock_timeout`), and SQLite's `database is locked`.
+    Integrity, data and programming errors are bugs (500).
+
+    Args:
+        exc: The exception a handler caught.
+
+    Returns:
+        True when the right answer is 503 `database_unavailable`.
+    """
+    if isinstance(exc, PoolTimeoutError | SAOperationalError | SAInterfaceError):
+        return True
+    if isinstance(exc, DBAPIError):
+        return exc.connection_invalidated or isinstance(exc.orig, DBAPIOperationalError | DBAPIInterfaceError)
+    return isinstance(exc, DBAPIOperationalError | DBAPIInterfaceError)
 
 
 def internal_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
@@ -198,5 +219,6 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     HTTPException: http_error_handler,
     DBAPIError: database_error_handler,
     PoolTimeoutError: database_error_handler,
+    DBAPIOperationalError: database_error_handler,
     Exception: internal_error_handler,
 }

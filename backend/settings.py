@@ -78,6 +78,18 @@ class Settings(BaseSettings):
     migrate_on_startup: bool | None = Field(
         default=None, description="Run `alembic upgrade head` at start-up. Default: on for SQLite, off otherwise."
     )
+    db_connect_timeout_seconds: float = Field(default=5.0, gt=0, description="Give up opening a connection after this.")
+    db_statement_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="PostgreSQL `statement_timeout`: cancel any statement that runs longer."
+    )
+    db_lock_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="PostgreSQL `lock_timeout`: give up waiting for a row or table lock."
+    )
+    sqlite_busy_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="SQLite: how long a transaction waits for the one writer slot. A burst queues for a while.",
+    )
 
     model: str = Field(default="gemini/gemini-2.5-flash")
     gemini_api_key: str | None = Field(default=None)
