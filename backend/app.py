@@ -21,6 +21,7 @@ from backend.chat.service import ChatService
 from backend.conversations.routes import ConversationController
 from backend.db import create_database, prepare_schema, provide_db_session
 from backend.errors import EXCEPTION_HANDLERS
+from backend.openapi import document_api
 from backend.settings import Settings, get_settings
 from backend.system.routes import health, ready
 from backend.tasks.routes import TaskController
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         middleware=[auth_middleware(settings)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
+        on_startup=[lambda app: document_api(app, settings)],
         cors_config=CORSConfig(allow_origins=settings.cors_origins, allow_credentials=False)
         if settings.cors_origins
         else None,

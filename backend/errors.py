@@ -175,7 +175,8 @@ def http_error_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Respons
         HTTP_413_REQUEST_ENTITY_TOO_LARGE: "The request body is too large.",
     }
     message = messages.get(status) or exc.detail or "The request is invalid."
-    return error_response(status, _CODES_BY_STATUS.get(status, "bad_request"), message)
+    # Keep Litestar's headers: a 405 must say which methods are allowed (`Allow`, RFC 9110).
+    return error_response(status, _CODES_BY_STATUS.get(status, "bad_request"), message, headers=exc.headers)
 
 
 def database_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:

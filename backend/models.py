@@ -24,6 +24,13 @@ def _trimmed(value: str | None) -> str | None:
     return value.strip() if isinstance(value, str) else value
 
 
+def _real_bool(value: object) -> object:
+    # Litestar validates bodies with strict=False, overriding field-level strict: 0 and "yes" would pass as bools.
+    if value is not None and not isinstance(value, bool):
+        raise ValueError("must be true or false")
+    return value
+
+
 class MessageRole(StrEnum):
     """Who wrote a message."""
 
@@ -165,6 +172,7 @@ class TaskCreate(TaskBase):
     completed: bool = False
 
     _trim = field_validator("title", "notes", mode="before")(_trimmed)
+    _bool = field_validator("completed", mode="before")(_real_bool)
 
 
 class TaskUpdate(SQLModel):
@@ -175,6 +183,7 @@ class TaskUpdate(SQLModel):
     completed: bool | None = None
 
     _trim = field_validator("title", "notes", mode="before")(_trimmed)
+    _bool = field_validator("completed", mode="before")(_real_bool)
 
     @model_validator(mode="after")
     def _no_nulls(self) -> TaskUpdate:
