@@ -133,7 +133,8 @@ def create_database(settings: Settings) -> Database:
 
 def get_database(state: State) -> Database:
     """Return the app's `Database` from application state."""
-    return state.database
+    database: Database = state.database
+    return database
 
 
 async def provide_db_session(state: State) -> AsyncIterator[AsyncSession]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -207,7 +207,7 @@ def load_settings(**overrides: object) -> Settings:
         SettingsError: With a one-line message naming the bad setting.
     """
     try:
-        return Settings(**overrides)
+        return Settings(**cast(dict[str, Any], overrides))
     except ValidationError as error:
         raise SettingsError(describe_error(error)) from None
 

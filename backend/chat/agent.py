@@ -14,7 +14,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from agents import Agent, FunctionTool, Model, ModelSettings, RunContextWrapper, function_tool
+from agents import Agent, FunctionTool, Model, ModelSettings, RunContextWrapper, Tool, function_tool
 from pydantic import ValidationError
 
 from backend.chat.context import ChatContext
@@ -133,7 +133,7 @@ async def update_task(
         completed: The new completion state, if it changes.
     """
     fields = {"title": title, "notes": notes, "completed": completed}
-    return await _change(ctx, task, TaskUpdate(**{k: v for k, v in fields.items() if v is not None}))
+    return await _change(ctx, task, TaskUpdate.model_validate({k: v for k, v in fields.items() if v is not None}))
 
 
 @task_tool
@@ -150,7 +150,7 @@ async def delete_task(ctx: RunContextWrapper[ChatContext], task: str) -> str:
     return _ok(deleted=_task_json(found))
 
 
-TOOLS = [add_task, list_tasks, complete_task, update_task, delete_task]
+TOOLS: list[Tool] = [add_task, list_tasks, complete_task, update_task, delete_task]
 
 
 def build_agent(model: Model, model_settings: ModelSettings) -> Agent[ChatContext]:

@@ -270,10 +270,12 @@ class OfflineModel(Model):
             )
         ]
 
-    async def get_response(self, system_instructions: str | None, input: str | list[Any], *args: Any, **kwargs: Any):
+    async def get_response(
+        self, system_instructions: str | None, input: str | list[Any], *args: Any, **kwargs: Any
+    ) -> ModelResponse:
         """Answer in one piece (non-streaming runs)."""
         output = self._output(input)
-        text = output[0].content[0].text if isinstance(output[0], ResponseOutputMessage) else ""
+        text = _output_text(output[0])
         usage = _usage(input if isinstance(input, list) else [], len(_words(text)))
         return ModelResponse(
             output=list(output),
@@ -286,7 +288,7 @@ class OfflineModel(Model):
             response_id=None,
         )
 
-    async def stream_response(  # type: ignore[override]
+    async def stream_response(
         self, system_instructions: str | None, input: str | list[Any], *args: Any, **kwargs: Any
     ) -> AsyncIterator[Any]:
         """Stream the answer word by word, as Responses API events."""
@@ -306,7 +308,7 @@ class OfflineModel(Model):
         item = output[0]
         words: list[str] = []
         if isinstance(item, ResponseOutputMessage):
-            text = item.content[0].text
+            text = _output_text(item)
             words = _words(text)
             empty = item.model_copy(update={"content": [], "status": "in_progress"})
             yield ResponseOutputItemAddedEvent(
@@ -355,3 +357,10 @@ class OfflineModel(Model):
             }
         )
         yield ResponseCompletedEvent(type="response.completed", response=final, sequence_number=next(seq))
+
+
+def _output_text(item: object) -> str:
+    """The text of an output message's first part; empty for tool calls and refusals."""
+    if isinstance(item, ResponseOutputMessage) and item.content and isinstance(item.content[0], ResponseOutputText):
+        return item.content[0].text
+    return ""

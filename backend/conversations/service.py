@@ -133,7 +133,7 @@ async def delete_conversation(session: AsyncSession, user_id: str, conversation_
     Raises:
         NotFoundError: If it does not exist or belongs to another user.
     """
-    result = await session.exec(  # type: ignore[call-overload]
+    result = await session.exec(
         delete(Conversation).where(col(Conversation.id) == conversation_id, col(Conversation.user_id) == user_id)
     )
     await session.commit()
@@ -168,8 +168,8 @@ async def append_message(
             .where(Message.conversation_id == conversation_id)
             .scalar_subquery()
         )
-    await session.exec(insert(Message).values(**values))  # type: ignore[call-overload]
-    await session.exec(  # type: ignore[call-overload]
+    await session.exec(insert(Message).values(**values))
+    await session.exec(
         update(Conversation).where(col(Conversation.id) == conversation_id).values(updated_at=message.created_at)
     )
     return message.id

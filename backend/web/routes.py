@@ -7,6 +7,7 @@ from pathlib import Path
 from litestar import Response, get
 from litestar.response import File
 from litestar.static_files import create_static_files_router
+from litestar.types import ControllerRouterHandler
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -26,4 +27,4 @@ async def favicon() -> Response[bytes]:
 static_router = create_static_files_router(
     path="/static", directories=[STATIC_DIR], include_in_schema=False, opt={"exclude_from_auth": True}
 )
-WEB_HANDLERS = [index, favicon, static_router]
+WEB_HANDLERS: list[ControllerRouterHandler] = [index, favicon, static_router]
