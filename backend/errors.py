@@ -25,7 +25,7 @@ from litestar.status_codes import (
 )
 from psycopg import InterfaceError as DBAPIInterfaceError
 from psycopg import OperationalError as DBAPIOperationalError
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError
 from sqlalchemy.exc import InterfaceError as SAInterfaceError
 from sqlalchemy.exc import OperationalError as SAOperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -208,6 +208,12 @@ def is_database_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIOperationalError | DBAPIInterfaceError)
 
 
+def data_error_handler(_: Request[Any, Any, Any], exc: DataError) -> Response[dict[str, Any]]:
+    """A value the database cannot store (PostgreSQL rejects NUL characters in text, for one) is the client's 422."""
+    log.info("database rejected a value: %s", type(exc.orig).__name__)
+    return error_response(HTTP_422_UNPROCESSABLE_ENTITY, "validation_error", "A value cannot be stored as given.")
+
+
 def internal_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     """Anything unexpected: log it with its traceback, answer 500 with no internal text."""
     log.error("unhandled error", exc_info=exc)
@@ -218,6 +224,7 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     AppError: app_error_handler,
     NotAuthorizedException: unauthorized_handler,
     HTTPException: http_error_handler,
+    DataError: data_error_handler,
     DBAPIError: database_error_handler,
     PoolTimeoutError: database_error_handler,
     DBAPIOperationalError: database_error_handler,

@@ -8,6 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 from pydantic import field_validator, model_validator
+from pydantic_core import PydanticCustomError
 from sqlalchemy import JSON, Column, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
@@ -27,7 +28,7 @@ def _trimmed(value: str | None) -> str | None:
 def _real_bool(value: object) -> object:
     # Litestar validates bodies with strict=False, overriding field-level strict: 0 and "yes" would pass as bools.
     if value is not None and not isinstance(value, bool):
-        raise ValueError("must be true or false")
+        raise PydanticCustomError("bool_parsing", "Input should be a valid boolean, unable to interpret input")
     return value
 
 

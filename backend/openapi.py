@@ -79,9 +79,12 @@ def _statuses(path: str, method: str, operation: Operation, *, bearer: bool) -> 
 
 def _refine_request_schemas(schemas: dict[str, Schema], settings: Settings) -> None:
     """Make request schemas match the validation the server really does."""
+    chat_message = (schemas["ChatRequest"].properties or {}).get("message") if "ChatRequest" in schemas else None
+    if isinstance(chat_message, Schema):
+        chat_message.max_length = settings.max_message_chars  # MAX_MESSAGE_CHARS, checked after trimming
     for name, fields in {
-        "TaskCreate": ("title",),
-        "TaskUpdate": ("title",),
+        "TaskCreate": ("title", "notes"),
+        "TaskUpdate": ("title", "notes"),
         "ConversationUpdate": ("title",),
         "ChatRequest": ("message",),
     }.items():
@@ -89,10 +92,7 @@ def _refine_request_schemas(schemas: dict[str, Schema], settings: Settings) -> N
         for field in fields:
             prop = (model.properties or {}).get(field) if model else None
             if isinstance(prop, Schema):
-                prop.pattern = NOT_BLANK
-                for option in prop.one_of or []:
-                    if isinstance(option, Schema) and option.type == OpenAPIType.STRING:
-                        option.pattern = NOT_BLANK
+                _trimmed_text(prop, required=field != "notes")
     update = schemas.get("TaskUpdate")
     if update and update.properties:
         # The server rejects `null` for these ("may be omitted but not null"): document them as non-nullable.
@@ -106,15 +106,28 @@ def _refine_request_schemas(schemas: dict[str, Schema], settings: Settings) -> N
                 prop.pattern = kept.pattern
     chat = schemas.get("ChatRequest")
     if chat and chat.properties:
-        message = chat.properties.get("message")
-        if isinstance(message, Schema):
-            message.max_length = settings.max_message_chars
         thread = chat.properties.get("thread_id")
         if thread is not None:
             chat.properties["conversation_id"] = Schema(
                 one_of=[Schema(type=OpenAPIType.STRING), Schema(type=OpenAPIType.NULL)],
                 description="Alias of `thread_id`; send one or the other.",
             )
+
+
+def _trimmed_text(prop: Schema, *, required: bool) -> None:
+    """Document a field the server trims before checking its length.
+
+    JSON Schema cannot say "length after trimming", so the limits move into the description: a schema `maxLength`
+    would call `"  x"` padded past the limit invalid while the server rightly accepts it.
+    """
+    limits = f"{prop.min_length or 0}..{prop.max_length} characters" if prop.max_length else "no length limit"
+    prop.description = " ".join(filter(None, [prop.description, f"Trimmed, then {limits}."]))
+    prop.min_length = prop.max_length = None
+    if required:
+        prop.pattern = NOT_BLANK
+        for option in prop.one_of or []:
+            if isinstance(option, Schema) and option.type == OpenAPIType.STRING:
+                option.pattern = NOT_BLANK
 
 
 def document_api(app: Litestar, settings: Settings) -> None:

@@ -312,3 +312,15 @@ async def test_200_concurrent_new_conversations_all_succeed(live, db, database_u
         assert stream.of("done")[0]["finish_reason"] == "stop"
     assert await count_rows(db, Conversation) == CONCURRENCY
     assert await count_rows(db, Task) == CONCURRENCY
+
+
+async def test_a_value_the_database_cannot_store_is_422_not_500(client, database_url):
+    response = await client.post("/api/tasks", json={"title": "nul\u0000byte"})
+    if is_postgres(database_url):  # PostgreSQL text cannot hold NUL (found by schemathesis)
+        assert response.status_code == 422
+        assert response.json() == {
+            "error": {"code": "validation_error", "message": "A value cannot be stored as given."}
+        }
+    else:
+        assert response.status_code == 201
+        assert response.json()["title"] == "nul\u0000byte"
