@@ -44,11 +44,6 @@ class Database:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
 
-    async def ping(self) -> None:
-        """Run `SELECT 1`; raises if the database is unreachable or does not answer in time."""
-        async with asyncio.timeout(PING_DEADLINE_SECONDS), self.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
-
     async def dispose(self) -> None:
         """Close every pooled connection."""
         await self.engine.dispose()

@@ -301,17 +301,21 @@ async def test_200_concurrent_task_creations_all_succeed(live, db):
 
 @pytest.mark.timeout(240)
 async def test_200_concurrent_new_conversations_all_succeed(live, db, database_url):
-    if is_postgres(database_url):
-        pytest.skip("PostgreSQL: 200 open streams outgrow the 30-connection pool; 503 after its timeout is by design")
     streams = await asyncio.gather(*(chat(live, {"message": f"add item {i}"}) for i in range(CONCURRENCY)))
     statuses = sorted(stream.status for stream in streams)
-    assert statuses == [200] * CONCURRENCY, {s: statuses.count(s) for s in set(statuses)}
-    for stream in streams:
+    if is_postgres(database_url):
+        # 200 open streams outgrow the 30-connection pool: the excess is told so (503), never hangs or 500s.
+        assert set(statuses) <= {200, 503}, {s: statuses.count(s) for s in set(statuses)}
+        assert all(stream.body == DB_UNAVAILABLE for stream in streams if stream.status == 503)
+    else:
+        assert statuses == [200] * CONCURRENCY, {s: statuses.count(s) for s in set(statuses)}
+    completed = [stream for stream in streams if stream.status == 200]
+    for stream in completed:
         assert stream.types[0] == "start"
         assert "error" not in stream.types, stream.of("error")
         assert stream.of("done")[0]["finish_reason"] == "stop"
-    assert await count_rows(db, Conversation) == CONCURRENCY
-    assert await count_rows(db, Task) == CONCURRENCY
+    assert await count_rows(db, Conversation) == len(completed)
+    assert await count_rows(db, Task) == len(completed)
 
 
 async def test_a_value_the_database_cannot_store_is_422_not_500(client, database_url):
