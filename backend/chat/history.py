@@ -80,10 +80,14 @@ def turn_items(new_items: Sequence[RunItem], text: str, status: MessageStatus) -
             part.get("text", "")
             for item in items
             if item.get("type") == "message"
-            for part in item.get("content", [])
-            if isinstance(part, dict)
+            for part in _parts(item.get("content"))
         )
         rest = text[len(shown) :] if text.startswith(shown) else text
         if rest:
             items.append({"role": "assistant", "content": rest})
     return _pair_tool_items(items)
+
+
+def _parts(content: object) -> list[dict[str, Any]]:
+    """The dict parts of a message item's `content` (a string content has none)."""
+    return [part for part in content if isinstance(part, dict)] if isinstance(content, list) else []
