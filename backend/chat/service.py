@@ -19,6 +19,7 @@ import anyio
 from agents import Agent, RunResultStreaming, TResponseInputItem
 
 from backend.chat import history
+from backend.chat.agent import agents_by_name
 from backend.chat.context import ChatContext
 from backend.chat.events import DONE_FRAME
 from backend.chat.live import Hub
@@ -70,12 +71,14 @@ class ChatService:
         Args:
             database: Where conversations, messages and the event log live.
             settings: Limits, intervals and the disconnect policy.
-            agent: The agent every turn starts with (see `backend.chat.agent`).
+            agent: The starting agent of the team (see `backend.chat.agent`): a new conversation starts with it; later
+                turns start with the agent that answered last (see `start_agent`).
             instance_id: This process's id for run ownership (random by default).
         """
         self.database = database
         self.settings = settings
         self.agent = agent
+        self.agents = agents_by_name(agent)
         self.store = ConversationStore(
             database,
             instance_id=instance_id or uuid.uuid4(),
@@ -178,7 +181,7 @@ class ChatService:
         run = TurnRun(
             store=self.store,
             hub=self.hub,
-            agent=self.agent,
+            agent=self.start_agent(begun),
             context=ChatContext(user_id=begun.user_id, database=self.database),
             conversation_id=begun.conversation_id,
             message_id=begun.message_id,
@@ -190,6 +193,15 @@ class ChatService:
         self.runs[begun.message_id] = run
         run.start().add_done_callback(lambda _task: self.runs.pop(begun.message_id, None))
         return run
+
+    def start_agent(self, begun: BegunTurn) -> Agent[ChatContext]:
+        """The agent a turn starts with: the one that answered the conversation last, else the starting agent.
+
+        The user usually goes on with the specialist that just answered, and every specialist can hand back to
+        triage. A stored name that is no longer in the team (the team changed) falls back to the starting agent.
+        """
+        last = next((m.agent for m in reversed(begun.history) if m.agent), None)
+        return self.agents.get(last, self.agent) if last else self.agent
 
     def _pause_of(self, result: RunResultStreaming) -> Pause | None:
         return None
