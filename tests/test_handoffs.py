@@ -287,3 +287,25 @@ async def test_offline_demo_shows_a_handoff_to_help_and_back_to_tasks(make_setti
         listed = await chat(client, {"message": "list my tasks", **thread})
         assert [e["name"] for e in listed.of("agent")] == [TASK_ASSISTANT]
         assert "buy milk" in listed.text
+
+
+async def test_offline_demo_drives_the_client_tools_and_uses_their_results(make_settings):
+    async with live(make_settings(offline_model=True)) as client:
+        themed = await chat(client, {"message": "switch to dark mode"})
+        assert [e["name"] for e in themed.of("agent")] == [TRIAGE, TASK_ASSISTANT]
+        call = themed.of("client_tool_call")[0]
+        assert (call["name"], call["args"]) == ("set_theme", {"theme": "dark"})
+        assert themed.events[-1]["finish_reason"] == "client_tool"
+        thread = themed.events[0]["conversation_id"]
+        answered = {"thread_id": thread, "client_tool_results": [{"id": call["id"], "result": {"theme": "dark"}}]}
+        done = await chat(client, answered)
+        assert done.text == f"{OFFLINE_LABEL} Done: the page now uses the dark theme."
+
+        asked = await chat(client, {"message": "what's my local time?", "thread_id": thread})
+        assert [e["name"] for e in asked.of("agent")] == [TASK_ASSISTANT]
+        call = asked.of("client_tool_call")[0]
+        assert (call["name"], call["args"]) == ("get_client_context", {})
+        result = {"local_time": "2026-12-01 09:41", "time_zone": "Europe/Berlin", "locale": "de-DE"}
+        told = await chat(client, {"thread_id": thread, "client_tool_results": [{"id": call["id"], "result": result}]})
+        assert told.text == f"{OFFLINE_LABEL} It's 2026-12-01 09:41 for you (Europe/Berlin)."
+        assert told.events[-1]["finish_reason"] == "stop"
