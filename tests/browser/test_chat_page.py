@@ -17,7 +17,7 @@ from sse_starlette.sse import AppStatus
 
 from tests.browser.conftest import ChatServer
 from tests.conftest import SECRET, make_token
-from tests.fakes.gemini import error_turn, function_call_turn, text_turn
+from tests.fakes.gemini import error_turn, function_call_turn, handoff_turn, text_turn
 
 pytestmark = [
     pytest.mark.browser,
@@ -177,6 +177,7 @@ async def test_tool_chip_turns_into_result_and_reload_restores_it(
     server: ChatServer, new_page: Any, artifacts_dir: Path
 ) -> None:
     server.fake.script(
+        handoff_turn(),  # a new conversation starts with triage
         function_call_turn("add_task", {"title": "buy milk"}),
         text_turn(
             "Added **buy milk** to your list. Anything else?",
@@ -484,7 +485,7 @@ async def test_server_shutdown_mid_reply_is_shown_and_can_be_retried(
 
 async def test_html_in_messages_is_rendered_as_text(server: ChatServer, new_page: Any) -> None:
     reply = f"Here it is: {XSS} and <script>alert(2)</script> and [a link](javascript:alert(3)) **<b>x</b>**"
-    server.fake.script(function_call_turn("add_task", {"title": XSS}), text_turn(reply, delay=0.01))
+    server.fake.script(handoff_turn(), function_call_turn("add_task", {"title": XSS}), text_turn(reply, delay=0.01))
     page, probe = await new_page()
     await page.goto(server.url)
     await send(page, f"Add {XSS}")
@@ -657,6 +658,7 @@ async def test_token_from_url_fragment(start_server: Any, new_page: Any) -> None
 
 async def test_phone_width_sidebar_behind_toggle(server: ChatServer, new_page: Any, artifacts_dir: Path) -> None:
     server.fake.script(
+        handoff_turn(),
         function_call_turn("add_task", {"title": "call the plumber"}),
         text_turn("Done: **call the plumber** is on your list."),
     )
