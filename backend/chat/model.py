@@ -372,10 +372,11 @@ class OfflineModel(Model):
         handoffs: Sequence[Handoff[Any, Any]] = (),
         *args: Any,
         **kwargs: Any,
-    ):
+    ) -> ModelResponse:
         """Answer in one piece (non-streaming runs)."""
         output = self._output(input, tools, handoffs)
-        text = output[0].content[0].text if isinstance(output[0], ResponseOutputMessage) else ""
+        first = output[0].content[0] if isinstance(output[0], ResponseOutputMessage) else None
+        text = first.text if isinstance(first, ResponseOutputText) else ""
         usage = _usage(input if isinstance(input, list) else [], len(_words(text)))
         return ModelResponse(
             output=list(output),
@@ -388,7 +389,7 @@ class OfflineModel(Model):
             response_id=None,
         )
 
-    async def stream_response(  # type: ignore[override]
+    async def stream_response(
         self,
         system_instructions: str | None,
         input: str | list[Any],
