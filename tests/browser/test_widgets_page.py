@@ -13,7 +13,7 @@ from playwright.async_api import expect
 from backend.chat.widgets import is_safe_image_src, widget_json
 from backend.models import Task
 from backend.tasks.widgets import task_list_widget
-from tests.browser.conftest import ChatServer
+from tests.browser.conftest import ChatServer, script_chatkit, sse
 from tests.browser.test_chat_page import ASSISTANT, USER, assistant_text, send, wait_until_finished
 from tests.fakes.gemini import text_turn
 from tests.test_widgets import EVERY_COMPONENT, PNG
@@ -206,10 +206,6 @@ async def test_page_and_server_agree_on_safe_image_sources(server: ChatServer, n
     assert in_page.count(True) == 4
 
 
-def sse(*events: dict[str, Any]) -> str:
-    return "".join(f"data: {json.dumps(event)}\n\n" for event in events) + "data: [DONE]\n\n"
-
-
 async def test_widget_event_renders_in_the_reply_and_its_checkbox_posts_the_action(
     server: ChatServer, new_page: Any
 ) -> None:
@@ -232,14 +228,8 @@ async def test_widget_event_renders_in_the_reply_and_its_checkbox_posts_the_acti
             done,
         ),
     ]
-    bodies: list[Any] = []
-
-    async def answer(route: Any) -> None:
-        bodies.append(json.loads(route.request.post_data))
-        await route.fulfill(status=200, content_type="text/event-stream", body=answers[len(bodies) - 1])
-
     page, _ = await new_page()
-    await page.route("**/chatkit", answer)
+    bodies = await script_chatkit(page, answers)
     await page.goto(server.url)
     await send(page, "list my tasks")
     await wait_until_finished(page)
