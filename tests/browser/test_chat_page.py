@@ -58,6 +58,14 @@ async def wait_until_finished(page: Any) -> None:
     await expect(page.locator(ASSISTANT).last).not_to_have_attribute("data-status", "streaming")
 
 
+async def ask(page: Any, url: str, text: str) -> Any:
+    """Open the page at `url`, send `text` and wait until the reply finished; returns the last reply's locator."""
+    await page.goto(url)
+    await send(page, text)
+    await wait_until_finished(page)
+    return page.locator(ASSISTANT).last
+
+
 async def chat(base_url: str, message: str, thread_id: str | None = None, token: str | None = None) -> str:
     """Post a message through the API (as another client would) and read the stream; return the conversation id."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}

@@ -4,11 +4,13 @@ approvals, client tools, widgets, and a reloaded reply that looks exactly as it 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 from playwright.async_api import expect
 
@@ -19,6 +21,7 @@ from backend.tasks.widgets import task_list_widget
 from tests.browser.conftest import ChatServer, script_chatkit, sse
 from tests.browser.test_chat_page import (
     ASSISTANT,
+    ask,
     assistant_text,
     conversation_id_of,
     get_json,
@@ -26,7 +29,7 @@ from tests.browser.test_chat_page import (
     wait_for_status,
     wait_until_finished,
 )
-from tests.fakes.gemini import text_turn
+from tests.fakes.gemini import function_call_turn, text_turn
 from tests.fakes.tcpproxy import TcpProxy
 from tests.seeding import append_message, create_conversation
 
@@ -367,3 +370,87 @@ def _epoch(iso: str) -> float:
     parsed = datetime.fromisoformat(iso)
     assert parsed.tzinfo is not None, iso  # ISO with its offset
     return parsed.timestamp()
+
+
+# --- the same paths end to end: page -> real server -> LiteLLM -> fake Gemini --------------------------------------
+
+
+async def add_task(base_url: str, title: str) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
+        response = await client.post("/api/tasks", json={"title": title})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def task_titles(base_url: str) -> list[str]:
+    _, tasks = await get_json(base_url, "/api/tasks")
+    return [task["title"] for task in tasks["data"]]
+
+
+@pytest.mark.parametrize("approve", [True, False], ids=["approve", "reject"])
+async def test_delete_waits_for_approval_end_to_end(server: ChatServer, new_page: Any, approve: bool) -> None:
+    await add_task(server.url, "old milk")
+    server.fake.script(
+        function_call_turn("delete_task", {"task": "old milk"}),
+        text_turn("Deleted old milk." if approve else "Fine, I kept old milk."),
+    )
+    page, _ = await new_page()
+    await page.goto(server.url)
+    await send(page, "delete old milk")
+    reply = page.locator(ASSISTANT).last
+    approval = reply.get_by_test_id("approval")
+    await expect(approval).to_have_attribute("data-state", "pending")
+    await expect(reply).to_have_attribute("data-status", "requires_action")
+    assert await task_titles(server.url) == ["old milk"]  # nothing happens before the answer
+
+    label = "Approve delete_task" if approve else "Reject delete_task"
+    await approval.get_by_role("button", name=label).click()
+    await wait_until_finished(page)
+    await expect(approval).to_have_attribute("data-state", "approved" if approve else "rejected")
+    assert await assistant_text(page) == ("Deleted old milk." if approve else "Fine, I kept old milk.")
+    assert await task_titles(server.url) == ([] if approve else ["old milk"])
+    await expect(page.locator(ASSISTANT)).to_have_count(1)
+
+    await page.reload()  # the stored parts show the decision, and no buttons
+    reply = page.locator(ASSISTANT).last
+    await expect(reply.get_by_test_id("approval-decision")).to_have_text("Approved" if approve else "Rejected")
+    await expect(reply.get_by_role("button", name=label)).to_have_count(0)
+    assert await assistant_text(page) == ("Deleted old milk." if approve else "Fine, I kept old milk.")
+
+
+async def test_set_theme_runs_in_the_page_end_to_end(server: ChatServer, new_page: Any) -> None:
+    server.fake.script(function_call_turn("set_theme", {"theme": "dark"}), text_turn("Dark it is."))
+    page, _ = await new_page()
+    reply = await ask(page, server.url, "switch to dark mode")
+    assert await assistant_text(page) == "Dark it is."
+    chip = reply.get_by_test_id("client-tool-chip")
+    await expect(chip).to_have_attribute("data-state", "done")
+    await expect(chip.get_by_test_id("tool-chip-result")).to_contain_text("theme: dark")
+    assert await page.evaluate("document.documentElement.dataset.theme") == "dark"
+    # The model got the page's result as the tool's output.
+    last_request = json.dumps(server.fake.requests[-1], default=str)
+    assert "functionResponse" in last_request and "dark" in last_request
+
+    await page.reload()
+    assert await page.evaluate("document.documentElement.dataset.theme") == "dark"
+    await expect(page.locator(ASSISTANT).last.get_by_test_id("client-tool-chip")).to_have_attribute(
+        "data-state", "done"
+    )
+
+
+async def test_task_list_widget_checkbox_completes_the_task_end_to_end(server: ChatServer, new_page: Any) -> None:
+    await add_task(server.url, "buy milk")
+    server.fake.script(function_call_turn("list_tasks", {}), text_turn("Here is your list."))
+    page, _ = await new_page()
+    reply = await ask(page, server.url, "list my tasks")
+    checkbox = reply.get_by_role("checkbox", name="buy milk")
+    await expect(checkbox).not_to_be_checked()
+
+    await checkbox.click()
+    await expect(reply.get_by_role("checkbox", name="buy milk")).to_be_checked()
+    await expect(reply.locator('[data-widget-id]:not([aria-busy="true"])')).to_have_count(1)
+    _, tasks = await get_json(server.url, "/api/tasks")
+    assert [(t["title"], t["completed"]) for t in tasks["data"]] == [("buy milk", True)]
+
+    await page.reload()  # the stored widget is the latest one
+    await expect(page.locator(ASSISTANT).last.get_by_role("checkbox", name="buy milk")).to_be_checked()

@@ -14,7 +14,7 @@ from backend.chat.widgets import is_safe_image_src, widget_json
 from backend.models import Task
 from backend.tasks.widgets import task_list_widget
 from tests.browser.conftest import ChatServer, script_chatkit, sse
-from tests.browser.test_chat_page import ASSISTANT, USER, assistant_text, send, wait_until_finished
+from tests.browser.test_chat_page import USER, ask, assistant_text, send, wait_until_finished
 from tests.fakes.gemini import text_turn
 from tests.test_widgets import EVERY_COMPONENT, PNG
 
@@ -230,10 +230,7 @@ async def test_widget_event_renders_in_the_reply_and_its_checkbox_posts_the_acti
     ]
     page, _ = await new_page()
     bodies = await script_chatkit(page, answers)
-    await page.goto(server.url)
-    await send(page, "list my tasks")
-    await wait_until_finished(page)
-    reply = page.locator(ASSISTANT).last
+    reply = await ask(page, server.url, "list my tasks")
     checkbox = reply.get_by_role("checkbox", name="buy milk")
     await expect(checkbox).not_to_be_checked()
     await expect(reply.get_by_role("list", name="Tasks")).to_be_visible()
