@@ -21,6 +21,7 @@ from backend.tasks.widgets import task_list_widget
 from tests.browser.conftest import ChatServer, script_chatkit, sse
 from tests.browser.test_chat_page import (
     ASSISTANT,
+    USER,
     ask,
     assistant_text,
     conversation_id_of,
@@ -454,3 +455,29 @@ async def test_task_list_widget_checkbox_completes_the_task_end_to_end(server: C
 
     await page.reload()  # the stored widget is the latest one
     await expect(page.locator(ASSISTANT).last.get_by_role("checkbox", name="buy milk")).to_be_checked()
+
+
+async def test_retry_after_a_network_failure_reuses_the_client_message_id(server: ChatServer, new_page: Any) -> None:
+    server.fake.script(text_turn("Sent once."))
+    page, _ = await new_page()
+    bodies: list[dict[str, Any]] = []
+
+    async def flaky(route: Any) -> None:
+        bodies.append(json.loads(route.request.post_data))
+        if len(bodies) == 1:
+            await route.abort("connectionreset")  # the request never got an answer
+        else:
+            await route.continue_()
+
+    await page.route("**/chatkit", flaky)
+    await page.goto(server.url)
+    await send(page, "hello once")
+    reply = page.locator(ASSISTANT).last
+    await expect(reply.get_by_test_id("message-error-text")).to_contain_text("Could not reach the server")
+    await reply.get_by_test_id("retry-button").click()
+    await wait_until_finished(page)
+    assert await assistant_text(page) == "Sent once."
+    assert len(bodies) == 2 and bodies[0]["client_message_id"] == bodies[1]["client_message_id"]
+    await expect(page.locator(USER)).to_have_count(1)  # the failed attempt is not shown twice
+    _, detail = await get_json(server.url, f"/api/conversations/{conversation_id_of(page)}")
+    assert [m["role"] for m in detail["messages"]] == ["user", "assistant"]
