@@ -16,6 +16,7 @@ from agents import Agent, FunctionTool, Model, ModelSettings, RunContextWrapper
 from agents.mcp import MCPServer
 
 from backend.chat.context import ChatContext
+from backend.chat.widgets import widget_json
 from backend.mcp.client import MCP_AGENT_CONFIG
 from backend.tasks.tools import TASK_TOOLS, TaskTool, ToolScope, to_json
 
@@ -47,7 +48,11 @@ def function_tool_for(tool: TaskTool) -> FunctionTool:
         if not isinstance(arguments, dict):
             return to_json({"error": "The arguments must be a JSON object."})
         scope = ToolScope(user_id=ctx.context.user_id, database=ctx.context.database)
-        return to_json(await tool.invoke(scope, arguments))
+        result = await tool.invoke(scope, arguments)
+        widget = tool.widget(result) if tool.widget is not None and ctx.context.ui is not None else None
+        if widget is not None and ctx.context.ui is not None:
+            ctx.context.ui.show_widget(widget.id or tool.name, widget_json(widget))
+        return to_json(result)
 
     return FunctionTool(
         name=tool.name,

@@ -30,7 +30,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.chat.events import Done, Error, Event, Start, Usage, decode, event_type, payload
-from backend.chat.reply import Reply
+from backend.chat.reply import Part, Reply
 from backend.db import Database
 from backend.errors import ConflictError, NotFoundError
 from backend.models import (
@@ -119,6 +119,20 @@ class ExistingTurn:
 
     conversation_id: uuid.UUID
     message_id: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class PausedTurn:
+    """A reply paused for the user, with what its continuation needs."""
+
+    user_id: str
+    conversation_id: uuid.UUID
+    message_id: uuid.UUID
+    title: str
+    parts: list[Part]
+    agent: str | None
+    run_state: dict[str, object]
+    last_event_id: int
 
 
 @dataclass(slots=True)
@@ -367,6 +381,129 @@ class ConversationStore:
                 .values(status=MessageStatus.CANCELLED, parts=parts, run_state=None)
             )
             message.status, message.parts, message.run_state = MessageStatus.CANCELLED, parts, None
+
+    # --- resuming a paused turn ---------------------------------------------------------------------------------
+
+    async def paused_turn(self, user_id: str, conversation_id: uuid.UUID) -> PausedTurn:
+        """The conversation's reply that waits for approvals or client-tool results.
+
+        Raises:
+            NotFoundError: The conversation does not exist or is not the caller's.
+            ConflictError: Nothing waits for an answer (`nothing_pending`).
+        """
+        async with self.database.sessions() as session:
+            conversation = await self._owned(session, user_id, conversation_id)
+            message = (
+                await session.exec(
+                    select(Message)
+                    .where(Message.conversation_id == conversation_id, Message.role == MessageRole.ASSISTANT)
+                    .order_by(col(Message.seq).desc())
+                    .limit(1)
+                )
+            ).first()
+            if message is None or message.status != MessageStatus.REQUIRES_ACTION or not message.run_state:
+                raise ConflictError("Nothing in this conversation waits for an answer.", code="nothing_pending")
+            last_event = (
+                await session.exec(
+                    select(TurnEvent.id)  # type: ignore[call-overload]
+                    .where(col(TurnEvent.message_id) == message.id)
+                    .order_by(col(TurnEvent.id).desc())
+                    .limit(1)
+                )
+            ).first()
+            return PausedTurn(
+                user_id=user_id,
+                conversation_id=conversation_id,
+                message_id=message.id,
+                title=conversation.title,
+                parts=list(message.parts),
+                agent=message.agent,
+                run_state=dict(message.run_state),
+                last_event_id=last_event or 0,
+            )
+
+    async def resume_turn(self, paused: PausedTurn) -> None:
+        """Take the run lock for a paused reply and mark it `in_progress` again, atomically.
+
+        Raises:
+            ConflictError: Another run holds the conversation (`run_in_progress`), or another request answered first
+                (`already_answered`).
+        """
+        now = utcnow()
+        async with self.database.sessions() as session:
+            try:
+                locked = await session.exec(  # type: ignore[call-overload]
+                    update(Conversation)
+                    .where(col(Conversation.id) == paused.conversation_id, self._lock_is_free(now))
+                    .values(**self._lock_values(paused.message_id, now))
+                    .execution_options(synchronize_session=False)
+                )
+                if locked.rowcount != 1:
+                    raise ConflictError(
+                        "A reply is already being generated in this conversation.", code="run_in_progress"
+                    )
+                flipped = await session.exec(  # type: ignore[call-overload]
+                    update(Message)
+                    .where(col(Message.id) == paused.message_id, col(Message.status) == MessageStatus.REQUIRES_ACTION)
+                    .values(status=MessageStatus.IN_PROGRESS)
+                )
+                if flipped.rowcount != 1:
+                    raise ConflictError("These answers were already given.", code="already_answered")
+                await session.commit()
+            except BaseException:
+                await session.rollback()
+                raise
+
+    # --- widget actions ------------------------------------------------------------------------------------------
+
+    async def apply_action(
+        self, user_id: str, conversation_id: uuid.UUID, widgets: dict[str, dict[str, object]], reply: str | None
+    ) -> uuid.UUID | None:
+        """Store what a widget action changed: every stored copy of its widgets, and its short reply as a message.
+
+        Returns:
+            The id of the assistant message holding the reply, or None without a reply.
+        """
+        now = utcnow()
+        async with self.database.sessions() as session:
+            await self._owned(session, user_id, conversation_id)
+            recent = (
+                await session.exec(
+                    select(Message)
+                    .where(Message.conversation_id == conversation_id)
+                    .order_by(col(Message.seq).desc())
+                    .limit(self.history_max_items)
+                )
+            ).all()
+            for message in recent:
+                if not any(p.get("type") == "widget" and p.get("id") in widgets for p in message.parts):
+                    continue
+                parts = [
+                    {**p, "widget": widgets[p["id"]]} if p.get("type") == "widget" and p.get("id") in widgets else p
+                    for p in message.parts
+                ]
+                await session.exec(  # type: ignore[call-overload]
+                    update(Message).where(col(Message.id) == message.id).values(parts=parts)
+                )
+            message_id = None
+            if reply:
+                message_id = uuid.uuid4()
+                session.add(
+                    Message(
+                        id=message_id,
+                        conversation_id=conversation_id,
+                        seq=(recent[0].seq + 1) if recent else 1,
+                        role=MessageRole.ASSISTANT,
+                        content=reply,
+                        parts=[{"type": "text", "text": reply}],
+                        created_at=now,
+                    )
+                )
+                await session.exec(  # type: ignore[call-overload]
+                    update(Conversation).where(col(Conversation.id) == conversation_id).values(updated_at=now)
+                )
+            await session.commit()
+            return message_id
 
     # --- the event log -------------------------------------------------------------------------------------------
 
