@@ -443,7 +443,8 @@ async def test_task_list_widget_checkbox_completes_the_task_end_to_end(server: C
     await add_task(server.url, "buy milk")
     server.fake.script(function_call_turn("list_tasks", {}), text_turn("Here is your list."))
     page, _ = await new_page()
-    reply = await ask(page, server.url, "list my tasks")
+    await ask(page, server.url, "list my tasks")
+    reply = page.locator(ASSISTANT).first
     checkbox = reply.get_by_role("checkbox", name="buy milk")
     await expect(checkbox).not_to_be_checked()
 
@@ -453,8 +454,12 @@ async def test_task_list_widget_checkbox_completes_the_task_end_to_end(server: C
     _, tasks = await get_json(server.url, "/api/tasks")
     assert [(t["title"], t["completed"]) for t in tasks["data"]] == [("buy milk", True)]
 
-    await page.reload()  # the stored widget is the latest one
-    await expect(page.locator(ASSISTANT).last.get_by_role("checkbox", name="buy milk")).to_be_checked()
+    shown = await page.evaluate(REPLY_SHAPE_JS)  # the action's short reply, shown as a new message
+
+    await page.reload()  # the stored widget is the latest one, and the action's reply is stored as shown
+    await expect(page.locator(ASSISTANT).first.get_by_role("checkbox", name="buy milk")).to_be_checked()
+    await expect(page.locator(ASSISTANT)).to_have_count(2)
+    assert await page.evaluate(REPLY_SHAPE_JS) == shown
 
 
 async def test_retry_after_a_network_failure_reuses_the_client_message_id(server: ChatServer, new_page: Any) -> None:

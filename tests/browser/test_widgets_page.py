@@ -14,7 +14,7 @@ from backend.chat.widgets import is_safe_image_src, widget_json
 from backend.models import Task
 from backend.tasks.widgets import task_list_widget
 from tests.browser.conftest import ChatServer, script_chatkit, sse
-from tests.browser.test_chat_page import USER, ask, assistant_text, send, wait_until_finished
+from tests.browser.test_chat_page import ASSISTANT, USER, ask, assistant_text, send, wait_until_finished
 from tests.fakes.gemini import text_turn
 from tests.test_widgets import EVERY_COMPONENT, PNG
 
@@ -230,7 +230,8 @@ async def test_widget_event_renders_in_the_reply_and_its_checkbox_posts_the_acti
     ]
     page, _ = await new_page()
     bodies = await script_chatkit(page, answers)
-    reply = await ask(page, server.url, "list my tasks")
+    await ask(page, server.url, "list my tasks")
+    reply = page.locator(ASSISTANT).first
     checkbox = reply.get_by_role("checkbox", name="buy milk")
     await expect(checkbox).not_to_be_checked()
     await expect(reply.get_by_role("list", name="Tasks")).to_be_visible()
@@ -241,6 +242,7 @@ async def test_widget_event_renders_in_the_reply_and_its_checkbox_posts_the_acti
     await expect(reply.get_by_test_id("widget")).to_have_count(1)  # replaced, not added
     await expect(reply.get_by_text("0 open, 1 done")).to_be_visible()
     await expect(page.locator("#status")).to_have_text("Completed “buy milk”.")
+    assert await assistant_text(page) == "Completed “buy milk”."  # the action's reply is a new message, as stored
     assert bodies[1] == {
         "thread_id": ids["conversation_id"],
         "action": {"type": "tasks.toggle", "payload": {"task_id": str(milk.id), "completed": True}},

@@ -713,10 +713,17 @@ function submitComposer() {
   sendMessage(text.trim(), attachments);
 }
 
+/**
+ * Send a widget's action (a checkbox or button was used): `POST /chatkit {thread_id, action}`. The server routes it to
+ * its handler (not the model) and streams back replacement widgets and possibly a short reply, which it stores as a
+ * new assistant message: it is shown (and announced) as one here too, as a reload would show it.
+ * Rejects when the action failed, so the widget can undo the control's change.
+ */
 async function sendWidgetAction(action) {
   const threadId = state.currentId;
   if (!threadId) throw new Error("no conversation");
-  let reply = "";
+  let messageId = null;
+  let view = null;
   try {
     const response = await api("/chatkit", {
       method: "POST",
@@ -724,16 +731,29 @@ async function sendWidgetAction(action) {
       accept: "text/event-stream",
     });
     await readEventStream(response.body, (event) => {
-      if (event.type === "widget" && event.widget) updateWidget(ui.thread, { ...event.widget, id: event.id });
-      else if (event.type === "text") reply += event.content || "";
+      if (event.type === "start") messageId = event.message_id;
+      else if (event.type === "widget" && event.widget) updateWidget(ui.thread, { ...event.widget, id: event.id });
       else if (event.type === "error") throw Object.assign(new Error(event.message || "The action failed."), event);
+      else if (event.type === "text" && state.currentId === threadId) {
+        if (!view) {
+          view = newReplyView();
+          if (messageId) view.article.dataset.id = messageId;
+          ui.thread.append(view.article);
+        }
+        view.event(event);
+      }
     });
   } catch (error) {
     showListError(`Could not do that: ${error.message}`);
     announce(`Could not do that: ${error.message}`);
     throw error;
+  } finally {
+    view?.finish();
   }
-  if (reply) announce(reply);
+  if (view) {
+    scrollToBottom();
+    announce(view.text);
+  }
 }
 
 /** Send a message. A Retry after a network failure reuses `clientMessageId`, so the server never runs it twice. */
