@@ -33,7 +33,7 @@ class Server(uvicorn.Server):
         """Start as uvicorn does, then log the bound address."""
         await super().startup(sockets=sockets)
         if self.started and self.servers and self.servers[0].sockets:
-            log_serving(self.servers[0].sockets[0], 1)  # type: ignore[arg-type]
+            log_serving(self.servers[0].sockets[0], 1)
 
 
 async def _prepare(settings: Settings) -> None:

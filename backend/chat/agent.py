@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from agents import Agent, FunctionTool, Model, ModelSettings, RunContextWrapper
 from agents.mcp import MCPServer
 
+from backend.chat.client_tools import client_function_tools
 from backend.chat.context import ChatContext
-from backend.chat.widgets import widget_json
+from backend.chat.widgets import WidgetError, widget_json
 from backend.mcp.client import MCP_AGENT_CONFIG
 from backend.tasks.tools import TASK_TOOLS, TaskTool, ToolScope, to_json
 
@@ -51,7 +52,10 @@ def function_tool_for(tool: TaskTool) -> FunctionTool:
         result = await tool.invoke(scope, arguments)
         widget = tool.widget(result) if tool.widget is not None and ctx.context.ui is not None else None
         if widget is not None and ctx.context.ui is not None:
-            ctx.context.ui.show_widget(widget.id or tool.name, widget_json(widget))
+            try:
+                ctx.context.ui.show_widget(widget.id or tool.name, widget_json(widget))
+            except WidgetError as error:  # the tool's error, never a broken stream
+                return to_json({**result, "widget_error": str(error)})
         return to_json(result)
 
     return FunctionTool(
@@ -84,7 +88,7 @@ def build_agent(
     return Agent[ChatContext](
         name="Task assistant",
         instructions=INSTRUCTIONS,
-        tools=list(TOOLS),
+        tools=[*TOOLS, *client_function_tools()],
         mcp_servers=list(mcp_servers),
         mcp_config=MCP_AGENT_CONFIG,
         model=model,

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TypeVar
 
-from sqlalchemy import and_, delete, exists, insert, or_, text, update
+from sqlalchemy import ColumnElement, and_, delete, exists, insert, or_, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlmodel import col, select
@@ -195,7 +195,7 @@ class ConversationStore:
 
     # --- the run lock --------------------------------------------------------------------------------------------
 
-    def _lock_is_free(self, now: datetime) -> object:
+    def _lock_is_free(self, now: datetime) -> ColumnElement[bool]:
         """The lock is free, expired, or held by a process whose heartbeat stopped."""
         owner_alive = exists().where(
             col(Instance.id) == col(Conversation.run_owner), col(Instance.heartbeat_at) > now - self.stale_after
@@ -214,7 +214,7 @@ class ConversationStore:
     async def release(self, conversation_id: uuid.UUID, message_id: uuid.UUID) -> None:
         """Free the lock if this turn still holds it (its own transaction)."""
         async with self.database.sessions() as session:
-            await session.exec(  # type: ignore[call-overload]
+            await session.exec(
                 update(Conversation)
                 .where(col(Conversation.id) == conversation_id, col(Conversation.run_id) == message_id)
                 .values(run_id=None, run_owner=None, run_expires_at=None, run_cancel_requested=False)
@@ -249,7 +249,7 @@ class ConversationStore:
         async with self.database.sessions() as session:
             row = (
                 await session.exec(
-                    select(ClientMessageId, Message.content, Message.conversation_id)  # type: ignore[call-overload]
+                    select(ClientMessageId, Message.content, Message.conversation_id)
                     .join(Message, col(Message.id) == col(ClientMessageId.user_message_id))
                     .where(
                         col(ClientMessageId.user_id) == request.user_id,
@@ -287,7 +287,7 @@ class ConversationStore:
                 else:
                     conversation = await self._owned(session, request.user_id, request.conversation_id)
                     prior_run = conversation.run_id
-                    locked = await session.exec(  # type: ignore[call-overload]
+                    locked = await session.exec(
                         update(Conversation)
                         .where(
                             col(Conversation.id) == conversation.id,
@@ -375,7 +375,7 @@ class ConversationStore:
                 else p
                 for p in message.parts
             ]
-            await session.exec(  # type: ignore[call-overload]
+            await session.exec(
                 update(Message)
                 .where(col(Message.id) == message.id)
                 .values(status=MessageStatus.CANCELLED, parts=parts, run_state=None)
@@ -405,7 +405,7 @@ class ConversationStore:
                 raise ConflictError("Nothing in this conversation waits for an answer.", code="nothing_pending")
             last_event = (
                 await session.exec(
-                    select(TurnEvent.id)  # type: ignore[call-overload]
+                    select(TurnEvent.id)
                     .where(col(TurnEvent.message_id) == message.id)
                     .order_by(col(TurnEvent.id).desc())
                     .limit(1)
@@ -432,7 +432,7 @@ class ConversationStore:
         now = utcnow()
         async with self.database.sessions() as session:
             try:
-                locked = await session.exec(  # type: ignore[call-overload]
+                locked = await session.exec(
                     update(Conversation)
                     .where(col(Conversation.id) == paused.conversation_id, self._lock_is_free(now))
                     .values(**self._lock_values(paused.message_id, now))
@@ -442,7 +442,7 @@ class ConversationStore:
                     raise ConflictError(
                         "A reply is already being generated in this conversation.", code="run_in_progress"
                     )
-                flipped = await session.exec(  # type: ignore[call-overload]
+                flipped = await session.exec(
                     update(Message)
                     .where(col(Message.id) == paused.message_id, col(Message.status) == MessageStatus.REQUIRES_ACTION)
                     .values(status=MessageStatus.IN_PROGRESS)
@@ -482,9 +482,7 @@ class ConversationStore:
                     {**p, "widget": widgets[p["id"]]} if p.get("type") == "widget" and p.get("id") in widgets else p
                     for p in message.parts
                 ]
-                await session.exec(  # type: ignore[call-overload]
-                    update(Message).where(col(Message.id) == message.id).values(parts=parts)
-                )
+                await session.exec(update(Message).where(col(Message.id) == message.id).values(parts=parts))
             message_id = None
             if reply:
                 message_id = uuid.uuid4()
@@ -499,7 +497,7 @@ class ConversationStore:
                         created_at=now,
                     )
                 )
-                await session.exec(  # type: ignore[call-overload]
+                await session.exec(
                     update(Conversation).where(col(Conversation.id) == conversation_id).values(updated_at=now)
                 )
             await session.commit()
@@ -537,7 +535,7 @@ class ConversationStore:
         ]
         if not rows:
             return
-        await session.exec(insert(TurnEvent), params=rows)  # type: ignore[call-overload]
+        await session.exec(insert(TurnEvent), params=rows)
         if self.is_postgres:
             # Delivered on commit, to every process's listener; ids only (payloads are limited to 8000 bytes).
             ids = [str(message_id) for message_id in batch]
@@ -551,7 +549,7 @@ class ConversationStore:
         """A turn's logged events with ids above `after`, in order."""
         async with self.database.sessions() as session:
             rows = await session.exec(
-                select(TurnEvent.id, TurnEvent.type, TurnEvent.data)  # type: ignore[call-overload]
+                select(TurnEvent.id, TurnEvent.type, TurnEvent.data)
                 .where(col(TurnEvent.message_id) == message_id, col(TurnEvent.id) > after)
                 .order_by(col(TurnEvent.id))
             )
@@ -561,7 +559,7 @@ class ConversationStore:
         """The id of a turn's last logged event (0 when none)."""
         async with self.database.sessions() as session:
             rows = await session.exec(
-                select(TurnEvent.id)  # type: ignore[call-overload]
+                select(TurnEvent.id)
                 .where(col(TurnEvent.message_id) == message_id)
                 .order_by(col(TurnEvent.id).desc())
                 .limit(1)
@@ -579,9 +577,7 @@ class ConversationStore:
             col(Message.status).not_in([MessageStatus.IN_PROGRESS, MessageStatus.REQUIRES_ACTION]),
         )
         async with self.database.sessions() as session:
-            result = await session.exec(  # type: ignore[call-overload]
-                delete(TurnEvent).where(col(TurnEvent.message_id).in_(finished))
-            )
+            result = await session.exec(delete(TurnEvent).where(col(TurnEvent.message_id).in_(finished)))
             await session.commit()
             return int(result.rowcount or 0)
 
@@ -628,7 +624,7 @@ class ConversationStore:
         async with self.database.sessions() as session:
             if events:
                 await self._write_events(session, {message_id: list(events)})
-            await session.exec(  # type: ignore[call-overload]
+            await session.exec(
                 update(Message)
                 .where(col(Message.id) == message_id, col(Message.status) == MessageStatus.IN_PROGRESS)
                 .values(
@@ -680,7 +676,7 @@ class ConversationStore:
         if message is None or message.status != MessageStatus.IN_PROGRESS:
             return
         rows = await session.exec(
-            select(TurnEvent.id, TurnEvent.data)  # type: ignore[call-overload]
+            select(TurnEvent.id, TurnEvent.data)
             .where(col(TurnEvent.message_id) == message_id)
             .order_by(col(TurnEvent.id))
         )
@@ -699,7 +695,7 @@ class ConversationStore:
             StoredEvent.of(last + 2, Done(str(message.conversation_id), str(message_id), "interrupted", Usage())),
         ]
         await self._write_events(session, {message_id: finals})
-        await session.exec(  # type: ignore[call-overload]
+        await session.exec(
             update(Message)
             .where(col(Message.id) == message_id, col(Message.status) == MessageStatus.IN_PROGRESS)
             .values(
@@ -724,7 +720,7 @@ class ConversationStore:
         now = utcnow()
         async with self.database.sessions() as session:
             rows = await session.exec(
-                select(Conversation.id, Conversation.run_id).where(  # type: ignore[call-overload]
+                select(Conversation.id, Conversation.run_id).where(
                     col(Conversation.run_id).is_not(None),
                     or_(col(Conversation.run_owner) != self.instance_id, col(Conversation.run_owner).is_(None)),
                     self._lock_is_free(now),
@@ -733,8 +729,10 @@ class ConversationStore:
             stale = rows.all()
         taken = 0
         for conversation_id, message_id in stale:
+            if message_id is None:
+                continue
             async with self.database.sessions() as session:
-                claimed = await session.exec(  # type: ignore[call-overload]
+                claimed = await session.exec(
                     update(Conversation)
                     .where(
                         col(Conversation.id) == conversation_id,
@@ -756,21 +754,19 @@ class ConversationStore:
         """Tell the other processes that this one is alive (and so are its runs)."""
         now = utcnow()
         async with self.database.sessions() as session:
-            beat = await session.exec(  # type: ignore[call-overload]
+            beat = await session.exec(
                 update(Instance).where(col(Instance.id) == self.instance_id).values(heartbeat_at=now)
             )
             if beat.rowcount == 0:
                 session.add(Instance(id=self.instance_id, started_at=now, heartbeat_at=now))
-            await session.exec(  # type: ignore[call-overload]
-                delete(Instance).where(col(Instance.heartbeat_at) < now - timedelta(hours=1))
-            )
+            await session.exec(delete(Instance).where(col(Instance.heartbeat_at) < now - timedelta(hours=1)))
             await session.commit()
 
     async def cancel_requests(self) -> list[uuid.UUID]:
         """Running turns of this process that someone asked to stop (the fallback to the stop notification)."""
         async with self.database.sessions() as session:
             rows = await session.exec(
-                select(Conversation.run_id).where(  # type: ignore[call-overload]
+                select(Conversation.run_id).where(
                     col(Conversation.run_owner) == self.instance_id, col(Conversation.run_cancel_requested)
                 )
             )
@@ -787,7 +783,7 @@ class ConversationStore:
         async with self.database.sessions() as session:
             row = (
                 await session.exec(
-                    select(Message.conversation_id, Message.status, Conversation.run_id)  # type: ignore[call-overload]
+                    select(Message.conversation_id, Message.status, Conversation.run_id)
                     .join(Conversation, col(Conversation.id) == col(Message.conversation_id))
                     .where(
                         col(Message.id) == message_id,
@@ -804,9 +800,7 @@ class ConversationStore:
     async def message_status(self, message_id: uuid.UUID) -> MessageStatus | None:
         """The status of a message (None if it was deleted)."""
         async with self.database.sessions() as session:
-            status = (
-                await session.exec(select(Message.status).where(col(Message.id) == message_id))  # type: ignore[call-overload]
-            ).first()
+            status = (await session.exec(select(Message.status).where(col(Message.id) == message_id))).first()
         return MessageStatus(status) if status is not None else None
 
     async def request_stop(self, user_id: str, conversation_id: uuid.UUID) -> uuid.UUID | None:
@@ -823,7 +817,7 @@ class ConversationStore:
             run_id = conversation.run_id
             if run_id is None:
                 return None
-            await session.exec(  # type: ignore[call-overload]
+            await session.exec(
                 update(Conversation)
                 .where(col(Conversation.id) == conversation_id, col(Conversation.run_id) == run_id)
                 .values(run_cancel_requested=True)
@@ -841,7 +835,7 @@ class ConversationStore:
             await self._owned(session, user_id, conversation_id)
             row = (
                 await session.exec(
-                    select(Message.id, Message.status)  # type: ignore[call-overload]
+                    select(Message.id, Message.status)
                     .where(col(Message.conversation_id) == conversation_id, col(Message.role) == MessageRole.ASSISTANT)
                     .order_by(col(Message.seq).desc())
                     .limit(1)
@@ -873,7 +867,7 @@ class ConversationStore:
             NotFoundError: If it does not exist or belongs to another user.
         """
         async with self.database.sessions() as session:
-            result = await session.exec(  # type: ignore[call-overload]
+            result = await session.exec(
                 delete(Conversation).where(
                     and_(col(Conversation.id) == conversation_id, col(Conversation.user_id) == user_id)
                 )

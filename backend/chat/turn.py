@@ -100,7 +100,7 @@ def pause_of(result: RunResultStreaming, start_agent: str) -> Pause | None:
             ClientToolCall(call_id, name, args) if name in CLIENT_TOOL_NAMES else ApprovalRequest(call_id, name, args)
         )
     finish: FinishReason = "approval_required" if any(isinstance(e, ApprovalRequest) for e in events) else "client_tool"
-    state = result.to_state().to_json(context_serializer=context_json)  # type: ignore[arg-type]
+    state = result.to_state().to_json(context_serializer=context_json)
     return Pause(events, finish, {"start_agent": start_agent, "state": state})
 
 
@@ -226,7 +226,7 @@ class TurnRun:
         items: list[dict[str, object]] | None = None
         if self.result is not None and pause is None:
             try:
-                items = history.turn_items(self.result.new_items, self.reply.text, status)  # type: ignore[assignment]
+                items = history.turn_items(self.result.new_items, self.reply.text, status)
             except Exception:  # the reply is still stored; only its model replay falls back to its text
                 log.exception("could not build the replay items of %s", self.message_id)
         outcome = Outcome(
