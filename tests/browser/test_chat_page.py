@@ -257,7 +257,7 @@ async def test_tool_chip_turns_into_result_and_reload_restores_it(
     await expect(restored.get_by_test_id("tool-chip-result")).to_contain_text("buy milk")
     await expect(page.locator(ASSISTANT).last.get_by_test_id("tool-chip-result")).to_contain_text("1 task")
     assert await assistant_text(page, 0) == "Added buy milk to your list. Anything else?"
-    await expect(page.locator(ASSISTANT).last.locator("li")).to_have_text("buy milk")
+    await expect(page.locator(ASSISTANT).last.get_by_test_id("message-text").locator("li")).to_have_text("buy milk")
     assert conversation_id_of(page) == conversation_id
 
     # Opening the chip shows the full arguments and result.

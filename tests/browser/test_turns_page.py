@@ -429,8 +429,13 @@ async def test_set_theme_runs_in_the_page_end_to_end(server: ChatServer, new_pag
     await expect(chip.get_by_test_id("tool-chip-result")).to_contain_text("theme: dark")
     assert await page.evaluate("document.documentElement.dataset.theme") == "dark"
     # The model got the page's result as the tool's output.
-    last_request = json.dumps(server.fake.requests[-1], default=str)
-    assert "functionResponse" in last_request and "dark" in last_request
+    [answered] = [
+        part["function_response"]
+        for content in server.fake.requests[-1]["contents"]
+        for part in content["parts"]
+        if "function_response" in part
+    ]
+    assert answered["name"] == "set_theme" and "dark" in json.dumps(answered["response"]), answered
 
     await page.reload()
     assert await page.evaluate("document.documentElement.dataset.theme") == "dark"
