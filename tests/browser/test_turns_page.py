@@ -419,6 +419,26 @@ async def test_delete_waits_for_approval_end_to_end(server: ChatServer, new_page
     assert await assistant_text(page) == ("Deleted old milk." if approve else "Fine, I kept old milk.")
 
 
+async def test_a_new_message_cancels_a_pending_approval(server: ChatServer, new_page: Any) -> None:
+    await add_task(server.url, "old bread")
+    server.fake.script(function_call_turn("delete_task", {"task": "old bread"}), text_turn("Never mind then."))
+    page, _ = await new_page()
+    await page.goto(server.url)
+    await send(page, "delete old bread")
+    approval = page.locator(ASSISTANT).first.get_by_test_id("approval")
+    await expect(approval).to_have_attribute("data-state", "pending")
+
+    await send(page, "actually, keep it")
+    await expect(approval).to_have_attribute("data-state", "cancelled")
+    await expect(approval.get_by_role("button")).to_have_count(0)
+    await wait_until_finished(page)
+    assert await assistant_text(page) == "Never mind then."
+    assert await task_titles(server.url) == ["old bread"]
+
+    await page.reload()
+    await expect(page.locator(ASSISTANT).first.get_by_test_id("approval-decision")).to_have_text("Cancelled")
+
+
 async def test_set_theme_runs_in_the_page_end_to_end(server: ChatServer, new_page: Any) -> None:
     server.fake.script(function_call_turn("set_theme", {"theme": "dark"}), text_turn("Dark it is."))
     page, _ = await new_page()

@@ -71,7 +71,7 @@ const state = {
   currentId: null,
   openSeq: 0, // bumped on every navigation so that late responses for an old view are dropped
   run: null, // the Turn streaming a reply, if any: one at a time
-  answering: null, // the paused reply whose approvals wait for the user, if any
+  answering: null, // {view, conversationId}: the paused reply whose approvals wait for the user, if any
   editingId: null,
   renderPending: false,
   authNeeded: false,
@@ -647,6 +647,7 @@ async function openConversation(id) {
     if (seq !== state.openSeq) return;
     ui.title.textContent = detail.title;
     document.title = `${detail.title} · Chat`;
+    state.answering = null; // the view it points at is replaced
     const { live, paused } = renderHistory(detail.messages, detail.active_message_id);
     const run = state.run;
     if (run && run.conversationId === id) {
@@ -906,7 +907,7 @@ function awaitAnswers(view, conversationId, messageId) {
   const submit = () => {
     if (view.model.pending().length) return;
     view.setAnswering(null);
-    if (state.answering === view) state.answering = null;
+    if (state.answering?.view === view) state.answering = null;
     const answers = {};
     if (decisions.size) answers.approvals = [...decisions].map(([id, approve]) => ({ id, approve }));
     if (results.size) answers.client_tool_results = [...results].map(([id, result]) => ({ id, result }));
@@ -922,7 +923,7 @@ function awaitAnswers(view, conversationId, messageId) {
     if (results.size) submit();
     return;
   }
-  state.answering = view;
+  state.answering = { view, conversationId };
   view.setAnswering((id, approve) => {
     if (state.run) {
       announce("Wait until the current reply has finished.");
@@ -937,10 +938,10 @@ function awaitAnswers(view, conversationId, messageId) {
   announce("The assistant is waiting for your approval.");
 }
 
-/** A new message cancels the approvals still pending (the server does the same). */
+/** A new message in the conversation cancels its approvals still pending (the server does the same). */
 function cancelPendingAnswers() {
-  const view = state.answering;
-  if (!view) return;
+  if (!state.answering || state.answering.conversationId !== state.currentId) return;
+  const { view } = state.answering;
   state.answering = null;
   view.setAnswering(null);
   for (const part of view.model.pending()) {

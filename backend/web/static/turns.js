@@ -6,6 +6,8 @@
 import { readEventStream } from "./sse.js";
 
 const REJOIN_DELAYS_MS = [250, 500, 1000, 2000, 4000];
+const BUSY_RETRIES = 4;
+const BUSY_RETRY_MS = 600;
 
 function sleep(ms, signal) {
   return new Promise((resolve, reject) => {
@@ -71,7 +73,17 @@ export class Turn {
     const body = { message: text, client_message_id: clientMessageId };
     if (this.conversationId) body.thread_id = this.conversationId;
     if (attachments.length) body.attachments = attachments.map((file) => file.id);
-    return this.follow(() => this.post(body));
+    return this.follow(async () => {
+      for (let attempt = 0; ; attempt++) {
+        try {
+          return await this.post(body);
+        } catch (error) {
+          // Right after a stop the server may still be storing the previous reply for a moment.
+          if (error.code !== "run_in_progress" || attempt >= BUSY_RETRIES) throw error;
+          await sleep(BUSY_RETRY_MS, this.controller.signal);
+        }
+      }
+    });
   }
 
   /** Answer a paused reply: `{approvals?, client_tool_results?}`; the continuation streams into the same view. */
