@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TypeVar
 
-from sqlalchemy import ColumnElement, and_, delete, exists, insert, or_, text, update
+from sqlalchemy import ColumnElement, Update, and_, delete, exists, insert, or_, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlmodel import col, select
@@ -157,6 +157,15 @@ class TurnInfo:
     running: bool
 
 
+def _released(conversation_id: uuid.UUID, message_id: uuid.UUID) -> Update:
+    """The statement that frees a conversation's run lock if `message_id`'s turn still holds it."""
+    return (
+        update(Conversation)
+        .where(col(Conversation.id) == conversation_id, col(Conversation.run_id) == message_id)
+        .values(run_id=None, run_owner=None, run_expires_at=None, run_cancel_requested=False)
+    )
+
+
 def _usage_json(usage: Usage) -> dict[str, int]:
     return {
         "input_tokens": usage.input_tokens,
@@ -214,11 +223,7 @@ class ConversationStore:
     async def release(self, conversation_id: uuid.UUID, message_id: uuid.UUID) -> None:
         """Free the lock if this turn still holds it (its own transaction)."""
         async with self.database.sessions() as session:
-            await session.exec(
-                update(Conversation)
-                .where(col(Conversation.id) == conversation_id, col(Conversation.run_id) == message_id)
-                .values(run_id=None, run_owner=None, run_expires_at=None, run_cancel_requested=False)
-            )
+            await session.exec(_released(conversation_id, message_id))
             await session.commit()
 
     # --- beginning a turn ----------------------------------------------------------------------------------------
@@ -601,25 +606,30 @@ class ConversationStore:
         Returns:
             False if the outcome could not be stored (the caller tells the user; `abandon` finishes the message later).
         """
-        saved = False
+        saved = released = False
         try:
             await self._retrying(
-                lambda: self._write_outcome(message_id, outcome, events), retry_seconds, "save the reply"
+                lambda: self._write_outcome(conversation_id, message_id, outcome, events),
+                retry_seconds,
+                "save the reply",
             )
-            saved = True
+            saved = released = True  # the release is the last statement of the same transaction
         except IntegrityError:
             log.info("conversation %s was deleted during its run; the reply was dropped", conversation_id)
             saved = True
         except Exception as error:
             log.error("could not save the reply of conversation %s: %s", conversation_id, type(error).__name__)
         finally:
-            try:
-                await self._retrying(lambda: self.release(conversation_id, message_id), 2.0, "release the run lock")
-            except Exception as error:
-                log.warning("could not release the run lock of %s: %s", conversation_id, type(error).__name__)
+            if not released:  # whatever happened to the save, in a statement (and transaction) of its own
+                try:
+                    await self._retrying(lambda: self.release(conversation_id, message_id), 2.0, "release the run lock")
+                except Exception as error:
+                    log.warning("could not release the run lock of %s: %s", conversation_id, type(error).__name__)
         return saved
 
-    async def _write_outcome(self, message_id: uuid.UUID, outcome: Outcome, events: Sequence[StoredEvent]) -> None:
+    async def _write_outcome(
+        self, conversation_id: uuid.UUID, message_id: uuid.UUID, outcome: Outcome, events: Sequence[StoredEvent]
+    ) -> None:
         reply = outcome.reply
         async with self.database.sessions() as session:
             if events:
@@ -639,6 +649,7 @@ class ConversationStore:
                     run_state=outcome.run_state,
                 )
             )
+            await session.exec(_released(conversation_id, message_id))
             await session.commit()
 
     async def _retrying(self, attempt: Callable[[], Awaitable[_T]], seconds: float, what: str) -> _T:
