@@ -58,6 +58,14 @@ async def wait_until_finished(page: Any) -> None:
     await expect(page.locator(ASSISTANT).last).not_to_have_attribute("data-status", "streaming")
 
 
+async def ask(page: Any, url: str, text: str) -> Any:
+    """Open the page at `url`, send `text` and wait until the reply finished; returns the last reply's locator."""
+    await page.goto(url)
+    await send(page, text)
+    await wait_until_finished(page)
+    return page.locator(ASSISTANT).last
+
+
 async def chat(base_url: str, message: str, thread_id: str | None = None, token: str | None = None) -> str:
     """Post a message through the API (as another client would) and read the stream; return the conversation id."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -250,7 +258,7 @@ async def test_tool_chip_turns_into_result_and_reload_restores_it(
     await expect(restored.get_by_test_id("tool-chip-result")).to_contain_text("buy milk")
     await expect(page.locator(ASSISTANT).last.get_by_test_id("tool-chip-result")).to_contain_text("1 task")
     assert await assistant_text(page, 0) == "Added buy milk to your list. Anything else?"
-    await expect(page.locator(ASSISTANT).last.locator("li")).to_have_text("buy milk")
+    await expect(page.locator(ASSISTANT).last.get_by_test_id("message-text").locator("li")).to_have_text("buy milk")
     assert conversation_id_of(page) == conversation_id
 
     # Opening the chip shows the full arguments and result.
