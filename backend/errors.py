@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import traceback
 from typing import Any
 
 from litestar import MediaType, Request, Response
@@ -224,7 +225,17 @@ def http_error_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Respons
 def database_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     """A dropped, unreachable, overloaded or locked database is a 503, never a hang or a stack trace."""
     if not is_database_unavailable(exc):
-        return internal_error_handler(_, exc)
+        if not isinstance(exc, DBAPIError):
+            return internal_error_handler(_, exc)
+        # The driver's message can quote row values (PostgreSQL's "DETAIL: Failing row contains (...)"), so log
+        # where it happened and the SQLSTATE, never the text (statement parameters are hidden by the engine).
+        log.error(
+            "database error %s (SQLSTATE %s) at:\n%s",
+            type(exc.orig).__name__,
+            getattr(exc.orig, "sqlstate", None) or "unknown",
+            "".join(traceback.format_tb(exc.__traceback__)).rstrip(),
+        )
+        return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "internal", "An internal error occurred.")
     log.warning("database unavailable: %s", type(getattr(exc, "orig", None) or exc.__cause__ or exc).__name__)
     return error_response(HTTP_503_SERVICE_UNAVAILABLE, "database_unavailable", DATABASE_UNAVAILABLE)
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from litestar import Request
-from litestar.enums import RequestEncodingType
+from litestar.enums import RequestEncodingType, ScopeType
 from litestar.exceptions import SerializationException
 from litestar.middleware import DefineMiddleware
 from litestar.params import BodyKwarg
@@ -243,7 +243,7 @@ class BodyGuard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Check the body of a route that takes one, then hand on."""
-        if scope["type"] == "http" and (expected := self._expected(scope["route_handler"])) is not None:
+        if scope["type"] == ScopeType.HTTP and (expected := self._expected(scope["route_handler"])) is not None:
             content_type = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"content-type"), "")
             if not content_type_matches(content_type, expected):
                 raise UnsupportedMediaTypeError(f"Send the body as {expected} (Content-Type: {expected}).")

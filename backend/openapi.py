@@ -12,15 +12,18 @@ from __future__ import annotations
 from litestar import Litestar
 from litestar.openapi.spec import (
     Components,
+    OpenAPIFormat,
     OpenAPIMediaType,
     OpenAPIResponse,
     OpenAPIType,
     Operation,
     Reference,
+    RequestBody,
     Schema,
     SecurityScheme,
 )
 
+from backend.files.sniff import SERVED_TYPES
 from backend.settings import Settings
 
 ERROR_SCHEMA = "Error"
@@ -32,13 +35,29 @@ _DESCRIPTIONS = {
     "400": "The body is not valid JSON (`malformed_json`).",
     "401": "No valid bearer token (`unauthorized`, `token_expired`).",
     "404": "No such resource, or it belongs to someone else (`not_found`).",
-    "409": "A reply is already being generated in this conversation (`run_in_progress`).",
-    "413": "The body is larger than MAX_BODY_BYTES (`payload_too_large`).",
+    "409": "The conversation is busy (`run_in_progress`), the idempotency key was used for another message "
+    "(`idempotency_conflict`), or the answers name nothing pending (`not_pending`, `nothing_pending`).",
+    "413": "The body is larger than MAX_BODY_BYTES, or a file than FILE_MAX_BYTES or the quota "
+    "(`payload_too_large`, `file_too_large`, `quota_exceeded`).",
+    "415": "The body is not `application/json` (`unsupported_media_type`), or an upload's type is refused "
+    "(`unsupported_file_type`).",
     "422": "A field or parameter is invalid; the message names it (`validation_error`).",
     "503": "The database is unreachable, too slow or locked (`database_unavailable`), or not migrated "
     "(`database_not_migrated`, `/ready` only).",
 }
 _METHODS = ("get", "put", "post", "delete", "patch")
+UPLOAD_PATH = "/api/files"
+CONTENT_PATH = "/api/files/{file_id}/content"
+
+
+def _upload_body() -> RequestBody:
+    """`POST /api/files` reads its multipart body itself (to stop at the size limit), so Litestar cannot see it."""
+    form = Schema(
+        type=OpenAPIType.OBJECT,
+        required=["file"],
+        properties={"file": Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)},
+    )
+    return RequestBody(content={"multipart/form-data": OpenAPIMediaType(schema=form)}, required=True)
 
 
 def _error_schema() -> Schema:
@@ -64,8 +83,8 @@ def _statuses(path: str, method: str, operation: Operation, *, bearer: bool) -> 
     statuses: set[str] = set()
     if bearer and not public:
         statuses.add("401")
-    if operation.request_body is not None:
-        statuses |= {"400", "413", "422"}
+    if operation.request_body is not None or (path, method) == (UPLOAD_PATH, "post"):
+        statuses |= {"400", "413", "415", "422"}
     if operation.parameters:
         statuses.add("422")
     if "{" in path or path == "/chatkit":
@@ -162,6 +181,18 @@ def document_api(app: Litestar, settings: Settings) -> None:
             operation: Operation | None = getattr(item, method)
             if operation is None:
                 continue
+            if (path, method) == (UPLOAD_PATH, "post"):
+                operation.request_body = _upload_body()
+            if (path, method) == (CONTENT_PATH, "get") and operation.responses and "200" in operation.responses:
+                operation.responses["200"] = OpenAPIResponse(
+                    description="The file's bytes, with the type sniffed at upload.",
+                    content={
+                        media_type: OpenAPIMediaType(
+                            schema=Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)
+                        )
+                        for media_type in sorted(SERVED_TYPES)
+                    },
+                )
             responses = {status: response for status, response in (operation.responses or {}).items() if status < "400"}
             for status in _statuses(path, method, operation, bearer=bearer):
                 responses[status] = OpenAPIResponse(description=_DESCRIPTIONS[status], content=body)

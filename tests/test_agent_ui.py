@@ -15,7 +15,7 @@ from backend.chat.context import ChatContext
 from backend.chat.model import build_model
 from backend.settings import Settings
 from tests.conftest import SECRET, bearer, live, serve
-from tests.fakes.gemini import FakeGemini, function_call_turn, text_turn
+from tests.fakes.gemini import FakeGemini, function_call_turn, handoff_turn, text_turn
 from tests.sse import Stream, chat, rejoin
 
 pytestmark = pytest.mark.timeout(90)
@@ -52,7 +52,7 @@ def function_responses(request: dict[str, Any]) -> list[dict[str, Any]]:
 async def paused_delete(client: httpx.AsyncClient, fake: FakeGemini, **headers: str) -> tuple[Stream, dict[str, Any]]:
     created = await client.post("/api/tasks", json={"title": "milk"}, headers=headers or None)
     assert created.status_code == 201
-    fake.script(function_call_turn("delete_task", {"task": "milk"}))
+    fake.script(handoff_turn(), function_call_turn("delete_task", {"task": "milk"}))  # triage hands off first
     paused = well_formed(await chat(client, {"message": "delete milk"}, headers=headers or None))
     return paused, paused.of("approval_request")[0]
 
@@ -79,12 +79,12 @@ async def test_an_approved_tool_runs_after_the_pause_and_the_reply_continues(cli
     assert resumed.of("tool_result")[0]["result"]["deleted"]["title"] == "milk"
     assert resumed.text == "Deleted milk." and resumed.events[-1]["finish_reason"] == "stop"
     assert (await client.get("/api/tasks")).json()["data"] == []
-    assert function_responses(fake.requests[-1])[0]["name"] == "delete_task"
+    assert function_responses(fake.requests[-1])[-1]["name"] == "delete_task"
 
     message = (await detail(client, conversation_id))["messages"][1]
     assert message["status"] == "complete"
-    assert [p["type"] for p in message["parts"]] == ["agent", "tool_call", "approval", "text"]
-    assert message["parts"][2]["decision"] == "approved"
+    assert [p["type"] for p in message["parts"]] == ["agent", "agent", "tool_call", "approval", "text"]
+    assert message["parts"][3]["decision"] == "approved"
     replay = well_formed(await rejoin(client, message["id"]))
     assert replay.types.count("done") == 2, "the replay holds both segments of the turn"
     assert replay.events[-1]["finish_reason"] == "stop"
@@ -105,7 +105,7 @@ async def test_a_rejected_tool_never_runs_and_the_model_hears_why(client, fake):
     )
     assert resumed.of("tool_result")[0]["result"] == "I still need it"
     assert [t["title"] for t in (await client.get("/api/tasks")).json()["data"]] == ["milk"]
-    assert "I still need it" in str(function_responses(fake.requests[-1])[0])
+    assert "I still need it" in str(function_responses(fake.requests[-1])[-1])
     message = (await detail(client, conversation_id))["messages"][1]
     approval_part = next(p for p in message["parts"] if p["type"] == "approval")
     assert (approval_part["decision"], approval_part["reason"]) == ("rejected", "I still need it")
@@ -160,7 +160,7 @@ async def test_answers_for_another_users_conversation_are_404(make_settings, fak
 
 
 async def test_a_client_tool_pauses_for_the_browser_and_its_result_reaches_the_model(client, fake):
-    fake.script(function_call_turn("set_theme", {"theme": "dark"}))
+    fake.script(handoff_turn(), function_call_turn("set_theme", {"theme": "dark"}))
     paused = well_formed(await chat(client, {"message": "dark mode please"}))
     assert "tool_call" not in paused.types, "a client tool is announced as client_tool_call only"
     call = paused.of("client_tool_call")[0]
@@ -172,7 +172,7 @@ async def test_a_client_tool_pauses_for_the_browser_and_its_result_reaches_the_m
     body = {"thread_id": conversation_id, "client_tool_results": [{"id": call["id"], "result": {"theme": "dark"}}]}
     resumed = well_formed(await chat(client, body))
     assert resumed.text == "Switched to dark."
-    response = function_responses(fake.requests[-1])[0]
+    response = function_responses(fake.requests[-1])[-1]
     assert response["name"] == "set_theme" and "dark" in str(response)
     part = next(
         p for p in (await detail(client, conversation_id))["messages"][1]["parts"] if p["type"] == "client_tool"
@@ -181,7 +181,7 @@ async def test_a_client_tool_pauses_for_the_browser_and_its_result_reaches_the_m
 
 
 async def test_client_tool_results_that_are_too_large_or_malformed_are_refused(client, fake):
-    fake.script(function_call_turn("get_client_context", {}))
+    fake.script(handoff_turn(), function_call_turn("get_client_context", {}))
     paused = well_formed(await chat(client, {"message": "what time is it for me"}))
     call = paused.of("client_tool_call")[0]
     conversation_id = paused.events[0]["conversation_id"]
@@ -202,7 +202,7 @@ async def test_client_tool_results_that_are_too_large_or_malformed_are_refused(c
 async def test_list_tasks_shows_a_widget_whose_checkbox_completes_a_task_through_an_action(client, fake):
     for title in ("milk", "bread"):
         assert (await client.post("/api/tasks", json={"title": title})).status_code == 201
-    fake.script(function_call_turn("list_tasks", {}), text_turn("Here they are."))
+    fake.script(handoff_turn(), function_call_turn("list_tasks", {}), text_turn("Here they are."))
     listed = well_formed(await chat(client, {"message": "list my tasks"}))
     widget = listed.of("widget")[0]
     assert widget["id"] == "task-list" and widget["widget"]["type"] == "card"
@@ -215,7 +215,7 @@ async def test_list_tasks_shows_a_widget_whose_checkbox_completes_a_task_through
     assert acted.text.startswith("Completed")
     assert _find(acted.of("widget")[0]["widget"], "checkbox")["checked"] is True
     assert sum(t["completed"] for t in (await client.get("/api/tasks")).json()["data"]) == 1
-    assert len(fake.requests) == 2, "actions never reach the model"
+    assert len(fake.requests) == 3, "actions never reach the model"
 
     messages = (await detail(client, conversation_id))["messages"]
     stored = next(p for p in messages[1]["parts"] if p["type"] == "widget")
@@ -263,6 +263,7 @@ async def test_an_invalid_widget_is_the_tools_error_never_a_broken_stream(gemini
 async def test_a_reloaded_conversation_has_every_part_in_order(client, fake):
     assert (await client.post("/api/tasks", json={"title": "milk"})).status_code == 201
     fake.script(
+        handoff_turn(),
         function_call_turn("list_tasks", {}),
         function_call_turn("set_theme", {"theme": "light"}),
     )
@@ -280,6 +281,7 @@ async def test_a_reloaded_conversation_has_every_part_in_order(client, fake):
     parts = (await detail(client, conversation_id))["messages"][1]["parts"]
     assert [p["type"] for p in parts] == [
         "agent",
+        "agent",
         "tool_call",
         "widget",
         "client_tool",
@@ -289,7 +291,7 @@ async def test_a_reloaded_conversation_has_every_part_in_order(client, fake):
         "text",
     ]
     assert parts[-1]["text"] == "All done." and parts[-2]["text"] == "Let me wrap up."
-    assert parts[3]["result"] == "ok" and parts[4]["result"]["deleted"]["title"] == "milk"
+    assert parts[4]["result"] == "ok" and parts[5]["result"]["deleted"]["title"] == "milk"
 
 
 async def test_the_offline_model_pauses_for_approval_on_delete(make_settings):

@@ -21,6 +21,7 @@ from tests.fakes.gemini import (
     drop_turn,
     error_turn,
     function_call_turn,
+    handoff_turn,
     mid_stream_error_turn,
     text_turn,
     truncated_turn,
@@ -78,6 +79,7 @@ async def test_stream_headers_stop_proxy_buffering(client, fake):
 
 async def test_tool_turn_event_order_stored_rows_and_usage(client, fake):
     fake.script(
+        handoff_turn(usage=(10, 2)),
         function_call_turn("add_task", {"title": "buy milk"}, usage=(20, 7)),
         text_turn(["Added ", "buy milk."], usage=(30, 4)),
     )
@@ -85,15 +87,16 @@ async def test_tool_turn_event_order_stored_rows_and_usage(client, fake):
     stream = await chat(client, {"message": "add buy milk"})
 
     assert_well_formed(stream)
-    assert stream.types == ["start", "agent", "tool_call", "tool_result", "text", "text", "done"]
-    start, agent, call, result = stream.events[:4]
+    assert stream.types == ["start", "agent", "agent", "tool_call", "tool_result", "text", "text", "done"]
+    start, triage, agent, call, result = stream.events[:5]
+    assert triage == {"type": "agent", "name": "Triage"}, "a new conversation starts with triage"
     assert agent == {"type": "agent", "name": "Task assistant"}
     assert call["name"] == "add_task" and call["args"] == {"title": "buy milk"}
     assert result["id"] == call["id"] and result["name"] == "add_task"
     assert result["result"]["task"]["title"] == "buy milk"
     done = stream.events[-1]
     assert done["finish_reason"] == "stop"
-    assert done["usage"] == {"input_tokens": 50, "output_tokens": 11, "total_tokens": 61}
+    assert done["usage"] == {"input_tokens": 60, "output_tokens": 13, "total_tokens": 73}
     assert done["conversation_id"] == start["conversation_id"]
     assert done["message_id"] == start["message_id"]
     assert start["title"] == "add buy milk"
@@ -113,7 +116,7 @@ async def test_tool_turn_event_order_stored_rows_and_usage(client, fake):
 
 
 async def test_history_is_replayed_with_tool_calls_and_results(client, fake):
-    fake.script(function_call_turn("add_task", {"title": "buy milk"}), text_turn("Added buy milk."))
+    fake.script(handoff_turn(), function_call_turn("add_task", {"title": "buy milk"}), text_turn("Added buy milk."))
     first = await chat(client, {"message": "add buy milk"})
     conversation_id = first.events[0]["conversation_id"]
 
@@ -124,14 +127,16 @@ async def test_history_is_replayed_with_tool_calls_and_results(client, fake):
 
     assert_well_formed(second)
     assert second.of("tool_result")[0]["result"]["task"]["title"] == "buy oat milk"
-    replayed = fake.requests[2]["contents"]
+    replayed = fake.requests[3]["contents"]
     parts = [part for content in replayed for part in content["parts"]]
     calls = [p["function_call"] for p in parts if "function_call" in p]
     responses = [p["function_response"] for p in parts if "function_response" in p]
     texts = [p["text"] for p in parts if "text" in p]
-    assert calls[0]["name"] == "add_task" and calls[0]["args"] == {"title": "buy milk"}
-    assert responses[0]["name"] == "add_task"
-    assert "buy milk" in str(responses[0]["response"])
+    assert [c["name"] for c in calls] == ["transfer_to_task_assistant", "add_task"], "the handoff is replayed too"
+    assert calls[1]["args"] == {"title": "buy milk"}
+    assert [r["name"] for r in responses] == ["transfer_to_task_assistant", "add_task"]
+    assert "Task assistant" in str(responses[0]["response"])
+    assert "buy milk" in str(responses[1]["response"])
     assert texts[0] == "add buy milk"
     assert "Added buy milk." in texts
     assert texts[-1] == "rename the task you just added to buy oat milk"
@@ -301,6 +306,7 @@ async def test_a_silent_provider_times_out_as_unavailable(gemini_settings, fake)
 
 
 async def test_max_turns(gemini_settings, fake):
+    fake.script(handoff_turn())
     fake.default_turn = function_call_turn("list_tasks", {})
     async with live(gemini_settings(max_turns=2)) as client:
         stream = await chat(client, {"message": "loop"})
@@ -421,8 +427,10 @@ async def test_tools_act_only_for_the_caller_whatever_the_model_asks(gemini_sett
         created = await client.post("/api/tasks", json={"title": "alice's task"}, headers=bearer("alice"))
         task_id = created.json()["id"]
         fake.script(
+            handoff_turn(),
             function_call_turn("complete_task", {"task": task_id}),
             text_turn("Tried."),
+            handoff_turn(),
             function_call_turn("delete_task", {"task": "alice's task"}),
             text_turn("Tried again."),
         )
@@ -443,13 +451,15 @@ async def test_tools_act_only_for_the_caller_whatever_the_model_asks(gemini_sett
 
 
 async def test_invalid_tool_arguments_come_back_to_the_model_as_an_error(client, fake):
-    fake.script(function_call_turn("add_task", {"title": "x" * 300}), text_turn("That title is too long."))
+    fake.script(
+        handoff_turn(), function_call_turn("add_task", {"title": "x" * 300}), text_turn("That title is too long.")
+    )
     stream = await chat(client, {"message": "add a very long task"})
     result = stream.of("tool_result")[0]["result"]
     assert result["error"].startswith("title: ")
     assert "at most 200" in result["error"]
     assert (await client.get("/api/tasks")).json()["data"] == []
-    second_request_parts = [p for c in fake.requests[1]["contents"] for p in c["parts"]]
+    second_request_parts = [p for c in fake.requests[2]["contents"] for p in c["parts"]]
     assert any("function_response" in p and "title" in str(p) for p in second_request_parts)
 
 
@@ -460,7 +470,8 @@ async def test_offline_model_drives_the_real_tools(make_settings):
     async with live(make_settings(offline_model=True)) as client:
         added = await chat(client, {"message": "add buy milk"})
         assert_well_formed(added)
-        assert added.types[:4] == ["start", "agent", "tool_call", "tool_result"]
+        assert added.types[:5] == ["start", "agent", "agent", "tool_call", "tool_result"]
+        assert [e["name"] for e in added.of("agent")] == ["Triage", "Task assistant"], "triage hands off"
         assert added.of("tool_call")[0]["args"] == {"title": "buy milk"}
         assert added.text.startswith("(offline demo)")
         assert len(added.of("text")) > 3, "the offline model streams word by word"

@@ -25,7 +25,7 @@ from backend.mcp.client import McpServers
 from backend.mcp.config import parse_mcp_servers
 from backend.settings import PROJECT_ROOT, Settings
 from tests.conftest import SECRET, bearer, serve
-from tests.fakes.gemini import function_call_turn, text_turn
+from tests.fakes.gemini import function_call_turn, handoff_turn, text_turn
 from tests.fakes.mcp_tools import CountingApp
 from tests.sse import chat
 
@@ -84,52 +84,54 @@ async def wait_until_connected(servers: McpServers, name: str) -> None:
 
 
 async def test_a_stdio_tool_is_called_through_chat(gemini_settings, fake):
-    fake.script(function_call_turn("mcp_fake__echo", {"text": "hello"}), text_turn("It echoed."))
+    fake.script(handoff_turn(), function_call_turn("mcp_fake__echo", {"text": "hello"}), text_turn("It echoed."))
     async with live(mcp_settings(gemini_settings, [STDIO])) as (client, _):
         stream = await chat(client, {"message": "echo hello"})
 
-    assert stream.types[:4] == ["start", "agent", "tool_call", "tool_result"] and stream.types[-1] == "done"
+    assert stream.types[:5] == ["start", "agent", "agent", "tool_call", "tool_result"] and stream.types[-1] == "done"
     assert stream.of("tool_result")[0]["name"] == "mcp_fake__echo"
     assert "echo: hello" in json.dumps(stream.of("tool_result")[0]["result"])
-    offered = declared_tools(fake.requests[0])
+    offered = declared_tools(fake.requests[1])  # the task assistant's, after triage handed off
     assert {"add_task", "mcp_fake__echo", "mcp_fake__boom"} <= set(offered), "our tools and the server's, prefixed"
-    assert "echo: hello" in json.dumps(fake.requests[1]["contents"]), "the model saw the tool's output"
+    assert "echo: hello" in json.dumps(fake.requests[2]["contents"]), "the model saw the tool's output"
 
 
 async def test_an_http_tool_gets_the_user_through_meta_never_the_prompt(gemini_settings, fake, http_server):
     server = {"name": "remote", "url": http_server, "send_user_id": True, "tools": ["whoami", "echo"]}
-    fake.script(function_call_turn("mcp_remote__whoami", {}), text_turn("You are alice."))
+    fake.script(handoff_turn(), function_call_turn("mcp_remote__whoami", {}), text_turn("You are alice."))
     async with live(mcp_settings(gemini_settings, [server], auth_secret=SECRET)) as (client, _):
         stream = await chat(client, {"message": "who am I?"}, headers=bearer("alice"))
 
     assert stream.types[-1] == "done" and stream.of("done")[0]["finish_reason"] == "stop"
     assert "alice" in json.dumps(stream.of("tool_result")[0]["result"])
-    assert sorted(n for n in declared_tools(fake.requests[0]) if n.startswith("mcp_")) == [
+    assert sorted(n for n in declared_tools(fake.requests[1]) if n.startswith("mcp_")) == [
         "mcp_remote__echo",
         "mcp_remote__whoami",
     ], "the allow-list hides the other tools"
-    assert "alice" not in json.dumps(fake.requests[0]), "the user id is never put in the prompt"
+    assert "alice" not in json.dumps(fake.requests[:2]), "the user id is never put in the prompt"
 
 
 async def test_a_server_down_at_start_up_leaves_chat_working_without_its_tools(gemini_settings, fake):
     dead_stdio = {"name": "gone", "command": sys.executable, "args": ["-c", "raise SystemExit(1)"]}
     dead_http = {"name": "offline", "url": f"http://127.0.0.1:{_free_port()}/mcp", "timeout_seconds": 2}
-    fake.script(text_turn("Hello without tools."))
+    fake.script(handoff_turn(), text_turn("Hello without tools."))
     async with live(mcp_settings(gemini_settings, [dead_stdio, dead_http, STDIO])) as (client, app):
         assert app.state.mcp_servers.connected() == ["fake"]
         stream = await chat(client, {"message": "hi"})
 
     assert stream.text == "Hello without tools."
     assert stream.of("done")[0]["finish_reason"] == "stop"
-    offered = declared_tools(fake.requests[0])
+    offered = declared_tools(fake.requests[1])
     assert "add_task" in offered and "mcp_fake__echo" in offered
     assert not [name for name in offered if name.startswith(("mcp_gone__", "mcp_offline__"))]
 
 
 async def test_a_server_killed_mid_run_is_an_error_result_and_comes_back(gemini_settings, fake):
     fake.script(
+        handoff_turn(),
         function_call_turn("mcp_fake__die", {}),
         text_turn("The tool service crashed."),
+        handoff_turn(),
         function_call_turn("mcp_fake__echo", {"text": "again"}),
         text_turn("Back."),
     )
@@ -138,21 +140,21 @@ async def test_a_server_killed_mid_run_is_an_error_result_and_comes_back(gemini_
         await asyncio.wait_for(wait_until_connected(app.state.mcp_servers, "fake"), 30)
         again = await chat(client, {"message": "echo again"})
 
-    assert killed.types[:4] == ["start", "agent", "tool_call", "tool_result"] and killed.types[-1] == "done"
+    assert killed.types[:5] == ["start", "agent", "agent", "tool_call", "tool_result"] and killed.types[-1] == "done"
     assert killed.of("done")[0]["finish_reason"] == "stop"
     assert "error" in killed.of("tool_result")[0]["result"]
     assert "echo: again" in json.dumps(again.of("tool_result")[0]["result"]), "reconnected in the background"
 
 
 async def test_a_tool_that_raises_comes_back_as_an_error_result(gemini_settings, fake, http_server):
-    fake.script(function_call_turn("mcp_remote__boom", {}), text_turn("That tool failed."))
+    fake.script(handoff_turn(), function_call_turn("mcp_remote__boom", {}), text_turn("That tool failed."))
     async with live(mcp_settings(gemini_settings, [{"name": "remote", "url": http_server}])) as (client, app):
         stream = await chat(client, {"message": "boom"})
         assert app.state.mcp_servers.connected() == ["remote"], "a failing tool does not drop the server"
 
-    assert stream.types[:4] == ["start", "agent", "tool_call", "tool_result"] and stream.types[-1] == "done"
+    assert stream.types[:5] == ["start", "agent", "agent", "tool_call", "tool_result"] and stream.types[-1] == "done"
     assert stream.of("tool_result")[0]["result"]["error"].startswith("The tool failed: ")
-    assert "error" in json.dumps(fake.requests[1]["contents"])
+    assert "error" in json.dumps(fake.requests[2]["contents"])
 
 
 async def test_the_tool_list_refreshes_when_the_server_says_it_changed():

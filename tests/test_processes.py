@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.fakes.gemini import FakeGemini, function_call_turn, text_turn
+from tests.fakes.gemini import FakeGemini, function_call_turn, handoff_turn, text_turn
 from tests.servers import server_env, two_servers
 from tests.sse import chat, rejoin
 
@@ -102,7 +102,7 @@ async def test_a_repeated_send_and_a_paused_run_cross_processes(clean_db: str, f
         assert len(fake.requests) == 1
 
         assert (await a.post("/api/tasks", json={"title": "milk"})).status_code == 201
-        fake.script(function_call_turn("delete_task", {"task": "milk"}), text_turn("Deleted."))
+        fake.script(handoff_turn(), function_call_turn("delete_task", {"task": "milk"}), text_turn("Deleted."))
         paused = await chat(a, {"message": "delete milk"})
         approval = paused.of("approval_request")[0]
         resumed = await chat(

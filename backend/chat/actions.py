@@ -95,7 +95,7 @@ def _payload_type(handler: ActionHandler[P]) -> type[P]:
     payload = hints.get(parameters[1]) if len(parameters) >= 2 else None
     if not (isinstance(payload, type) and issubclass(payload, BaseModel)):
         raise TypeError("an action handler's second parameter must be annotated with a pydantic model")
-    return payload
+    return payload  # type: ignore[return-value]
 
 
 class ActionRegistry:

@@ -13,11 +13,11 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import litellm
-from agents import Model, ModelResponse, ModelSettings, Tool, Usage, retry_policies
+from agents import Handoff, Model, ModelResponse, ModelSettings, Tool, Usage, retry_policies
 from agents.retry import ModelRetrySettings
 from openai.types.responses import (
     Response,
@@ -167,6 +167,149 @@ def _describe_result(tool: str, output: str) -> str:
     return f"{OFFLINE_LABEL} {verbs.get(tool, 'Done:')} “{title}”."
 
 
+# --- the offline model in a team: which agent does what (handoffs, client tools, help) ------------------------------
+
+Step = tuple[str, dict[str, Any]] | str
+HANDOFF_PREFIX = "transfer_to_"  # the SDK's default handoff tool names
+DESCRIBE_SETUP = "describe_setup"
+MAX_HANDOFFS_PER_REQUEST = 3
+_HELP_REQUEST = re.compile(
+    r"^(?:help\b|(?:what|how) can you (?:do|help)|what do you do|who are you|how does (?:this|it) work"
+    r"|how do i (?:configure|set up|use)|what are your (?:skills|features|agents))",
+    re.I,
+)
+_CLIENT_PATTERNS: list[tuple[re.Pattern[str], str]] = [
+    (
+        re.compile(
+            r"^(?:please )?(?:use|switch to|change to|turn on|enable|go|set(?: the theme to)?) (?:the )?"
+            r"(?P<theme>dark|light)(?: theme| mode)?\b",
+            re.I,
+        ),
+        "set_theme",
+    ),
+    (re.compile(r"^(?P<theme>dark|light) (?:theme|mode)(?: please)?$", re.I), "set_theme"),
+    (re.compile(r"^what time is it\b", re.I), "get_client_context"),
+    (re.compile(r"^what(?:'s| is) (?:the |my )?(?:local )?time\b", re.I), "get_client_context"),
+]
+_ROUTE_WORDS = {"help": ("help", "explain", "configure"), "work": ("task", "todo", "to-do")}
+
+
+def _calls_since_user(items: list[Any]) -> list[dict[str, Any]]:
+    calls: list[dict[str, Any]] = []
+    for item in reversed(items):
+        if not isinstance(item, dict) or item.get("role") == "user":
+            break
+        if item.get("type") == "function_call":
+            calls.append(item)
+    return calls
+
+
+def _request(items: list[Any], mcp_tools: Sequence[str]) -> tuple[str, dict[str, Any]] | None:
+    """What the user's latest message asks for, as the tool that does it (`describe_setup` for help), or None."""
+    user_text = next((_text_of(i) for i in reversed(items) if isinstance(i, dict) and i.get("role") == "user"), "")
+    sentence = user_text.strip().rstrip(".!?").strip()
+    if _HELP_REQUEST.match(sentence):
+        return DESCRIBE_SETUP, {}
+    for pattern, tool in _CLIENT_PATTERNS:
+        match = pattern.match(sentence)
+        if match:
+            return tool, {k: v.lower() for k, v in match.groupdict().items()}
+    user_only = [i for i in items if isinstance(i, dict) and i.get("role") == "user"]
+    planned = _plan(user_only, mcp_tools)
+    return planned if isinstance(planned, tuple) else None
+
+
+def _handoff_for(kind: str, handoffs: Mapping[str, str], visited: set[str]) -> str | None:
+    """The handoff tool toward the agent for `kind` ("help" or "work"), else back to triage, else any other."""
+    open_ = {tool: agent for tool, agent in handoffs.items() if agent not in visited}
+
+    def named(words: Sequence[str]) -> str | None:
+        return next((tool for tool, agent in open_.items() if any(w in agent.lower() for w in words)), None)
+
+    return named(_ROUTE_WORDS[kind]) or named(("triage",)) or next(iter(open_), None)
+
+
+def _team_step(items: list[Any], tools: Sequence[str], handoffs: Mapping[str, str]) -> Step:
+    """Decide the next step as one agent of a team: do the work if this agent has the tool, else hand off.
+
+    The offline model sees only the running agent's tools and handoffs. It calls the tool the request needs when the
+    agent has it; otherwise it calls the handoff toward the agent that does (by agent name: "help" for help
+    requests, "task" for the rest, else back to "triage"); with neither, it answers with the offline help.
+
+    Args:
+        items: The model input so far.
+        tools: Names of the running agent's tools.
+        handoffs: The running agent's handoffs: tool name → agent name.
+
+    Returns:
+        A tool call `(name, args)` (a handoff is one too) or the reply text.
+    """
+    mcp_tools = [name for name in tools if name.startswith(MCP_TOOL_PREFIX)]
+    last = items[-1] if items else {}
+    calls = _calls_since_user(items)
+    if isinstance(last, dict) and last.get("type") == "function_call_output":
+        name = next((str(c.get("name")) for c in calls if c.get("call_id") == last.get("call_id")), "")
+        if not name.startswith(HANDOFF_PREFIX):
+            return _describe_team_result(name, str(last.get("output", ""))) or _plan(items, mcp_tools)
+    wanted = _request(items, mcp_tools)
+    if wanted is not None and wanted[0] in tools:
+        return wanted
+    if wanted is None and DESCRIBE_SETUP in tools:
+        return DESCRIBE_SETUP, {}
+    transfers = [str(c.get("name")) for c in calls if str(c.get("name")).startswith(HANDOFF_PREFIX)]
+    if len(transfers) < MAX_HANDOFFS_PER_REQUEST and not (wanted is None and set(tools) - {DESCRIBE_SETUP}):
+        kind = "work" if wanted is not None and wanted[0] != DESCRIBE_SETUP else "help"
+        visited = {handoffs[t] for t in transfers if t in handoffs}
+        target = _handoff_for(kind, handoffs, visited)
+        if target is not None:
+            return target, {}
+    return help_text(mcp_tools)
+
+
+def _describe_team_result(tool: str, output: str) -> str | None:
+    """The reply after `describe_setup` or a client tool; None for other tools."""
+    if tool not in {DESCRIBE_SETUP, "set_theme", "get_client_context"}:
+        return None
+    try:
+        result = json.loads(output)
+    except ValueError:
+        result = {"error": output}
+    if not isinstance(result, dict):
+        result = {"value": result}
+    if "error" in result:
+        return f"{OFFLINE_LABEL} That didn't work: {result['error']}"
+    if tool == DESCRIBE_SETUP:
+        return _setup_text(result)
+    if tool == "set_theme":
+        theme = result.get("theme")
+        return f"{OFFLINE_LABEL} Done: the page now uses the {theme} theme." if theme else f"{OFFLINE_LABEL} Done."
+    time_ = next((result[k] for k in ("local_time", "localTime", "time", "now") if k in result), None)
+    zone = next((result[k] for k in ("time_zone", "timeZone", "timezone") if k in result), None)
+    if time_ is None:
+        facts = ", ".join(f"{key}: {value}" for key, value in result.items())
+        return f"{OFFLINE_LABEL} Your browser says: {facts}."
+    return f"{OFFLINE_LABEL} It's {time_} for you" + (f" ({zone})." if zone else ".")
+
+
+def _setup_text(setup: dict[str, Any]) -> str:
+    team = [agent for agent in setup.get("team", []) if isinstance(agent, dict)]
+    mcp_tools = [name for agent in team for name in agent.get("mcp_tools", [])]
+    members = "; ".join(
+        f"{agent.get('name')}: {str(agent.get('job', '')).rstrip('.')}"
+        + (
+            f" (tools: {', '.join(agent.get('task_tools', []) + agent.get('client_tools', []))})"
+            if agent.get("task_tools") or agent.get("client_tools")
+            else ""
+        )
+        for agent in team
+    )
+    return (
+        f"{help_text(mcp_tools)} This assistant is a team of agents that hand the conversation to each other: "
+        f'{members}. Also try "what can you do", "use the dark theme" or "what time is it for me". '
+        "Files can be attached to a message; MCP_SERVERS adds external tool servers."
+    )
+
+
 def _words(text: str) -> list[str]:
     return re.findall(r"\S+\s*|\s+", text)
 
@@ -194,10 +337,10 @@ class OfflineModel(Model):
         self.word_delay = word_delay
 
     def _output(
-        self, input: str | list[Any], tools: Sequence[Tool] = ()
+        self, input: str | list[Any], tools: Sequence[Tool] = (), handoffs: Sequence[Handoff[Any, Any]] = ()
     ) -> list[ResponseOutputMessage | ResponseFunctionToolCall]:
         items = [{"role": "user", "content": input}] if isinstance(input, str) else input
-        step = _plan(items, [tool.name for tool in tools if tool.name.startswith(MCP_TOOL_PREFIX)])
+        step = _team_step(items, [tool.name for tool in tools], {h.tool_name: h.agent_name for h in handoffs})
         if isinstance(step, tuple):
             name, args = step
             return [
@@ -225,12 +368,15 @@ class OfflineModel(Model):
         input: str | list[Any],
         model_settings: ModelSettings | None = None,
         tools: Sequence[Tool] = (),
+        output_schema: Any = None,
+        handoffs: Sequence[Handoff[Any, Any]] = (),
         *args: Any,
         **kwargs: Any,
-    ):
+    ) -> ModelResponse:
         """Answer in one piece (non-streaming runs)."""
-        output = self._output(input, tools)
-        text = output[0].content[0].text if isinstance(output[0], ResponseOutputMessage) else ""
+        output = self._output(input, tools, handoffs)
+        first = output[0].content[0] if isinstance(output[0], ResponseOutputMessage) else None
+        text = first.text if isinstance(first, ResponseOutputText) else ""
         usage = _usage(input if isinstance(input, list) else [], len(_words(text)))
         return ModelResponse(
             output=list(output),
@@ -243,17 +389,19 @@ class OfflineModel(Model):
             response_id=None,
         )
 
-    async def stream_response(  # type: ignore[override]
+    async def stream_response(
         self,
         system_instructions: str | None,
         input: str | list[Any],
         model_settings: ModelSettings | None = None,
         tools: Sequence[Tool] = (),
+        output_schema: Any = None,
+        handoffs: Sequence[Handoff[Any, Any]] = (),
         *args: Any,
         **kwargs: Any,
     ) -> AsyncIterator[Any]:
         """Stream the answer word by word, as Responses API events."""
-        output = self._output(input, tools)
+        output = self._output(input, tools, handoffs)
         seq = iter(range(1_000_000))
         response = Response(
             id=f"resp_{uuid.uuid4().hex[:24]}",

@@ -21,6 +21,7 @@ from agents import Agent, TResponseInputItem
 from agents.run_state import RunState
 
 from backend.chat import actions, history
+from backend.chat.agent import agents_by_name
 from backend.chat.context import ChatContext
 from backend.chat.events import DONE_FRAME, Done, Event, Start, Text, Usage, encode
 from backend.chat.events import Widget as WidgetEvent
@@ -77,12 +78,14 @@ class ChatService:
         Args:
             database: Where conversations, messages and the event log live.
             settings: Limits, intervals and the disconnect policy.
-            agent: The agent every turn starts with (see `backend.chat.agent`).
+            agent: The starting agent of the team (see `backend.chat.agent`): a new conversation starts with it; later
+                turns start with the agent that answered last (see `start_agent`).
             instance_id: This process's id for run ownership (random by default).
         """
         self.database = database
         self.settings = settings
         self.agent = agent
+        self.agents = agents_by_name(agent)
         self.store = ConversationStore(
             database,
             instance_id=instance_id or uuid.uuid4(),
@@ -180,7 +183,7 @@ class ChatService:
             TurnRun(
                 store=self.store,
                 hub=self.hub,
-                agent=self.agent,
+                agent=self.start_agent(begun),
                 user_id=user_id,
                 database=self.database,
                 conversation_id=begun.conversation_id,
@@ -204,15 +207,15 @@ class ChatService:
 
     def _agent_named(self, name: object) -> Agent[ChatContext]:
         """The agent called `name` in the team reachable from the starting agent (the starting agent if unknown)."""
-        seen: dict[str, Agent[ChatContext]] = {}
-        queue = [self.agent]
-        while queue:
-            agent = queue.pop()
-            if agent.name in seen:
-                continue
-            seen[agent.name] = agent
-            queue.extend(h for h in agent.handoffs if isinstance(h, Agent))
-        return seen.get(name, self.agent) if isinstance(name, str) else self.agent
+        return self.agents.get(name, self.agent) if isinstance(name, str) else self.agent
+
+    def start_agent(self, begun: BegunTurn) -> Agent[ChatContext]:
+        """The agent a new turn starts with: the one that answered the conversation last, else the starting agent.
+
+        The user usually goes on with the specialist that just answered, and every specialist can hand back to
+        triage. A stored name that is no longer in the team (the team changed) falls back to the starting agent.
+        """
+        return self._agent_named(next((m.agent for m in reversed(begun.history) if m.agent), None))
 
     async def _answer(self, user_id: str, request: ChatRequest) -> Subscription:
         """Resume a paused reply with the user's approvals and the browser's client-tool results."""

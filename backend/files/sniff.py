@@ -8,6 +8,8 @@ import unicodedata
 IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif"})
 PDF_TYPE = "application/pdf"
 TEXT_TYPES = frozenset({"text/plain", "text/markdown", "text/csv"})
+SERVED_TYPES = IMAGE_TYPES | {PDF_TYPE} | {f"{text}; charset=utf-8" for text in TEXT_TYPES}
+"""The `Content-Type` values `GET /api/files/{id}/content` answers with (text is always UTF-8)."""
 NAME_MAX_CHARS = 200
 
 _SIGNATURES: tuple[tuple[bytes, str], ...] = (

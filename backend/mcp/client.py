@@ -26,6 +26,7 @@ from agents.exceptions import UserError
 from agents.mcp import (
     MCPServer,
     MCPServerStdio,
+    MCPServerStdioParams,
     MCPServerStreamableHttp,
     MCPToolMetaContext,
     create_static_tool_filter,
@@ -94,14 +95,16 @@ class _Supervised:
 
     async def fetch_tools(self) -> list[Tool]:
         """Fetch the tool list from the server, raising if it fails (used by the supervisor)."""
-        return await super().list_tools()  # type: ignore[misc]
+        tools: list[Tool] = await super().list_tools()  # type: ignore[misc]
+        return tools
 
     async def list_tools(self, run_context: Any = None, agent: Any = None) -> list[Tool]:
         """The server's (cached) tools; none while it is not connected, or if listing fails."""
         if not self.available:
             return []
         try:
-            return await super().list_tools(run_context, agent)  # type: ignore[misc]
+            tools: list[Tool] = await super().list_tools(run_context, agent)  # type: ignore[misc]
+            return tools
         except Exception as error:
             self.report("listing tools", error)
             return []
@@ -164,8 +167,12 @@ def build_server(config: McpServerConfig) -> SupervisedServer:
     }
     server: SupervisedServer
     if isinstance(config, StdioServerConfig):
-        params = {"command": config.command, "args": list(config.args), "env": config.env, "cwd": config.cwd}
-        server = SupervisedStdio(params={k: v for k, v in params.items() if v is not None}, **common)
+        params: MCPServerStdioParams = {"command": config.command, "args": list(config.args)}
+        if config.env is not None:
+            params["env"] = config.env
+        if config.cwd is not None:
+            params["cwd"] = config.cwd
+        server = SupervisedStdio(params=params, **common)
     else:
         assert isinstance(config, HttpServerConfig)
         server = SupervisedHttp(
@@ -264,8 +271,8 @@ class McpServers:
 
     async def _connect(self, server: SupervisedServer) -> None:
         async with asyncio.timeout(server.client_session_timeout_seconds or None):
-            await server.connect()
-            server.invalidate_tools_cache()
+            await server.connect()  # type: ignore[no-untyped-call]
+            server.invalidate_tools_cache()  # type: ignore[no-untyped-call]
             server.available = True
             # Fetch the tool list now so no chat turn pays for it; list_tools hides tools if this fails.
             tools = await server.fetch_tools()
@@ -308,11 +315,11 @@ async def _follow_tool_changes(server: SupervisedServer, subscription: Subscript
         async for event in subscription:
             if isinstance(event, ToolsListChanged):
                 log.info("MCP server %r changed its tools", server.name)
-                server.invalidate_tools_cache()
+                server.invalidate_tools_cache()  # type: ignore[no-untyped-call]
     except Exception:
         server.wake.set()
 
 
 async def _cleanup(server: SupervisedServer) -> None:
     with contextlib.suppress(Exception):
-        await server.cleanup()
+        await server.cleanup()  # type: ignore[no-untyped-call]

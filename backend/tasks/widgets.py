@@ -87,7 +87,7 @@ def task_list_widget(tasks: Sequence[TaskView]) -> Widget:
         for task in shown
     ]
     open_count = sum(not task.completed for task in shown)
-    children: list[Text | ListView] = [
+    children: list[Widget] = [
         Text(value=f"{open_count} open, {len(shown) - open_count} done", size="sm", tone="secondary")
     ]
     if items:

@@ -5,11 +5,14 @@ Every ``:streamGenerateContent`` request is answered from the current :class:`Lo
 * if the request's last content carries a ``function_response`` part (the agent has run the tool), or function-call
   mode is off: the text load turn (``load_turn``: ``tokens`` tokens, ``tokens_per_chunk`` per SSE event,
   ``time_to_first_chunk`` before the first event, ``token_delay * tokens_per_chunk`` between events);
+* otherwise, if the request offers the triage agent's ``transfer_to_task_assistant`` but not ``tool_name`` (the
+  first message of a new conversation): that handoff, sent after ``time_to_first_chunk``;
 * otherwise: a ``function_call_turn`` calling ``tool_name(tool_args)``, sent after ``time_to_first_chunk``.
 
-So with function-call mode on, each reply takes two upstream requests, decided per request (no shared queue, so any
-number of concurrent streams works). Chunks are written against absolute deadlines (start + first + i * gap), so the
-fake's own scheduling jitter does not accumulate; the events are pre-encoded once per config.
+So with function-call mode on, each reply takes two upstream requests (three for a new conversation's first),
+decided per request (no shared queue, so any number of concurrent streams works). Chunks are written against absolute
+deadlines (start + first + i * gap), so the fake's own scheduling jitter does not accumulate; the events are
+pre-encoded once per config.
 
 Control API (JSON): ``POST /_bench/config`` (partial :class:`LoadConfig`, returns the full one),
 ``GET /_bench/state`` (counters), ``POST /_bench/reset`` (zero the counters).
@@ -31,7 +34,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.gemini import FakeGemini, function_call_turn, load_chunks, load_text, load_turn
+from tests.fakes.gemini import FakeGemini, function_call_turn, handoff_turn, load_chunks, load_text, load_turn
 
 MODEL_VERSION = "gemini-2.5-flash"
 
@@ -89,6 +92,15 @@ def _sse(event: dict[str, Any], response_id: str) -> bytes:
     return b"data: " + json.dumps(event, separators=(",", ":")).encode() + b"\r\n\r\n"
 
 
+HANDOFF = "transfer_to_task_assistant"
+
+
+def _answered_tool(part: dict[str, Any]) -> bool:
+    """Whether a content part answers a tool call (a handoff's answer does not count: the work is still to do)."""
+    response = part.get("function_response") or part.get("functionResponse")
+    return isinstance(response, dict) and not str(response.get("name", "")).startswith("transfer_to_")
+
+
 def _encoded_events(steps: tuple[Any, ...]) -> list[bytes]:
     return [_sse(step, "bench") for step in steps if isinstance(step, dict)]
 
@@ -99,7 +111,14 @@ class BenchFake(FakeGemini):
     def __init__(self, host: str = "127.0.0.1", port: int = 0, config: LoadConfig | None = None) -> None:
         super().__init__(host=host, port=port, control=False)
         self.load_config = config or LoadConfig()
-        self.stats = {"requests": 0, "text_turns": 0, "tool_turns": 0, "completed": 0, "disconnects": 0}
+        self.stats = {
+            "requests": 0,
+            "text_turns": 0,
+            "tool_turns": 0,
+            "handoff_turns": 0,
+            "completed": 0,
+            "disconnects": 0,
+        }
         self._rebuild()
 
     def configure(self, config: LoadConfig) -> None:
@@ -111,6 +130,7 @@ class BenchFake(FakeGemini):
         c = self.load_config
         self._text_events = _encoded_events(load_turn(c.tokens, c.tokens_per_chunk).stream.steps)
         self._tool_events = _encoded_events(function_call_turn(c.tool_name, c.tool_args).stream.steps)
+        self._handoff_events = _encoded_events(handoff_turn().stream.steps)
 
     async def start(self) -> str:
         """Bind and serve the model route and the bench control API (FakeGemini's own control API is off)."""
@@ -138,8 +158,12 @@ class BenchFake(FakeGemini):
             body = {}
         contents = body.get("contents") or [{}]
         last_parts = contents[-1].get("parts") or ()
-        tool_done = any("function_response" in p or "functionResponse" in p for p in last_parts)
-        if config.function_call and not tool_done:
+        tool_done = any(_answered_tool(p) for p in last_parts)
+        offered = {f.get("name") for group in body.get("tools") or () for f in group.get("function_declarations") or ()}
+        if config.function_call and not tool_done and config.tool_name not in offered and HANDOFF in offered:
+            events, gap = self._handoff_events, 0.0  # triage: hand off to the agent with the tools first
+            self.stats["handoff_turns"] += 1
+        elif config.function_call and not tool_done:
             events, gap = self._tool_events, 0.0
             self.stats["tool_turns"] += 1
         else:

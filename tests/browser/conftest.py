@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import AsyncIterator, Callable
@@ -153,3 +154,27 @@ def artifacts_dir() -> Path:
     """Where screenshots go (gitignored)."""
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+def sse(*events: dict[str, Any], first_id: int | None = None) -> str:
+    """SSE frames of `events` (with `id:` lines counting from `first_id`, when given), then `data: [DONE]`."""
+    frames = []
+    for i, event in enumerate(events):
+        frame_id = "" if first_id is None else f"id: {first_id + i}\n"
+        frames.append(f"{frame_id}data: {json.dumps(event)}\n\n")
+    return "".join(frames) + "data: [DONE]\n\n"
+
+
+async def script_chatkit(page: Any, answers: list[str]) -> list[dict[str, Any]]:
+    """Answer the page's `POST /chatkit` requests with `answers` in order; returns the request bodies as they come.
+
+    The page's side of the protocol, tested without a model: the bodies show what the page sent.
+    """
+    bodies: list[dict[str, Any]] = []
+
+    async def answer(route: Any) -> None:
+        bodies.append(json.loads(route.request.post_data))
+        await route.fulfill(status=200, content_type="text/event-stream", body=answers[len(bodies) - 1])
+
+    await page.route("**/chatkit", answer)
+    return bodies

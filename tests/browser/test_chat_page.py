@@ -17,7 +17,7 @@ from sse_starlette.sse import AppStatus
 
 from tests.browser.conftest import ChatServer
 from tests.conftest import SECRET, make_token
-from tests.fakes.gemini import error_turn, function_call_turn, text_turn
+from tests.fakes.gemini import error_turn, function_call_turn, handoff_turn, text_turn
 
 pytestmark = [
     pytest.mark.browser,
@@ -56,6 +56,14 @@ async def wait_until_finished(page: Any) -> None:
     """Wait until no reply is streaming (the Stop button is gone and the last reply is not streaming)."""
     await expect(page.get_by_test_id("stop-button")).to_be_hidden()
     await expect(page.locator(ASSISTANT).last).not_to_have_attribute("data-status", "streaming")
+
+
+async def ask(page: Any, url: str, text: str) -> Any:
+    """Open the page at `url`, send `text` and wait until the reply finished; returns the last reply's locator."""
+    await page.goto(url)
+    await send(page, text)
+    await wait_until_finished(page)
+    return page.locator(ASSISTANT).last
 
 
 async def chat(base_url: str, message: str, thread_id: str | None = None, token: str | None = None) -> str:
@@ -177,6 +185,7 @@ async def test_tool_chip_turns_into_result_and_reload_restores_it(
     server: ChatServer, new_page: Any, artifacts_dir: Path
 ) -> None:
     server.fake.script(
+        handoff_turn(),  # a new conversation starts with triage
         function_call_turn("add_task", {"title": "buy milk"}),
         text_turn(
             "Added **buy milk** to your list. Anything else?",
@@ -249,7 +258,7 @@ async def test_tool_chip_turns_into_result_and_reload_restores_it(
     await expect(restored.get_by_test_id("tool-chip-result")).to_contain_text("buy milk")
     await expect(page.locator(ASSISTANT).last.get_by_test_id("tool-chip-result")).to_contain_text("1 task")
     assert await assistant_text(page, 0) == "Added buy milk to your list. Anything else?"
-    await expect(page.locator(ASSISTANT).last.locator("li")).to_have_text("buy milk")
+    await expect(page.locator(ASSISTANT).last.get_by_test_id("message-text").locator("li")).to_have_text("buy milk")
     assert conversation_id_of(page) == conversation_id
 
     # Opening the chip shows the full arguments and result.
@@ -484,7 +493,7 @@ async def test_server_shutdown_mid_reply_is_shown_and_can_be_retried(
 
 async def test_html_in_messages_is_rendered_as_text(server: ChatServer, new_page: Any) -> None:
     reply = f"Here it is: {XSS} and <script>alert(2)</script> and [a link](javascript:alert(3)) **<b>x</b>**"
-    server.fake.script(function_call_turn("add_task", {"title": XSS}), text_turn(reply, delay=0.01))
+    server.fake.script(handoff_turn(), function_call_turn("add_task", {"title": XSS}), text_turn(reply, delay=0.01))
     page, probe = await new_page()
     await page.goto(server.url)
     await send(page, f"Add {XSS}")
@@ -657,6 +666,7 @@ async def test_token_from_url_fragment(start_server: Any, new_page: Any) -> None
 
 async def test_phone_width_sidebar_behind_toggle(server: ChatServer, new_page: Any, artifacts_dir: Path) -> None:
     server.fake.script(
+        handoff_turn(),
         function_call_turn("add_task", {"title": "call the plumber"}),
         text_turn("Done: **call the plumber** is on your list."),
     )

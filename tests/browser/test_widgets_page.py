@@ -13,8 +13,8 @@ from playwright.async_api import expect
 from backend.chat.widgets import is_safe_image_src, widget_json
 from backend.models import Task
 from backend.tasks.widgets import task_list_widget
-from tests.browser.conftest import ChatServer
-from tests.browser.test_chat_page import ASSISTANT, USER, assistant_text, send, wait_until_finished
+from tests.browser.conftest import ChatServer, script_chatkit, sse
+from tests.browser.test_chat_page import ASSISTANT, USER, ask, assistant_text, send, wait_until_finished
 from tests.fakes.gemini import text_turn
 from tests.test_widgets import EVERY_COMPONENT, PNG
 
@@ -206,10 +206,6 @@ async def test_page_and_server_agree_on_safe_image_sources(server: ChatServer, n
     assert in_page.count(True) == 4
 
 
-def sse(*events: dict[str, Any]) -> str:
-    return "".join(f"data: {json.dumps(event)}\n\n" for event in events) + "data: [DONE]\n\n"
-
-
 async def test_widget_event_renders_in_the_reply_and_its_checkbox_posts_the_action(
     server: ChatServer, new_page: Any
 ) -> None:
@@ -232,18 +228,10 @@ async def test_widget_event_renders_in_the_reply_and_its_checkbox_posts_the_acti
             done,
         ),
     ]
-    bodies: list[Any] = []
-
-    async def answer(route: Any) -> None:
-        bodies.append(json.loads(route.request.post_data))
-        await route.fulfill(status=200, content_type="text/event-stream", body=answers[len(bodies) - 1])
-
     page, _ = await new_page()
-    await page.route("**/chatkit", answer)
-    await page.goto(server.url)
-    await send(page, "list my tasks")
-    await wait_until_finished(page)
-    reply = page.locator(ASSISTANT).last
+    bodies = await script_chatkit(page, answers)
+    await ask(page, server.url, "list my tasks")
+    reply = page.locator(ASSISTANT).first
     checkbox = reply.get_by_role("checkbox", name="buy milk")
     await expect(checkbox).not_to_be_checked()
     await expect(reply.get_by_role("list", name="Tasks")).to_be_visible()
@@ -254,6 +242,7 @@ async def test_widget_event_renders_in_the_reply_and_its_checkbox_posts_the_acti
     await expect(reply.get_by_test_id("widget")).to_have_count(1)  # replaced, not added
     await expect(reply.get_by_text("0 open, 1 done")).to_be_visible()
     await expect(page.locator("#status")).to_have_text("Completed “buy milk”.")
+    assert await assistant_text(page) == "Completed “buy milk”."  # the action's reply is a new message, as stored
     assert bodies[1] == {
         "thread_id": ids["conversation_id"],
         "action": {"type": "tasks.toggle", "payload": {"task_id": str(milk.id), "completed": True}},

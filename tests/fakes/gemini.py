@@ -53,6 +53,7 @@ __all__ = [
     "drop_turn",
     "error_turn",
     "function_call_turn",
+    "handoff_turn",
     "load_chunks",
     "load_text",
     "load_turn",
@@ -306,6 +307,22 @@ def text_turn(
         )
     unary = Reply(steps=(_delays(steps), _merge(_events(steps))), sse=False)
     return Turn("text", Reply(steps=tuple(steps)), unary, tuple(chunks), "".join(chunks))
+
+
+def handoff_turn(agent: str = "task_assistant", *, usage: tuple[int, int] | None = (10, 2)) -> Turn:
+    """A turn in which the model hands the conversation to another agent (the SDK's `transfer_to_<agent>` tool).
+
+    A new conversation starts with the triage agent, which has no task tools: script this turn first when the test's
+    next turn calls one of the task assistant's tools.
+
+    Args:
+        agent: The target agent's name in the SDK's snake case (`task_assistant`, `help`, `triage`).
+        usage: ``usageMetadata`` as in :func:`text_turn`.
+
+    Returns:
+        The turn.
+    """
+    return function_call_turn(f"transfer_to_{agent}", {}, usage=usage)
 
 
 def function_call_turn(

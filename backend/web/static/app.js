@@ -3,11 +3,13 @@
 // Every piece of text from users, the model or tools reaches the DOM through textContent (directly, or through the
 // DOM-building Markdown renderer in markdown.js); nothing is ever assigned to innerHTML.
 
-import { renderMarkdown } from "./markdown.js";
 import { readEventStream } from "./sse.js";
-import { renderWidget, updateWidget } from "./widgets.js";
+import { updateWidget } from "./widgets.js";
 import { AttachmentTray, attachmentList } from "./attachments.js";
 import { el } from "./dom.js";
+import { ReplyView, flatten, icon, truncate } from "./reply.js";
+import { StreamLostError, Turn, newId } from "./turns.js";
+import { applyTheme, runClientTool, storedTheme } from "./client_tools.js";
 
 const TOKEN_KEY = "chat.token";
 const PAGE_SIZE = 20;
@@ -20,6 +22,8 @@ const ERROR_MESSAGES = {
   provider_error: "The model provider rejected the request.",
   max_turns: "The assistant needed too many steps and stopped.",
   server_shutdown: "The server is restarting. Send the message again.",
+  turn_timeout: "The reply took too long and was stopped.",
+  interrupted: "The server stopped while replying, so the reply is cut short.",
   internal: "An internal error occurred.",
 };
 
@@ -66,7 +70,8 @@ const state = {
   listChanges: new Map(), // id -> {version, deleted}: local changes a list response fetched earlier cannot know
   currentId: null,
   openSeq: 0, // bumped on every navigation so that late responses for an old view are dropped
-  run: null, // the streaming reply, if any: one at a time
+  run: null, // the Turn streaming a reply, if any: one at a time
+  answering: null, // {view, conversationId}: the paused reply whose approvals wait for the user, if any
   editingId: null,
   renderPending: false,
   authNeeded: false,
@@ -93,18 +98,6 @@ function storeToken(token) {
   ui.tokenButton.hidden = !token;
 }
 
-function icon(name) {
-  return document.getElementById(`icon-${name}`).content.firstElementChild.cloneNode(true);
-}
-
-function truncate(text, max) {
-  return text.length <= max ? text : `${text.slice(0, max - 1).trimEnd()}…`;
-}
-
-function flatten(text) {
-  return String(text).split(/\s+/).join(" ").trim();
-}
-
 /** A one-line preview without the most common Markdown markers (the server stores replies as Markdown). */
 function plainPreview(text) {
   if (!text) return "";
@@ -116,16 +109,6 @@ function announce(message) {
   window.setTimeout(() => {
     ui.status.textContent = message;
   }, 30);
-}
-
-function sleep(ms, signal) {
-  return new Promise((resolve, reject) => {
-    const timer = window.setTimeout(resolve, ms);
-    signal?.addEventListener("abort", () => {
-      window.clearTimeout(timer);
-      reject(new DOMException("Aborted", "AbortError"));
-    });
-  });
 }
 
 function hashParams() {
@@ -166,8 +149,8 @@ async function errorFrom(response) {
 }
 
 /** fetch() with the bearer token; throws ApiError for any non-2xx answer, and asks for a token on 401. */
-async function api(path, { method = "GET", body, signal, accept = "application/json" } = {}) {
-  const headers = { Accept: accept };
+async function api(path, { method = "GET", body, signal, accept = "application/json", headers: extra = {} } = {}) {
+  const headers = { ...extra, Accept: accept };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   if (state.token) headers.Authorization = `Bearer ${state.token}`;
   let response;
@@ -486,7 +469,7 @@ async function onDeleteClosed() {
     if (id) focusConversationButton(id, "delete-conversation");
     return;
   }
-  if (state.run && state.run.conversationId === id) state.run.controller.abort();
+  if (state.run && state.run.conversationId === id) state.run.abort();
   try {
     await api(`/api/conversations/${encodeURIComponent(id)}`, { method: "DELETE" });
   } catch (error) {
@@ -518,19 +501,8 @@ function syncSidebarInert() {
 
 // --- messages ------------------------------------------------------------------------------------------------------
 
-function nearBottom() {
-  const m = ui.messages;
-  return m.scrollHeight - m.scrollTop - m.clientHeight < 120;
-}
-
 function scrollToBottom() {
   ui.messages.scrollTop = ui.messages.scrollHeight;
-}
-
-function withStickyScroll(change) {
-  const stick = nearBottom();
-  change();
-  if (stick) scrollToBottom();
 }
 
 function userMessage(text, attachments) {
@@ -544,257 +516,42 @@ function userMessage(text, attachments) {
   return article;
 }
 
-function formatArgs(args) {
-  if (!args || typeof args !== "object") return "";
-  const parts = Object.entries(args).map(([key, value]) => {
-    const shown = typeof value === "string" ? JSON.stringify(value) : JSON.stringify(value) ?? String(value);
-    return `${key}: ${shown}`;
-  });
-  return truncate(parts.join(", "), 90);
+/** The agent that ended the last reply shown (a new reply labels its agent only when it differs). */
+function lastAgentShown() {
+  const replies = ui.thread.querySelectorAll('[data-testid="message"][data-role="assistant"]');
+  for (let i = replies.length - 1; i >= 0; i--) if (replies[i].dataset.agent) return replies[i].dataset.agent;
+  return null;
 }
 
-function resultIsError(result) {
-  return Boolean(result && typeof result === "object" && !Array.isArray(result) && "error" in result);
+function newReplyView(previousAgent = lastAgentShown()) {
+  return new ReplyView({ onWidgetAction: sendWidgetAction, previousAgent });
 }
 
-function summarizeResult(result) {
-  if (result === null || result === undefined) return "no result";
-  if (typeof result === "string") return truncate(flatten(result), 70);
-  if (typeof result !== "object") return String(result);
-  if (Array.isArray(result)) return `${result.length} item${result.length === 1 ? "" : "s"}`;
-  if (resultIsError(result)) {
-    const detail = typeof result.error === "string" ? result.error : JSON.stringify(result.error);
-    return truncate(`error: ${flatten(detail)}`, 70);
-  }
-  const parts = [];
-  for (const [key, value] of Object.entries(result)) {
-    if (Array.isArray(value)) parts.push(`${value.length} ${value.length === 1 ? key.replace(/s$/, "") : key}`);
-    else if (value && typeof value === "object") {
-      const label = value.title ?? value.name ?? value.id;
-      if (label !== undefined && label !== null) parts.push(`${key}: “${label}”`);
-    } else if (typeof value === "string" || typeof value === "number") parts.push(`${key}: ${value}`);
-    if (parts.length >= 2) break;
-  }
-  return truncate(flatten(parts.join(", ") || JSON.stringify(result)), 70);
+function errorText(code) {
+  return ERROR_MESSAGES[code] || "The reply failed.";
 }
 
-function prettyJson(value) {
-  if (typeof value === "string") return value;
-  try {
-    return JSON.stringify(value, null, 2);
-  } catch {
-    return String(value);
-  }
-}
-
-/** One assistant message: thinking, tool chips and text blocks in the order they arrived. */
-class AssistantMessage {
-  constructor() {
-    this.article = el("article", { className: "msg msg-assistant", testid: "message" });
-    this.article.dataset.role = "assistant";
-    this.article.dataset.status = "complete";
-    const avatar = el("div", { className: "msg-avatar", attrs: { "aria-hidden": "true" } });
-    avatar.textContent = "✦";
-    const body = el("div", { className: "msg-body" });
-    body.append(el("span", { className: "sr-only", text: "Assistant said:" }));
-    this.parts = el("div", { className: "msg-parts", testid: "message-body" });
-    this.typing = el("div", { className: "typing", testid: "typing-indicator" });
-    this.typing.append(el("span"), el("span"), el("span"), el("span", { className: "sr-only", text: "Assistant is typing" }));
-    this.typing.hidden = true;
-    this.footer = el("div", { className: "msg-footer" });
-    body.append(this.parts, this.typing, this.footer);
-    this.article.append(avatar, body);
-    this.last = null; // the block deltas currently extend: {kind, node, text}
-    this.chips = new Map();
-    this.dirty = new Set();
-    this.frame = null;
-    this.text = "";
-  }
-
-  setStreaming(on) {
-    if (on) this.article.dataset.status = "streaming";
-    else if (this.article.dataset.status === "streaming") this.article.dataset.status = "complete";
-    this.parts.setAttribute("aria-live", on ? "polite" : "off");
-    this.parts.setAttribute("aria-busy", String(on));
-    this.typing.hidden = !on;
-  }
-
-  appendText(delta) {
-    if (!delta) return;
-    this.text += delta;
-    if (!this.last || this.last.kind !== "text") {
-      const node = el("div", { className: "msg-text markdown", testid: "message-text" });
-      this.parts.append(node);
-      this.last = { kind: "text", node, text: "" };
-    }
-    this.last.text += delta;
-    this.dirty.add(this.last);
-    this.schedule();
-  }
-
-  appendThinking(delta) {
-    if (!delta) return;
-    if (!this.last || this.last.kind !== "thinking") {
-      const details = el("details", { className: "thinking", testid: "thinking" });
-      const summary = el("summary", { text: "Thinking" });
-      const text = el("div", { className: "thinking-text", testid: "thinking-text" });
-      details.append(summary, text);
-      this.parts.append(details);
-      this.last = { kind: "thinking", node: text, text: "" };
-    }
-    this.last.text += delta;
-    withStickyScroll(() => {
-      this.last.node.textContent = this.last.text;
-    });
-  }
-
-  toolCall({ id, name, args }) {
-    const chip = el("details", { className: "chip", testid: "tool-chip" });
-    chip.dataset.toolId = id;
-    chip.dataset.toolName = name;
-    chip.dataset.state = "running";
-    const summary = el("summary", { className: "chip-summary" });
-    const badge = el("span", { className: "chip-icon", attrs: { "aria-hidden": "true" } });
-    badge.append(icon("tool"));
-    summary.append(
-      badge,
-      el("span", { className: "sr-only", text: "Tool call" }),
-      el("span", { className: "chip-name", text: name, testid: "tool-chip-name" }),
-      el("span", { className: "chip-args", text: formatArgs(args), testid: "tool-chip-args" }),
-    );
-    const result = el("span", { className: "chip-result", testid: "tool-chip-result" });
-    result.hidden = true;
-    const spinner = el("span", { className: "chip-spinner", testid: "tool-chip-running" });
-    spinner.append(el("span", { className: "sr-only", text: "running" }));
-    summary.append(result, spinner);
-    const detail = el("div", { className: "chip-detail" });
-    detail.append(el("div", { className: "chip-label", text: "Arguments" }), el("pre", { text: prettyJson(args ?? {}) }));
-    chip.append(summary, detail);
-    if (!this.last || this.last.kind !== "tools") {
-      const row = el("div", { className: "chips", testid: "tool-chips" });
-      this.parts.append(row);
-      this.last = { kind: "tools", node: row };
-    }
-    withStickyScroll(() => this.last.node.append(chip));
-    this.chips.set(id, chip);
-    return chip;
-  }
-
-  toolResult({ id, result }) {
-    const chip = this.chips.get(id);
-    if (!chip) return;
-    const failed = resultIsError(result);
-    chip.dataset.state = failed ? "error" : "done";
-    chip.querySelector(".chip-spinner")?.remove();
-    const shown = chip.querySelector('[data-testid="tool-chip-result"]');
-    shown.hidden = false;
-    shown.replaceChildren(icon(failed ? "alert" : "check"), el("span", { text: summarizeResult(result) }));
-    const detail = chip.querySelector(".chip-detail");
-    detail.append(el("div", { className: "chip-label", text: "Result" }), el("pre", { text: prettyJson(result) }));
-  }
-
-  showWidget({ id, widget }) {
-    // A later `widget` event with the same id replaces the earlier one (a tool showing progress).
-    const shown = { ...widget, id };
-    if (updateWidget(this.parts, shown).length) return;
-    withStickyScroll(() => this.parts.append(renderWidget(shown, sendWidgetAction)));
-    this.last = null;
-  }
-
-  toolUnfinished(id) {
-    const chip = this.chips.get(id);
-    if (!chip || chip.dataset.state !== "running") return;
-    chip.dataset.state = "incomplete";
-    chip.querySelector(".chip-spinner")?.remove();
-    const shown = chip.querySelector('[data-testid="tool-chip-result"]');
-    shown.hidden = false;
-    shown.replaceChildren(el("span", { text: "no result" }));
-  }
-
-  schedule() {
-    if (this.frame !== null) return;
-    const run = () => {
-      this.frame = null;
-      this.flush();
-    };
-    this.frame = document.hidden ? window.setTimeout(run, 200) : window.requestAnimationFrame(run);
-  }
-
-  flush() {
-    if (!this.dirty.size) return;
-    withStickyScroll(() => {
-      for (const block of this.dirty) block.node.replaceChildren(renderMarkdown(block.text));
-    });
-    this.dirty.clear();
-  }
-
-  markStopped() {
-    this.article.dataset.status = "cancelled";
-    this.footer.querySelector('[data-testid="message-stopped"]')?.remove();
-    const badge = el("span", { className: "badge badge-stopped", text: "Stopped", testid: "message-stopped" });
-    badge.title = "You stopped this reply";
-    this.footer.append(badge);
-  }
-
-  showError(message, onRetry) {
-    if (this.article.dataset.status !== "cancelled") this.article.dataset.status = "error";
-    this.footer.querySelector('[data-testid="message-error"]')?.remove();
-    const box = el("div", { className: "msg-error", testid: "message-error", attrs: { role: "alert" } });
-    box.append(icon("alert"), el("span", { className: "msg-error-text", text: message, testid: "message-error-text" }));
-    if (onRetry) {
-      const retry = el("button", { className: "btn btn-small", text: "Retry", testid: "retry-button" });
-      retry.type = "button";
-      retry.addEventListener("click", () => {
-        retry.disabled = true;
-        onRetry(retry);
-      });
-      box.append(retry);
-    }
-    this.footer.append(box);
-  }
-
-  removeRetry() {
-    this.footer.querySelector('[data-testid="retry-button"]')?.remove();
-  }
-
-  finish() {
-    if (this.frame !== null) {
-      window.cancelAnimationFrame(this.frame);
-      window.clearTimeout(this.frame);
-      this.frame = null;
-    }
-    this.flush();
-    for (const id of this.chips.keys()) this.toolUnfinished(id);
-    this.setStreaming(false);
-    const empty = !this.parts.childElementCount;
-    if (empty && this.article.dataset.status === "complete") {
-      this.parts.append(el("p", { className: "muted", text: "(no reply)" }));
-    } else if (empty && this.article.dataset.status === "cancelled") {
-      this.parts.append(el("p", { className: "muted", text: "(stopped before any reply)" }));
-    }
-  }
-}
-
-function assistantFromHistory(message, { onRetry }) {
-  const view = new AssistantMessage();
+function assistantFromHistory(message, { onRetry, previousAgent }) {
+  const view = newReplyView(previousAgent);
   view.article.dataset.id = message.id;
-  for (const call of message.tool_calls || []) {
-    view.toolCall(call);
-    if (call.result !== null && call.result !== undefined) view.toolResult(call);
-  }
-  view.appendText(message.content || "");
+  view.load(message.parts);
   if (message.status === "cancelled") view.markStopped();
-  // A reply cut short by a server restart is saved as cancelled *with* an error code: show both.
-  if (message.status === "error" || message.error_code) {
-    view.showError(ERROR_MESSAGES[message.error_code] || "The reply failed.", onRetry);
-  }
-  view.finish();
+  // A reply cut short by a server restart is saved as cancelled or interrupted *with* an error code: show both.
+  if (message.status === "error" || message.error_code) view.showError(errorText(message.error_code), onRetry);
+  view.finish({ paused: message.status === "requires_action" });
   return view;
 }
 
-function renderHistory(messages) {
+/**
+ * Render a loaded conversation. The running reply (`activeId`, or a last message still `in_progress`) gets an empty
+ * view to rejoin into (`live`); a last reply waiting for approvals or a browser tool is returned as `paused`.
+ */
+function renderHistory(messages, activeId) {
   const nodes = [];
   let lastUserText = null;
+  let previousAgent = null;
+  let live = null;
+  let paused = null;
   messages.forEach((message, index) => {
     if (message.role === "user") {
       lastUserText = message.content;
@@ -804,13 +561,24 @@ function renderHistory(messages) {
       return;
     }
     const isLast = index === messages.length - 1;
-    const retryText = lastUserText;
-    const view = assistantFromHistory(message, {
-      onRetry: isLast && retryText ? () => retry(view, retryText, { savedOnServer: true }) : null,
-    });
+    let view;
+    if (message.id === activeId || (isLast && message.status === "in_progress")) {
+      view = newReplyView(previousAgent);
+      view.article.dataset.id = message.id;
+      live = { message, view };
+    } else {
+      const retryText = lastUserText;
+      view = assistantFromHistory(message, {
+        previousAgent,
+        onRetry: isLast && retryText ? () => retry(view, retryText, { savedOnServer: true }) : null,
+      });
+      if (isLast && message.status === "requires_action") paused = { message, view };
+    }
+    previousAgent = view.article.dataset.agent || previousAgent;
     nodes.push(view.article);
   });
   ui.thread.replaceChildren(...nodes);
+  return { live, paused };
 }
 
 function showEmptyState(show) {
@@ -879,12 +647,21 @@ async function openConversation(id) {
     if (seq !== state.openSeq) return;
     ui.title.textContent = detail.title;
     document.title = `${detail.title} · Chat`;
-    renderHistory(detail.messages);
+    state.answering = null; // the view it points at is replaced
+    const { live, paused } = renderHistory(detail.messages, detail.active_message_id);
     const run = state.run;
     if (run && run.conversationId === id) {
-      // The reply still streaming here is not saved yet; show it live after the saved messages.
-      if (!detail.messages.some((m) => m.id === run.messageId)) ui.thread.append(run.view.article);
+      // The reply streaming in this page: show its live view in place of the stored one.
+      const stored = run.messageId && ui.thread.querySelector(`[data-role="assistant"][data-id="${CSS.escape(run.messageId)}"]`);
+      if (stored) stored.replaceWith(run.view.article);
+      else ui.thread.append(run.view.article);
+    } else if (live && !run) {
+      rejoinTurn(id, live.view);
+    } else if (live) {
+      live.view.load(live.message.parts); // another reply streams in this page: show this one as stored so far
+      live.view.finish();
     }
+    if (paused && !run) awaitAnswers(paused.view, id, paused.message.id);
     scrollToBottom();
   } catch (error) {
     if (seq !== state.openSeq) return;
@@ -937,33 +714,17 @@ function submitComposer() {
   sendMessage(text.trim(), attachments);
 }
 
-async function postChat(run) {
-  for (let attempt = 0; ; attempt++) {
-    const body = { message: run.text };
-    if (run.conversationId) body.thread_id = run.conversationId;
-    if (run.attachments.length) body.attachments = run.attachments.map((file) => file.id);
-    try {
-      return await api("/chatkit", { method: "POST", body, signal: run.controller.signal, accept: "text/event-stream" });
-    } catch (error) {
-      // Right after a stop the server may still be saving the previous reply for a moment.
-      if (error.code === "run_in_progress" && attempt < 4) {
-        await sleep(600, run.controller.signal);
-        continue;
-      }
-      throw error;
-    }
-  }
-}
-
 /**
  * Send a widget's action (a checkbox or button was used): `POST /chatkit {thread_id, action}`. The server routes it to
- * its handler (not the model) and streams back replacement widgets and possibly a short reply, which is announced.
+ * its handler (not the model) and streams back replacement widgets and possibly a short reply, which it stores as a
+ * new assistant message: it is shown (and announced) as one here too, as a reload would show it.
  * Rejects when the action failed, so the widget can undo the control's change.
  */
 async function sendWidgetAction(action) {
   const threadId = state.currentId;
   if (!threadId) throw new Error("no conversation");
-  let reply = "";
+  let messageId = null;
+  let view = null;
   try {
     const response = await api("/chatkit", {
       method: "POST",
@@ -971,169 +732,240 @@ async function sendWidgetAction(action) {
       accept: "text/event-stream",
     });
     await readEventStream(response.body, (event) => {
-      if (event.type === "widget" && event.widget) updateWidget(ui.thread, { ...event.widget, id: event.id });
-      else if (event.type === "text") reply += event.content || "";
+      if (event.type === "start") messageId = event.message_id;
+      else if (event.type === "widget" && event.widget) updateWidget(ui.thread, { ...event.widget, id: event.id });
       else if (event.type === "error") throw Object.assign(new Error(event.message || "The action failed."), event);
+      else if (event.type === "text" && state.currentId === threadId) {
+        if (!view) {
+          view = newReplyView();
+          if (messageId) view.article.dataset.id = messageId;
+          ui.thread.append(view.article);
+        }
+        view.event(event);
+      }
     });
   } catch (error) {
     showListError(`Could not do that: ${error.message}`);
     announce(`Could not do that: ${error.message}`);
     throw error;
+  } finally {
+    view?.finish();
   }
-  if (reply) announce(reply);
+  if (view) {
+    scrollToBottom();
+    announce(view.text);
+  }
 }
 
-function retry(view, text, { savedOnServer }) {
+/** Send a message. A Retry after a network failure reuses `clientMessageId`, so the server never runs it twice. */
+function sendMessage(text, attachments = [], clientMessageId = newId()) {
+  if (state.run) return;
+  cancelPendingAnswers();
+  showEmptyState(false);
+  const userNode = userMessage(text, attachments);
+  const view = newReplyView();
+  ui.thread.append(userNode, view.article);
+  scrollToBottom();
+  const turn = newTurn(view, { conversationId: state.currentId });
+  announce("Sent. The assistant is replying.");
+  const retryLater = (savedOnServer) => () =>
+    retry(view, text, { savedOnServer, attachments, clientMessageId: savedOnServer ? null : clientMessageId });
+  return runTurn(turn, () => turn.send({ text, attachments, clientMessageId }), {
+    retry: retryLater(true),
+    onFailure(error) {
+      if (error.status === 401) {
+        // Not sent: give the text back so it can be sent once a token is saved.
+        userNode.remove();
+        view.article.remove();
+        giveBack(text);
+        if (!ui.thread.childElementCount && !state.currentId) showEmptyState(true);
+      } else if (!turn.started && [404, 409, 413, 422].includes(error.status)) {
+        // Sending it again cannot work (conversation gone, message too long): no Retry; give the text back to edit.
+        view.showError(error.message || "The message was not accepted.", null);
+        giveBack(text);
+      } else if (error instanceof StreamLostError || error.status === 0) {
+        // The network failed: a Retry sends the same client_message_id, which attaches to the turn if it began.
+        view.showError(error.message, retryLater(false));
+      } else {
+        view.showError(error.message || "The reply failed.", retryLater(true));
+      }
+    },
+  });
+}
+
+function giveBack(text) {
+  if (ui.input.value.trim()) return;
+  ui.input.value = text;
+  autosize();
+}
+
+function retry(view, text, { savedOnServer, attachments = [], clientMessageId = null }) {
   if (state.run) return;
   if (savedOnServer) {
     view.removeRetry();
   } else {
-    // Nothing of the failed attempt was stored: drop it from the page too, as a reload would.
+    // Nothing of the failed attempt is shown again: the retry replays the turn if the server began it.
     const user = view.article.previousElementSibling;
     if (user && user.dataset.role === "user") user.remove();
     view.article.remove();
   }
-  sendMessage(text);
+  sendMessage(text, attachments, clientMessageId || newId());
 }
 
-function handleEvent(run, event) {
-  const { view } = run;
-  switch (event.type) {
-    case "start": {
-      run.started = true;
-      run.messageId = event.message_id;
-      view.article.dataset.id = event.message_id;
-      const isNew = !run.conversationId;
-      run.conversationId = event.conversation_id;
-      const known = conversationById(event.conversation_id);
-      upsertConversationOnTop({
-        id: event.conversation_id,
-        title: known ? known.title : event.title,
-        preview: known ? known.preview : null,
-        updated_at: new Date().toISOString(),
-      });
-      if (isNew && state.currentId === null && view.article.isConnected) {
-        state.currentId = event.conversation_id;
-        const params = hashParams();
-        params.set("c", event.conversation_id);
-        setHash(params, { replace: true });
-        ui.title.textContent = event.title;
-        document.title = `${event.title} · Chat`;
-        renderConversations();
-      }
-      break;
-    }
-    case "text":
-      view.appendText(event.content);
-      break;
-    case "thinking":
-      view.appendThinking(event.content);
-      break;
-    case "tool_call":
-      view.toolCall(event);
-      break;
-    case "tool_result":
-      view.toolResult(event);
-      break;
-    case "widget":
-      view.showWidget(event);
-      break;
-    case "error":
-      run.failed = true;
-      view.showError(event.message || ERROR_MESSAGES[event.code] || "The reply failed.", () =>
-        retry(view, run.text, { savedOnServer: true }),
-      );
-      announce(`Error: ${event.message}`);
-      break;
-    case "done":
-      run.finished = true;
-      if (event.finish_reason === "cancelled") view.markStopped();
-      if ((event.finish_reason === "error" || event.finish_reason === "max_turns") && !run.failed) {
-        run.failed = true;
-        const message = ERROR_MESSAGES[event.finish_reason === "max_turns" ? "max_turns" : "internal"];
-        view.showError(message, () => retry(view, run.text, { savedOnServer: true }));
-      }
-      break;
-    default:
-      break; // unknown event types are ignored, so the server may add new ones
+/** Rejoin a turn that runs on the server (after a reload, or when opening its conversation) from its start. */
+function rejoinTurn(conversationId, view) {
+  const turn = newTurn(view, { conversationId, messageId: view.article.dataset.id });
+  return runTurn(turn, () => turn.rejoin(0), {
+    retry: () => openConversation(conversationId),
+    onFailure(error) {
+      view.showError(error.message || "Could not follow the reply.", () => openConversation(conversationId));
+    },
+  });
+}
+
+function newTurn(view, { conversationId, messageId = null }) {
+  const turn = new Turn({ api, view, conversationId, messageId, onStart: onTurnStart });
+  turn.newConversation = !conversationId;
+  return turn;
+}
+
+function onTurnStart(turn, event) {
+  const { view } = turn;
+  view.article.dataset.id = event.message_id;
+  const known = conversationById(event.conversation_id);
+  upsertConversationOnTop({
+    id: event.conversation_id,
+    title: known ? known.title : event.title,
+    preview: known ? known.preview : null,
+    updated_at: new Date().toISOString(),
+  });
+  if (turn.newConversation && state.currentId === null && view.article.isConnected) {
+    state.currentId = event.conversation_id;
+    const params = hashParams();
+    params.set("c", event.conversation_id);
+    setHash(params, { replace: true });
+    ui.title.textContent = event.title;
+    document.title = `${event.title} · Chat`;
+    renderConversations();
   }
+  if (turn.stopRequested) requestStop(turn);
 }
 
-async function sendMessage(text, attachments = []) {
-  if (state.run) return;
-  showEmptyState(false);
-  const userNode = userMessage(text, attachments);
-  const view = new AssistantMessage();
+/**
+ * Stream a turn into its view as the page's one running reply; afterwards show how it ended, and if it paused for
+ * approvals or browser tools, wait for the answers. `retry` is the Retry of a reply that failed on the server;
+ * `onFailure(error)` handles a request that failed or a stream that was lost.
+ */
+async function runTurn(turn, go, { retry: onRetry, onFailure }) {
+  const { view } = turn;
+  state.run = turn;
+  view.clearFooter();
   view.setStreaming(true);
-  ui.thread.append(userNode, view.article);
-  scrollToBottom();
-  const run = {
-    text,
-    attachments,
-    view,
-    controller: new AbortController(),
-    conversationId: state.currentId,
-    started: false,
-    finished: false,
-    failed: false,
-    stopped: false,
-  };
-  state.run = run;
   updateComposer();
   renderConversations();
-  announce("Sent. The assistant is replying.");
   try {
-    const response = await postChat(run);
-    await readEventStream(response.body, (event) => handleEvent(run, event));
-    if (!run.finished && !run.stopped) {
-      view.showError("The connection was lost before the reply finished.", () =>
-        retry(view, text, { savedOnServer: run.started }),
-      );
+    await go();
+    const reason = turn.finishReason;
+    if (turn.failed) {
+      const event = turn.errorEvent;
+      view.showError(event.message || errorText(event.code), onRetry);
+      announce(`Error: ${event.message || errorText(event.code)}`);
+    } else if (reason === "error" || reason === "max_turns" || reason === "interrupted") {
+      view.showError(errorText(reason === "error" ? "internal" : reason), onRetry);
     }
+    if (reason === "cancelled") view.markStopped();
   } catch (error) {
-    if (run.stopped || error.name === "AbortError") {
-      view.markStopped();
-    } else if (error.status === 401) {
-      // Not sent: give the text back so it can be sent once a token is saved.
-      userNode.remove();
-      view.article.remove();
-      if (!ui.input.value.trim()) {
-        ui.input.value = text;
-        autosize();
-      }
-      if (!ui.thread.childElementCount && !state.currentId) showEmptyState(true);
-    } else if (!run.failed && !run.started && [404, 413, 422].includes(error.status)) {
-      // Sending it again cannot work (conversation gone, message too long): no Retry; give the text back to edit.
-      view.showError(error.message || "The message was not accepted.", null);
-      if (!ui.input.value.trim()) {
-        ui.input.value = text;
-        autosize();
-      }
-    } else if (!run.failed) {
-      view.showError(error.message || "The reply failed.", () => retry(view, text, { savedOnServer: run.started }));
+    if (turn.stopped || error.name === "AbortError") view.markStopped();
+    else onFailure(error);
+  }
+  const paused = !turn.stopped && ["approval_required", "client_tool"].includes(turn.finishReason);
+  view.finish({ paused });
+  if (state.run === turn) state.run = null;
+  const conversation = turn.conversationId && conversationById(turn.conversationId);
+  if (conversation && view.text) conversation.preview = truncate(flatten(view.text), PREVIEW_CHARS);
+  if (!turn.conversationId) loadConversations({ reset: true }); // stopped before `start`: the server may have made one
+  renderConversations();
+  updateComposer();
+  if (turn.stopped) announce("Reply stopped.");
+  else if (paused) awaitAnswers(view, turn.conversationId, turn.messageId);
+  else if (turn.finished && !turn.failed) announce("Reply finished.");
+}
+
+/**
+ * A reply paused for approvals and/or browser tools: run the browser tools here, show Approve/Reject on the
+ * approvals, and once nothing is pending post every answer; the continuation streams into the same reply.
+ */
+function awaitAnswers(view, conversationId, messageId) {
+  const decisions = new Map();
+  const results = new Map();
+  for (const part of view.model.pending()) {
+    if (part.type !== "client_tool") continue;
+    const result = runClientTool(part.name, part.args);
+    results.set(part.id, result);
+    view.decide("client_tool", part.id, { result });
+  }
+  const submit = () => {
+    if (view.model.pending().length) return;
+    view.setAnswering(null);
+    if (state.answering?.view === view) state.answering = null;
+    const answers = {};
+    if (decisions.size) answers.approvals = [...decisions].map(([id, approve]) => ({ id, approve }));
+    if (results.size) answers.client_tool_results = [...results].map(([id, result]) => ({ id, result }));
+    const turn = newTurn(view, { conversationId, messageId });
+    runTurn(turn, () => turn.answer(answers), {
+      retry: () => openConversation(conversationId),
+      onFailure(error) {
+        view.showError(`Could not send the answer: ${error.message}`, () => openConversation(conversationId));
+      },
+    });
+  };
+  if (!view.model.pending().length) {
+    if (results.size) submit();
+    return;
+  }
+  state.answering = { view, conversationId };
+  view.setAnswering((id, approve) => {
+    if (state.run) {
+      announce("Wait until the current reply has finished.");
+      return;
     }
-  } finally {
-    view.finish();
-    state.run = null;
-    const id = run.conversationId;
-    const conversation = id && conversationById(id);
-    if (conversation && view.text) {
-      conversation.preview = truncate(flatten(view.text), PREVIEW_CHARS);
-    }
-    if (!id) loadConversations({ reset: true }); // stopped before `start`: the server may still have made one
-    renderConversations();
-    updateComposer();
-    if (run.stopped) announce("Reply stopped.");
-    else if (run.finished && !run.failed) announce("Reply finished.");
+    decisions.set(id, approve);
+    view.decide("approval", id, { decision: approve ? "approved" : "rejected" });
+    announce(approve ? "Approved." : "Rejected.");
+    ui.input.focus();
+    submit();
+  });
+  announce("The assistant is waiting for your approval.");
+}
+
+/** A new message in the conversation cancels its approvals still pending (the server does the same). */
+function cancelPendingAnswers() {
+  if (!state.answering || state.answering.conversationId !== state.currentId) return;
+  const { view } = state.answering;
+  state.answering = null;
+  view.setAnswering(null);
+  for (const part of view.model.pending()) {
+    if (part.type === "approval") view.decide("approval", part.id, { decision: "cancelled" });
   }
 }
 
+async function requestStop(turn) {
+  try {
+    await api(`/api/conversations/${encodeURIComponent(turn.conversationId)}/stop`, { method: "POST", body: {} });
+  } catch {
+    // best effort: the local stream is closed anyway
+  }
+  turn.abort();
+}
+
+/** Stop: ask the server to stop the run (it may run elsewhere, or outlive this page's stream), then stop reading. */
 function stopReply() {
-  const run = state.run;
-  if (!run) return;
-  run.stopped = true;
-  run.controller.abort();
+  const turn = state.run;
+  if (!turn || turn.stopRequested) return;
+  turn.stopRequested = true;
   ui.input.focus();
+  if (turn.conversationId) requestStop(turn);
+  else window.setTimeout(() => turn.abort(), 3000); // `start` (with the conversation id) normally comes first
 }
 
 // --- wiring --------------------------------------------------------------------------------------------------------
@@ -1217,6 +1049,7 @@ function bind() {
 }
 
 function init() {
+  applyTheme(storedTheme());
   bind();
   takeTokenFromHash();
   ui.tokenButton.hidden = !state.token;

@@ -7,7 +7,13 @@
 
 /** Extract the data of one frame (its `data:` lines joined by \n), or null if it has none. */
 export function frameData(frame) {
+  return frameFields(frame).data;
+}
+
+/** The `data` (or null) and the `id` (or null) of one frame. */
+export function frameFields(frame) {
   const data = [];
+  let id = null;
   for (const line of frame.split("\n")) {
     if (line === "" || line.startsWith(":")) continue;
     const colon = line.indexOf(":");
@@ -15,15 +21,17 @@ export function frameData(frame) {
     let value = colon === -1 ? "" : line.slice(colon + 1);
     if (value.startsWith(" ")) value = value.slice(1);
     if (field === "data") data.push(value);
+    else if (field === "id" && !value.includes("\0")) id = value;
   }
-  return data.length ? data.join("\n") : null;
+  return { data: data.length ? data.join("\n") : null, id };
 }
 
 /**
  * Read an SSE stream and call `onEvent` with each parsed JSON event.
  *
  * @param {ReadableStream<Uint8Array>} body The response body.
- * @param {(event: any) => void} onEvent Called once per JSON frame, in order.
+ * @param {(event: any, id: string | null) => void} onEvent Called once per JSON frame, in order, with the frame's
+ *   `id:` (null when it has none), so a dropped stream can be rejoined with `Last-Event-ID`.
  * @returns {Promise<boolean>} true if the stream ended with `[DONE]`, false if it just ended.
  * Rejects with the reader's error (an AbortError when the fetch was aborted).
  */
@@ -46,7 +54,7 @@ export async function readEventStream(body, onEvent) {
     while ((end = buffer.indexOf("\n\n")) !== -1) {
       const frame = buffer.slice(0, end);
       buffer = buffer.slice(end + 2);
-      const data = frameData(frame);
+      const { data, id } = frameFields(frame);
       if (data === null) continue;
       if (data === "[DONE]") {
         reader.cancel().catch(() => {});
@@ -58,7 +66,7 @@ export async function readEventStream(body, onEvent) {
       } catch {
         continue; // not JSON: not part of this protocol
       }
-      onEvent(event);
+      onEvent(event, id);
     }
     buffer += held;
     if (done) return false;
