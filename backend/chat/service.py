@@ -27,6 +27,9 @@ from backend.chat.store import BegunTurn, ConversationStore, ExistingTurn, TurnR
 from backend.chat.turn import Pause, TurnLimits, TurnRun
 from backend.db import Database
 from backend.errors import InvalidInputError, NotFoundError
+from backend.files.content import load_attachments
+from backend.files.service import check_attachment_count
+from backend.files.storage import FileStorage, create_storage
 from backend.models import MessageStatus
 from backend.settings import Settings
 
@@ -63,7 +66,13 @@ class ChatService:
     """Runs chat turns for one server process."""
 
     def __init__(
-        self, database: Database, settings: Settings, agent: Agent[ChatContext], *, instance_id: uuid.UUID | None = None
+        self,
+        database: Database,
+        settings: Settings,
+        agent: Agent[ChatContext],
+        *,
+        instance_id: uuid.UUID | None = None,
+        file_storage: FileStorage | None = None,
     ) -> None:
         """Create the service.
 
@@ -72,8 +81,10 @@ class ChatService:
             settings: Limits, intervals and the disconnect policy.
             agent: The agent every turn starts with (see `backend.chat.agent`).
             instance_id: This process's id for run ownership (random by default).
+            file_storage: Where attachment bytes live (built from the settings by default).
         """
         self.database = database
+        self.file_storage = file_storage or create_storage(settings)
         self.settings = settings
         self.agent = agent
         self.store = ConversationStore(
@@ -82,6 +93,7 @@ class ChatService:
             stale_after_seconds=settings.stale_after_seconds,
             max_turn_seconds=settings.max_turn_seconds,
             history_max_items=settings.history_max_items,
+            file_storage=self.file_storage,
         )
         url = database.engine.url
         dsn = url.set(drivername="postgresql").render_as_string(hide_password=False) if self.store.is_postgres else None
@@ -148,31 +160,45 @@ class ChatService:
         """Begin a turn (or find the one a repeated `client_message_id` began) before any byte is streamed.
 
         Raises:
-            InvalidInputError: The message is over the configured limit.
-            NotFoundError: The conversation does not exist or is not the caller's.
+            InvalidInputError: The message is over the configured limit, or has too many attachments.
+            NotFoundError: The conversation, or an attached file, does not exist or is not the caller's.
             ConflictError: A run is already in progress, or the idempotency key was used for another message.
         """
         if request.message is None:
             raise InvalidInputError("actions and answers to paused replies are not supported yet")
         if len(request.message) > self.settings.max_message_chars:
             raise InvalidInputError(f"message: must be at most {self.settings.max_message_chars} characters")
+        check_attachment_count(request.attachments, self.settings.files_per_message_max)
         begun = await self.store.begin_turn(
             TurnRequest(
                 user_id=user_id,
                 message=request.message,
                 conversation_id=_conversation_id(request.thread_id),
                 client_message_id=request.client_message_id,
+                attachments=tuple(request.attachments),
             )
         )
         if isinstance(begun, ExistingTurn):
             return Subscription(begun.message_id)
-        run = self._run(begun, self._input_of(begun))
+        try:
+            run_input = await self._input_of(begun)
+        except Exception:
+            await self.store.abandon(begun.conversation_id, begun.message_id)  # free the lock it already holds
+            raise
+        run = self._run(begun, run_input)
         return Subscription(begun.message_id, run=run)
 
-    def _input_of(self, begun: BegunTurn) -> list[TResponseInputItem]:
-        if begun.created:  # its whole history is this message
+    async def _input_of(self, begun: BegunTurn) -> list[TResponseInputItem]:
+        if begun.created and not begun.files:  # its whole history is this message
             return [{"role": "user", "content": begun.history[-1].content}]
-        return history.to_agent_input(begun.history, self.settings.history_max_items)  # type: ignore[return-value]
+        attachments = await load_attachments(
+            self.database,
+            self.file_storage,
+            begun.files,
+            begun.user_message_id,
+            self.settings.history_attachment_bytes,
+        )
+        return history.to_agent_input(begun.history, self.settings.history_max_items, attachments)  # type: ignore[return-value]
 
     def _run(self, begun: BegunTurn, run_input: list[TResponseInputItem]) -> TurnRun:
         run = TurnRun(
