@@ -11,7 +11,7 @@ import sys
 import uvicorn
 from uvicorn.supervisors import Multiprocess
 
-from backend.db import create_database, upgrade_to_head
+from backend.db import SchemaNotCurrentError, create_database, prepare_schema
 from backend.logs import configure_logging, logging_config
 from backend.settings import Settings, SettingsError, load_settings
 
@@ -33,19 +33,19 @@ class Server(uvicorn.Server):
         """Start as uvicorn does, then log the bound address."""
         await super().startup(sockets=sockets)
         if self.started and self.servers and self.servers[0].sockets:
-            log_serving(self.servers[0].sockets[0], 1)  # type: ignore[arg-type]
+            log_serving(self.servers[0].sockets[0], 1)
 
 
-async def _migrate(settings: Settings) -> None:
+async def _prepare(settings: Settings) -> None:
     database = create_database(settings)
     try:
-        await upgrade_to_head(database)
+        await prepare_schema(database, settings)
     finally:
         await database.dispose()
 
 
 def main(app_factory: str = "backend.app:create_app") -> None:
-    """Start the server; a bad setting or an unreachable database exits with one line, no stack trace.
+    """Start the server; a bad setting, a failed migration or an unmigrated database exits with one line.
 
     Args:
         app_factory: The `module:function` uvicorn imports in each worker to build the app.
@@ -55,12 +55,14 @@ def main(app_factory: str = "backend.app:create_app") -> None:
     except SettingsError as error:
         sys.exit(f"error: {error}")
     configure_logging(settings)
+    try:
+        asyncio.run(_prepare(settings))
+    except SchemaNotCurrentError as error:
+        sys.exit(f"error: {error}")
+    except Exception as error:
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        sys.exit(f"error: could not migrate the database at DATABASE_URL: {type(error).__name__}: {reason}")
     if settings.should_migrate_on_startup:
-        try:
-            asyncio.run(_migrate(settings))
-        except Exception as error:
-            reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
-            sys.exit(f"error: could not migrate the database at DATABASE_URL: {type(error).__name__}: {reason}")
         # Migrated once here, so the workers must not race each other doing it again.
         os.environ["MIGRATE_ON_STARTUP"] = "false"
     config = uvicorn.Config(

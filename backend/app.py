@@ -19,7 +19,7 @@ from backend.chat.model import build_model
 from backend.chat.routes import ChatController
 from backend.chat.service import ChatService
 from backend.conversations.routes import ConversationController
-from backend.db import create_database, provide_db_session, upgrade_to_head
+from backend.db import create_database, prepare_schema, provide_db_session
 from backend.errors import EXCEPTION_HANDLERS
 from backend.files.lifecycle import files_lifespan
 from backend.files.routes import files_router
@@ -27,6 +27,7 @@ from backend.http_guard import BodyGuard, transport_guard
 from backend.logs import configure_logging
 from backend.mcp.client import McpServers
 from backend.mcp.server import TaskMcpServer
+from backend.openapi import document_api
 from backend.settings import Settings, get_settings
 from backend.system.routes import health, ready
 from backend.tasks.routes import TaskController
@@ -71,8 +72,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 settings.model,
             )
         try:
-            if settings.should_migrate_on_startup:
-                await upgrade_to_head(database)
+            await prepare_schema(database, settings)
             await mcp_servers.start(settings.mcp_connect_timeout_seconds)
             await chat_service.start()
             _freeze_startup_heap()
@@ -101,6 +101,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         middleware=[transport_guard(settings), auth_middleware(settings), BodyGuard],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan, files_lifespan],
+        on_startup=[lambda app: document_api(app, settings)],
         cors_config=CORSConfig(allow_origins=settings.cors_origins, allow_credentials=False)
         if settings.cors_origins
         else None,

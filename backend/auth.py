@@ -88,7 +88,7 @@ class LenientToken(Token):
             jwt=encoded_token,
             key=secret,
             algorithms=algorithms,
-            issuer=issuer,  # type: ignore[arg-type]
+            issuer=issuer,
             audience=audience,
             options=options,
             leeway=CLOCK_SKEW_SECONDS,

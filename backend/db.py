@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from litestar.datastructures import State
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -21,7 +26,15 @@ from backend.settings import PROJECT_ROOT, Settings
 
 log = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT_SECONDS = 5
+PING_DEADLINE_SECONDS = 1.5
+"""`/ready` gives up after this, whatever the connect timeout, so a probe never waits on a frozen server."""
+POSTGRES_POOL_TIMEOUT_SECONDS = 10
+"""How long a request waits for a free pooled PostgreSQL connection before 503."""
+SQLITE_POOL_TIMEOUT_SECONDS = 30
+"""SQLite has one writer at a time: requests queue for a connection rather than fail."""
+
+SchemaStatus = Literal["current", "behind", "ahead", "empty"]
+"""Where the database's Alembic revision stands against this code's head (see `schema_status`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,57 +44,92 @@ class Database:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
 
-    async def ping(self) -> None:
-        """Run `SELECT 1`; raises if the database is unreachable or does not answer in time."""
-        async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS), self.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
-
     async def dispose(self) -> None:
         """Close every pooled connection."""
         await self.engine.dispose()
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    # SQLite ignores ON DELETE CASCADE unless foreign keys are switched on for each connection.
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=5000")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
+def _sqlite_listeners(busy_timeout_ms: int) -> tuple[Any, Any]:
+    """The `connect` and `begin` listeners that make SQLite writers queue instead of failing.
+
+    SQLite allows one writer. A transaction that starts as a reader (`BEGIN DEFERRED`, the default) and later writes
+    gets `database is locked` at once when another writer committed in between: the busy timeout cannot help it.
+    Starting every transaction with `BEGIN IMMEDIATE` takes the writer slot up front, so concurrent transactions wait
+    for it (up to the busy timeout) in turn. pysqlite's own transaction handling is switched off so that SQLAlchemy's
+    `begin` event is the one place a transaction starts.
+    """
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        # SQLite ignores ON DELETE CASCADE unless foreign keys are switched on for each connection.
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    def on_begin(connection: Connection) -> None:
+        # A connection opened with `execution_options(read_only=True)` (the readiness probe) reads without queueing.
+        read_only = connection.get_execution_options().get("read_only", False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+    return on_connect, on_begin
+
+
+def _postgres_options(settings: Settings) -> str:
+    """Build the libpq `options` setting the server-side statement and lock timeouts (in ms) for each session."""
+    statement_ms = math.ceil(settings.db_statement_timeout_seconds * 1000)
+    lock_ms = math.ceil(settings.db_lock_timeout_seconds * 1000)
+    return f"-c statement_timeout={statement_ms} -c lock_timeout={lock_ms}"
 
 
 def create_database(settings: Settings) -> Database:
     """Build the engine and session factory for the configured URL.
 
+    Every wait has a bound: opening a connection (`db_connect_timeout_seconds`), a statement and a lock on PostgreSQL
+    (`db_statement_timeout_seconds`, `db_lock_timeout_seconds`), the SQLite writer slot (`sqlite_busy_timeout_seconds`)
+    and a free pooled connection. SQL parameters are kept out of error messages and logs (`hide_parameters`).
+
     Args:
-        settings: Application settings; only `database_url` is read.
+        settings: Application settings; the database URL and timeouts are read.
 
     Returns:
         A `Database`. For SQLite the file's folder is created if missing.
     """
     url = make_url(settings.database_url)
-    kwargs: dict[str, Any] = {"pool_pre_ping": True, "hide_parameters": True}  # no row values in logs or errors
-    if url.get_backend_name() == "sqlite":
+    kwargs: dict[str, Any] = {"pool_pre_ping": True, "hide_parameters": True}
+    is_sqlite = url.get_backend_name() == "sqlite"
+    if is_sqlite:
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-        kwargs["connect_args"] = {"timeout": CONNECT_TIMEOUT_SECONDS}
+        busy_timeout = settings.sqlite_busy_timeout_seconds
+        kwargs["connect_args"] = {"timeout": busy_timeout}
+        if url.database and url.database != ":memory:":
+            kwargs["pool_timeout"] = SQLITE_POOL_TIMEOUT_SECONDS
     else:
         kwargs.update(
             pool_size=10,
             max_overflow=20,
-            pool_timeout=10,
-            connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS},
+            pool_timeout=POSTGRES_POOL_TIMEOUT_SECONDS,
+            connect_args={
+                # libpq counts whole seconds (and at least 2).
+                "connect_timeout": math.ceil(settings.db_connect_timeout_seconds),
+                "options": _postgres_options(settings),
+            },
         )
     engine = create_async_engine(url, **kwargs)
-    if url.get_backend_name() == "sqlite":
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    if is_sqlite:
+        on_connect, on_begin = _sqlite_listeners(math.ceil(busy_timeout * 1000))
+        event.listen(engine.sync_engine, "connect", on_connect)
+        event.listen(engine.sync_engine, "begin", on_begin)
     return Database(engine=engine, sessions=async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False))
 
 
 def get_database(state: State) -> Database:
     """Return the app's `Database` from application state."""
-    return state.database
+    database: Database = state.database
+    return database
 
 
 async def provide_db_session(state: State) -> AsyncIterator[AsyncSession]:
@@ -115,5 +163,143 @@ async def upgrade_to_head(database: Database) -> None:
         command.upgrade(alembic_config(connection=sync_conn), "head")
 
     async with database.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # A migration may rewrite a big table: lift the per-statement cap for this transaction only.
+            await conn.execute(text("SET LOCAL statement_timeout = 0"))
         await conn.run_sync(_upgrade)
     log.info("database schema is at the latest migration")
+
+
+@lru_cache(maxsize=1)
+def _script_revisions() -> tuple[str, frozenset[str]]:
+    """This code's head revision and every revision it knows, read once from `alembic/versions`."""
+    script = ScriptDirectory.from_config(alembic_config())
+    head = script.get_current_head()
+    if head is None:
+        raise RuntimeError("alembic/versions has no migrations")
+    return head, frozenset(revision.revision for revision in script.walk_revisions())
+
+
+def head_revision() -> str:
+    """Return the newest migration this code ships (`alembic heads`)."""
+    return _script_revisions()[0]
+
+
+async def schema_status(database: Database) -> SchemaStatus:
+    """Compare the database's Alembic revision with this code's head.
+
+    Args:
+        database: The database to look at; a read of `alembic_version`, nothing is changed.
+
+    Returns:
+        `current` at head; `behind` at an older revision (run `alembic upgrade head`); `ahead` at a revision this
+        code does not know (newer code migrated it); `empty` when it was never migrated.
+
+    Raises:
+        sqlalchemy.exc.SQLAlchemyError: When the database cannot be reached.
+    """
+    head, known = _script_revisions()
+
+    def _current(sync_conn: Connection) -> tuple[str, ...]:
+        return tuple(MigrationContext.configure(sync_conn).get_current_heads())
+
+    async with database.engine.connect() as conn:
+        await conn.execution_options(read_only=True)
+        current = await conn.run_sync(_current)
+    if not current:
+        return "empty"
+    if current == (head,):
+        return "current"
+    if any(revision not in known for revision in current):
+        return "ahead"
+    return "behind"
+
+
+_abandoned: set[asyncio.Task[SchemaStatus]] = set()
+
+
+async def probe_schema(database: Database, deadline: float = PING_DEADLINE_SECONDS) -> SchemaStatus:
+    """`schema_status` with a hard deadline, for the readiness probe.
+
+    `asyncio.timeout` alone is not a deadline here: cancelling a psycopg query makes psycopg send the server a cancel
+    request and wait for it, which against a frozen server takes seconds more. So the check runs in its own task;
+    past the deadline it is cancelled and left to finish in the background, and the caller gets its answer at once.
+
+    Args:
+        database: The database to check.
+        deadline: Seconds to wait for an answer.
+
+    Returns:
+        The schema status.
+
+    Raises:
+        TimeoutError: When the database did not answer within `deadline`.
+        sqlalchemy.exc.SQLAlchemyError: When it answered with an error.
+    """
+    task = asyncio.ensure_future(schema_status(database))
+    done, _ = await asyncio.wait({task}, timeout=deadline)
+    if not done:
+        task.cancel()
+        _abandoned.add(task)
+        task.add_done_callback(_forget)
+        raise TimeoutError(f"the database did not answer within {deadline} s")
+    return task.result()
+
+
+def _forget(task: asyncio.Task[SchemaStatus]) -> None:
+    _abandoned.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("abandoned readiness check ended with %s", type(task.exception()).__name__)
+
+
+class SchemaNotCurrentError(Exception):
+    """The database is not migrated to this code's head and start-up migration is off."""
+
+
+def describe_schema_status(status: SchemaStatus) -> str:
+    """One line for an operator: what is wrong with the schema and what to do about it.
+
+    Args:
+        status: A result of `schema_status` other than `current`.
+
+    Returns:
+        A sentence naming the head revision and the fix.
+    """
+    head = head_revision()
+    if status == "ahead":
+        return f"the database at DATABASE_URL was migrated past this code's head {head} by newer code"
+    state = "has never been migrated" if status == "empty" else "is behind"
+    return (
+        f"the database at DATABASE_URL {state} (this code needs revision {head}); "
+        f"run `alembic upgrade head` or set MIGRATE_ON_STARTUP=true"
+    )
+
+
+async def prepare_schema(database: Database, settings: Settings) -> SchemaStatus | None:
+    """The start-up step: migrate when configured to, otherwise check that the schema is current.
+
+    Args:
+        database: The app's database.
+        settings: Read for `should_migrate_on_startup`.
+
+    Returns:
+        The schema status, or None when the database could not be reached (`/ready` reports that).
+
+    Raises:
+        SchemaNotCurrentError: When the database is behind or empty and start-up migration is off.
+    """
+    if settings.should_migrate_on_startup:
+        await upgrade_to_head(database)
+        return "current"
+    try:
+        status = await schema_status(database)
+    except (SQLAlchemyError, OSError) as error:
+        log.warning("could not check the database schema at start-up: %s", type(error).__name__)
+        return None
+    if status in ("behind", "empty"):
+        message = describe_schema_status(status)
+        log.error("refusing to start: %s", message)
+        raise SchemaNotCurrentError(message)
+    if status == "ahead":
+        log.warning("%s; starting anyway", describe_schema_status(status))
+    return status

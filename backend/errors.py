@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import traceback
 from typing import Any
 
 from litestar import MediaType, Request, Response
@@ -28,7 +27,11 @@ from litestar.status_codes import (
     HTTP_500_INTERNAL_SERVER_ERROR,
     HTTP_503_SERVICE_UNAVAILABLE,
 )
-from sqlalchemy.exc import DBAPIError
+from psycopg import InterfaceError as DBAPIInterfaceError
+from psycopg import OperationalError as DBAPIOperationalError
+from sqlalchemy.exc import DataError, DBAPIError
+from sqlalchemy.exc import InterfaceError as SAInterfaceError
+from sqlalchemy.exc import OperationalError as SAOperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,7 @@ log = logging.getLogger(__name__)
 NO_CREDENTIALS = "Send an 'Authorization: Bearer <token>' header."
 DATABASE_UNAVAILABLE = "The database is unavailable."
 MALFORMED_JSON = "The request body is not valid JSON."
+DATABASE_NOT_MIGRATED = "The database schema is not at this server's migration head."
 
 
 class AppError(Exception):
@@ -213,28 +217,43 @@ def http_error_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Respons
         HTTP_413_REQUEST_ENTITY_TOO_LARGE: "The request body is too large.",
     }
     message = messages.get(status) or exc.detail or "The request is invalid."
-    return error_response(status, _CODES_BY_STATUS.get(status, "bad_request"), message)
+    # Keep Litestar's headers: a 405 must say which methods are allowed (`Allow`, RFC 9110).
+    return error_response(status, _CODES_BY_STATUS.get(status, "bad_request"), message, headers=exc.headers)
 
 
 def database_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
-    """A dropped or unreachable database is a 503, never a hang or a stack trace."""
-    if isinstance(exc, DBAPIError) and not exc.connection_invalidated and not _is_connection_error(exc):
-        # The driver's message can quote row values (PostgreSQL's "DETAIL: Failing row contains (...)"), so log
-        # where it happened and the SQLSTATE, never the text (statement parameters are hidden by the engine).
-        log.error(
-            "database error %s (SQLSTATE %s) at:\n%s",
-            type(exc.orig).__name__,
-            getattr(exc.orig, "sqlstate", None) or "unknown",
-            "".join(traceback.format_tb(exc.__traceback__)).rstrip(),
-        )
-        return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "internal", "An internal error occurred.")
-    log.warning("database unavailable: %s", type(exc.__cause__ or exc).__name__)
+    """A dropped, unreachable, overloaded or locked database is a 503, never a hang or a stack trace."""
+    if not is_database_unavailable(exc):
+        return internal_error_handler(_, exc)
+    log.warning("database unavailable: %s", type(getattr(exc, "orig", None) or exc.__cause__ or exc).__name__)
     return error_response(HTTP_503_SERVICE_UNAVAILABLE, "database_unavailable", DATABASE_UNAVAILABLE)
 
 
-def _is_connection_error(exc: DBAPIError) -> bool:
-    name = type(exc.orig).__name__ if exc.orig is not None else ""
-    return name in {"OperationalError", "InterfaceError"}
+def is_database_unavailable(exc: BaseException) -> bool:
+    """Tell an outage or a timeout of the database from a bug in a query.
+
+    Unavailable means: no free pooled connection in time (SQLAlchemy's pool `TimeoutError`), a lost or refused
+    connection, or any DB-API `OperationalError`/`InterfaceError`. The latter covers psycopg's `ConnectionTimeout`,
+    `QueryCanceled` (`statement_timeout`) and `LockNotAvailable` (`lock_timeout`), and SQLite's `database is locked`.
+    Integrity, data and programming errors are bugs (500).
+
+    Args:
+        exc: The exception a handler caught.
+
+    Returns:
+        True when the right answer is 503 `database_unavailable`.
+    """
+    if isinstance(exc, PoolTimeoutError | SAOperationalError | SAInterfaceError):
+        return True
+    if isinstance(exc, DBAPIError):
+        return exc.connection_invalidated or isinstance(exc.orig, DBAPIOperationalError | DBAPIInterfaceError)
+    return isinstance(exc, DBAPIOperationalError | DBAPIInterfaceError)
+
+
+def data_error_handler(_: Request[Any, Any, Any], exc: DataError) -> Response[dict[str, Any]]:
+    """A value the database cannot store (PostgreSQL rejects NUL characters in text, for one) is the client's 422."""
+    log.info("database rejected a value: %s", type(exc.orig).__name__)
+    return error_response(HTTP_422_UNPROCESSABLE_ENTITY, "validation_error", "A value cannot be stored as given.")
 
 
 def internal_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
@@ -247,7 +266,9 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     AppError: app_error_handler,
     NotAuthorizedException: unauthorized_handler,
     HTTPException: http_error_handler,
+    DataError: data_error_handler,
     DBAPIError: database_error_handler,
     PoolTimeoutError: database_error_handler,
+    DBAPIOperationalError: database_error_handler,
     Exception: internal_error_handler,
 }

@@ -8,6 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 from pydantic import field_validator, model_validator
+from pydantic_core import PydanticCustomError
 from sqlalchemy import Column, ForeignKey, Index, PrimaryKeyConstraint, String, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
@@ -24,6 +25,13 @@ def utcnow() -> datetime:
 
 def _trimmed(value: str | None) -> str | None:
     return value.strip() if isinstance(value, str) else value
+
+
+def _real_bool(value: object) -> object:
+    # Litestar validates bodies with strict=False, overriding field-level strict: 0 and "yes" would pass as bools.
+    if value is not None and not isinstance(value, bool):
+        raise PydanticCustomError("bool_parsing", "Input should be a valid boolean, unable to interpret input")
+    return value
 
 
 class MessageRole(StrEnum):
@@ -255,6 +263,7 @@ class TaskCreate(TaskBase):
     completed: bool = False
 
     _trim = field_validator("title", "notes", mode="before")(_trimmed)
+    _bool = field_validator("completed", mode="before")(_real_bool)
 
 
 class TaskUpdate(SQLModel):
@@ -265,6 +274,7 @@ class TaskUpdate(SQLModel):
     completed: bool | None = None
 
     _trim = field_validator("title", "notes", mode="before")(_trimmed)
+    _bool = field_validator("completed", mode="before")(_real_bool)
 
     @model_validator(mode="after")
     def _no_nulls(self) -> TaskUpdate:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -79,6 +79,18 @@ class Settings(BaseSettings):
     database_url: str = Field(default=DEFAULT_SQLITE_URL)
     migrate_on_startup: bool | None = Field(
         default=None, description="Run `alembic upgrade head` at start-up. Default: on for SQLite, off otherwise."
+    )
+    db_connect_timeout_seconds: float = Field(default=5.0, gt=0, description="Give up opening a connection after this.")
+    db_statement_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="PostgreSQL `statement_timeout`: cancel any statement that runs longer."
+    )
+    db_lock_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="PostgreSQL `lock_timeout`: give up waiting for a row or table lock."
+    )
+    sqlite_busy_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="SQLite: how long a transaction waits for the one writer slot. A burst queues for a while.",
     )
 
     model: str = Field(default="gemini/gemini-2.5-flash")
@@ -255,7 +267,7 @@ def load_settings(**overrides: object) -> Settings:
         SettingsError: With a one-line message naming the bad setting.
     """
     try:
-        return Settings(**overrides)
+        return Settings(**cast(dict[str, Any], overrides))
     except ValidationError as error:
         raise SettingsError(describe_error(error)) from None
 

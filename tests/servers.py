@@ -86,3 +86,25 @@ async def server_process(env: dict[str, str]) -> AsyncIterator[ServerProcess]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=10)
+
+
+@dataclass
+class Pair:
+    """Two server processes on one database, with a client for each."""
+
+    one: ServerProcess
+    two: ServerProcess
+    a: httpx.AsyncClient
+    b: httpx.AsyncClient
+
+
+@asynccontextmanager
+async def two_servers(env: dict[str, str]) -> AsyncIterator[Pair]:
+    """Start two server processes with the same environment, and an HTTP client on each."""
+    async with (
+        server_process(env) as one,
+        server_process(env) as two,
+        httpx.AsyncClient(base_url=one.base_url, timeout=30) as a,
+        httpx.AsyncClient(base_url=two.base_url, timeout=30) as b,
+    ):
+        yield Pair(one, two, a, b)

@@ -15,7 +15,9 @@ from collections.abc import Sequence
 from agents import Agent, FunctionTool, Model, ModelSettings, RunContextWrapper
 from agents.mcp import MCPServer
 
+from backend.chat.client_tools import client_function_tools
 from backend.chat.context import ChatContext
+from backend.chat.widgets import WidgetError, widget_json
 from backend.mcp.client import MCP_AGENT_CONFIG
 from backend.tasks.tools import TASK_TOOLS, TaskTool, ToolScope, to_json
 
@@ -47,7 +49,14 @@ def function_tool_for(tool: TaskTool) -> FunctionTool:
         if not isinstance(arguments, dict):
             return to_json({"error": "The arguments must be a JSON object."})
         scope = ToolScope(user_id=ctx.context.user_id, database=ctx.context.database)
-        return to_json(await tool.invoke(scope, arguments))
+        result = await tool.invoke(scope, arguments)
+        widget = tool.widget(result) if tool.widget is not None and ctx.context.ui is not None else None
+        if widget is not None and ctx.context.ui is not None:
+            try:
+                ctx.context.ui.show_widget(widget.id or tool.name, widget_json(widget))
+            except WidgetError as error:  # the tool's error, never a broken stream
+                return to_json({**result, "widget_error": str(error)})
+        return to_json(result)
 
     return FunctionTool(
         name=tool.name,
@@ -79,7 +88,7 @@ def build_agent(
     return Agent[ChatContext](
         name="Task assistant",
         instructions=INSTRUCTIONS,
-        tools=list(TOOLS),
+        tools=[*TOOLS, *client_function_tools()],
         mcp_servers=list(mcp_servers),
         mcp_config=MCP_AGENT_CONFIG,
         model=model,

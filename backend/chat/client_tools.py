@@ -56,7 +56,7 @@ def _function_tool(tool: ClientTool) -> FunctionTool:
         name=tool.name,
         description=tool.description,
         params_json_schema=tool.parameters,
-        on_invoke_tool=answer_from_the_browser,  # type: ignore[arg-type]
+        on_invoke_tool=answer_from_the_browser,
         strict_json_schema=False,
         needs_approval=True,
     )

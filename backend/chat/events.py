@@ -150,4 +150,5 @@ def encode(event: Event, event_id: int) -> bytes:
 
 def decode(data: str | bytes) -> Event:
     """Parse the JSON of one frame back into its typed event (for clients, tests and the turn takeover)."""
-    return msgspec.json.decode(data, type=Event)
+    event: Event = msgspec.json.decode(data, type=Event)
+    return event

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from agents import MessageOutputItem, RunItem
+from agents import MessageOutputItem, RunItem, ToolApprovalItem
 
 from backend.files.content import Attachment, user_content
 from backend.models import Message, MessageRole, MessageStatus
@@ -83,17 +83,22 @@ def turn_items(new_items: Sequence[RunItem], text: str, status: MessageStatus) -
         JSON-ready items. When the run stopped mid-reply, the partial text the user saw is appended as an
         assistant message, since the SDK keeps only completed items.
     """
-    items = [dict(item.to_input_item()) for item in new_items]
+    # Approval markers are bookkeeping of a paused run, not model input.
+    items = [dict(item.to_input_item()) for item in new_items if not isinstance(item, ToolApprovalItem)]
     has_message = any(isinstance(item, MessageOutputItem) for item in new_items)
     if text and (status != MessageStatus.COMPLETE or not has_message):
         shown = "".join(
             part.get("text", "")
             for item in items
             if item.get("type") == "message"
-            for part in item.get("content", [])
-            if isinstance(part, dict)
+            for part in _parts(item.get("content"))
         )
         rest = text[len(shown) :] if text.startswith(shown) else text
         if rest:
             items.append({"role": "assistant", "content": rest})
     return _pair_tool_items(items)
+
+
+def _parts(content: object) -> list[dict[str, Any]]:
+    """The dict parts of a message item's `content` (a string content has none)."""
+    return [part for part in content if isinstance(part, dict)] if isinstance(content, list) else []

@@ -284,7 +284,7 @@ class OfflineModel(Model):
         item = output[0]
         words: list[str] = []
         if isinstance(item, ResponseOutputMessage):
-            text = item.content[0].text
+            text = _output_text(item)
             words = _words(text)
             empty = item.model_copy(update={"content": [], "status": "in_progress"})
             yield ResponseOutputItemAddedEvent(
@@ -333,3 +333,10 @@ class OfflineModel(Model):
             }
         )
         yield ResponseCompletedEvent(type="response.completed", response=final, sequence_number=next(seq))
+
+
+def _output_text(item: object) -> str:
+    """The text of an output message's first part; empty for tool calls and refusals."""
+    if isinstance(item, ResponseOutputMessage) and item.content and isinstance(item.content[0], ResponseOutputText):
+        return item.content[0].text
+    return ""

@@ -97,11 +97,11 @@ class Reply:
                 self._append({"type": "agent", "name": event.name})
             self.agent = event.name
 
-    def decide(self, kind: str, part_id: str, **fields: object) -> None:
-        """Record the user's answer on an approval or client-tool part."""
+    def decide(self, kind: str, part_id: str, values: dict[str, object]) -> None:
+        """Record the user's answer on an approval or client-tool part (e.g. `{"decision": "approved"}`)."""
         part = self._by_id.get((kind, part_id))
         if part is not None:
-            part.update(fields)
+            part.update(values)
 
     def parts(self) -> list[Part]:
         """The parts so far (a copy, safe to store)."""

@@ -39,7 +39,8 @@ After = Annotated[
 
 def provide_chat_service(state: State) -> ChatService:
     """Dependency: the app's chat service."""
-    return state.chat_service
+    service: ChatService = state.chat_service
+    return service
 
 
 def event_stream(chat_service: ChatService, subscription: Subscription) -> EventSourceResponse:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, JsonValue, StrictBool, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
 from backend.chat.widgets import Action
 
@@ -20,8 +20,15 @@ class ApprovalDecision(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str = Field(min_length=1, max_length=128, description="The `approval_request` id.")
-    approve: StrictBool
+    approve: bool = Field(description="true to run the tool, false to refuse it (JSON booleans only).")
     reason: str | None = Field(default=None, max_length=500, description="Why it was rejected; the model sees it.")
+
+    @field_validator("approve", mode="before")
+    @classmethod
+    def _json_boolean(cls, value: object) -> object:
+        if not isinstance(value, bool):
+            raise ValueError("must be true or false")
+        return value
 
 
 class ClientToolResult(BaseModel):

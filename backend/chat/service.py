@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -16,17 +17,21 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import anyio
-from agents import Agent, RunResultStreaming, TResponseInputItem
+from agents import Agent, TResponseInputItem
+from agents.run_state import RunState
 
-from backend.chat import history
+from backend.chat import actions, history
 from backend.chat.context import ChatContext
-from backend.chat.events import DONE_FRAME
+from backend.chat.events import DONE_FRAME, Done, Event, Start, Text, Usage, encode
+from backend.chat.events import Widget as WidgetEvent
 from backend.chat.live import Hub
+from backend.chat.reply import Reply
 from backend.chat.schemas import ChatRequest
 from backend.chat.store import BegunTurn, ConversationStore, ExistingTurn, TurnRequest, make_title
-from backend.chat.turn import Pause, TurnLimits, TurnRun
+from backend.chat.turn import TurnLimits, TurnRun
+from backend.chat.widgets import widget_json
 from backend.db import Database
-from backend.errors import InvalidInputError, NotFoundError
+from backend.errors import ConflictError, InvalidInputError, NotFoundError
 from backend.files.content import load_attachments
 from backend.files.service import check_attachment_count
 from backend.files.storage import FileStorage, create_storage
@@ -41,6 +46,7 @@ STOP_WAIT_SECONDS = 10.0
 SHUTDOWN_WAIT_SECONDS = 10.0
 SWEEP_EVERY_BEATS = 2
 PRUNE_EVERY_SECONDS = 3600.0
+REJECTED = "The user rejected this action."
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +56,7 @@ class Subscription:
     message_id: uuid.UUID
     after: int = 0
     run: TurnRun | None = None
+    frames: list[bytes] | None = None  # a stream computed up front (a widget action's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,15 +164,19 @@ class ChatService:
     # --- starting, following and stopping turns ------------------------------------------------------------------
 
     async def send(self, user_id: str, request: ChatRequest) -> Subscription:
-        """Begin a turn (or find the one a repeated `client_message_id` began) before any byte is streamed.
+        """Handle `POST /chatkit` before any byte is streamed: a message, a widget action, or answers to a pause.
 
         Raises:
-            InvalidInputError: The message is over the configured limit, or has too many attachments.
+            InvalidInputError: The message is over the configured limit, has too many attachments, or answers are
+                missing or invalid.
             NotFoundError: The conversation, or an attached file, does not exist or is not the caller's.
-            ConflictError: A run is already in progress, or the idempotency key was used for another message.
+            ConflictError: A run is already in progress, the idempotency key was used for another message, or the
+                answers name nothing pending.
         """
+        if request.action is not None:
+            return await self._act(user_id, request)
         if request.message is None:
-            raise InvalidInputError("actions and answers to paused replies are not supported yet")
+            return await self._answer(user_id, request)
         if len(request.message) > self.settings.max_message_chars:
             raise InvalidInputError(f"message: must be at most {self.settings.max_message_chars} characters")
         check_attachment_count(request.attachments, self.settings.files_per_message_max)
@@ -185,7 +196,20 @@ class ChatService:
         except Exception:
             await self.store.abandon(begun.conversation_id, begun.message_id)  # free the lock it already holds
             raise
-        run = self._run(begun, run_input)
+        run = self._run(
+            TurnRun(
+                store=self.store,
+                hub=self.hub,
+                agent=self.agent,
+                user_id=user_id,
+                database=self.database,
+                conversation_id=begun.conversation_id,
+                message_id=begun.message_id,
+                title=begun.title,
+                run_input=run_input,
+                limits=self.limits,
+            )
+        )
         return Subscription(begun.message_id, run=run)
 
     async def _input_of(self, begun: BegunTurn) -> list[TResponseInputItem]:
@@ -200,25 +224,93 @@ class ChatService:
         )
         return history.to_agent_input(begun.history, self.settings.history_max_items, attachments)  # type: ignore[return-value]
 
-    def _run(self, begun: BegunTurn, run_input: list[TResponseInputItem]) -> TurnRun:
-        run = TurnRun(
-            store=self.store,
-            hub=self.hub,
-            agent=self.agent,
-            context=ChatContext(user_id=begun.user_id, database=self.database),
-            conversation_id=begun.conversation_id,
-            message_id=begun.message_id,
-            title=begun.title,
-            run_input=run_input,
-            limits=self.limits,
-            pause_check=self._pause_of,
-        )
-        self.runs[begun.message_id] = run
-        run.start().add_done_callback(lambda _task: self.runs.pop(begun.message_id, None))
+    def _run(self, run: TurnRun) -> TurnRun:
+        self.runs[run.message_id] = run
+        run.start().add_done_callback(lambda _task: self.runs.pop(run.message_id, None))
         return run
 
-    def _pause_of(self, result: RunResultStreaming) -> Pause | None:
-        return None
+    def _agent_named(self, name: object) -> Agent[ChatContext]:
+        """The agent called `name` in the team reachable from the starting agent (the starting agent if unknown)."""
+        seen: dict[str, Agent[ChatContext]] = {}
+        queue = [self.agent]
+        while queue:
+            agent = queue.pop()
+            if agent.name in seen:
+                continue
+            seen[agent.name] = agent
+            queue.extend(h for h in agent.handoffs if isinstance(h, Agent))
+        return seen.get(name, self.agent) if isinstance(name, str) else self.agent
+
+    async def _answer(self, user_id: str, request: ChatRequest) -> Subscription:
+        """Resume a paused reply with the user's approvals and the browser's client-tool results."""
+        paused = await self.store.paused_turn(user_id, _required_id(request.thread_id))
+        approvals = {p["id"]: p for p in paused.parts if p.get("type") == "approval" and p.get("decision") is None}
+        clients = {p["id"]: p for p in paused.parts if p.get("type") == "client_tool" and p.get("result") is None}
+        decisions = {d.id: d for d in request.approvals or []}
+        results = {r.id: r for r in request.client_tool_results or []}
+        unknown = (decisions.keys() - approvals.keys()) | (results.keys() - clients.keys())
+        if unknown:
+            raise ConflictError(
+                f"Nothing pending has the id {sorted(unknown)[0]!r}, or it was already answered.", code="not_pending"
+            )
+        missing = (approvals.keys() - decisions.keys()) | (clients.keys() - results.keys())
+        if missing:
+            raise InvalidInputError(f"answer every pending item; missing: {', '.join(sorted(missing))}")
+        await self.store.resume_turn(paused)
+        reply = Reply(paused.parts, paused.agent)
+        for call_id, decision in decisions.items():
+            reply.decide(
+                "approval",
+                call_id,
+                {"decision": "approved" if decision.approve else "rejected", "reason": decision.reason},
+            )
+        client_results = {call_id: json.dumps(r.result, ensure_ascii=False) for call_id, r in results.items()}
+        start_agent = self._agent_named(paused.run_state.get("start_agent"))
+        stored_state = paused.run_state.get("state")
+
+        async def resumed_state(context: ChatContext) -> RunState[ChatContext]:
+            state = await RunState.from_json(start_agent, stored_state, context_override=context)  # type: ignore[arg-type]
+            for item in state.get_interruptions():
+                decision = decisions.get(item.call_id or "")
+                if decision is not None and not decision.approve:
+                    state.reject(item, rejection_message=decision.reason or REJECTED)
+                else:
+                    state.approve(item)
+            return state
+
+        run = self._run(
+            TurnRun(
+                store=self.store,
+                hub=self.hub,
+                agent=start_agent,
+                user_id=user_id,
+                database=self.database,
+                conversation_id=paused.conversation_id,
+                message_id=paused.message_id,
+                title=paused.title,
+                run_input=resumed_state,
+                limits=self.limits,
+                reply=reply,
+                first_event_id=paused.last_event_id + 1,
+                client_results=client_results,
+            )
+        )
+        return Subscription(paused.message_id, after=paused.last_event_id, run=run)
+
+    async def _act(self, user_id: str, request: ChatRequest) -> Subscription:
+        """Route a widget action to its handler (never to the model) and stream what it changed."""
+        assert request.action is not None
+        conversation_id = _required_id(request.thread_id)
+        result = await actions.dispatch(self.database, user_id, conversation_id, request.action)
+        widgets = {widget_id: widget_json(widget) for widget_id, widget in result.widgets.items()}
+        message_id = await self.store.apply_action(user_id, conversation_id, widgets, result.reply)
+        shown_id = message_id or uuid.UUID(int=0)
+        events: list[Event] = [Start(str(conversation_id), str(shown_id), "", status="complete")]
+        events += [WidgetEvent(widget_id, widget) for widget_id, widget in widgets.items()]
+        if result.reply:
+            events.append(Text(result.reply))
+        events.append(Done(str(conversation_id), str(shown_id), "stop", Usage()))
+        return Subscription(shown_id, frames=[encode(event, i) for i, event in enumerate(events, start=1)])
 
     async def rejoin(self, user_id: str, message_id: uuid.UUID, after: int) -> Subscription:
         """Follow one of the user's turns from after event `after` (0 for all of it).
@@ -235,6 +327,11 @@ class ChatService:
         If the client goes away, the turn goes on (`ON_DISCONNECT=continue`) or is cancelled if this request started
         it (`ON_DISCONNECT=cancel`). A server shutdown cuts every run short, so every open stream ends cleanly.
         """
+        if subscription.frames is not None:
+            for data in subscription.frames:
+                yield data
+            yield DONE_FRAME
+            return
         watcher = asyncio.create_task(self._on_shutdown(shutdown))
         ended = False
         try:
@@ -298,6 +395,13 @@ class ChatService:
             await self.store.recover_stale()
             status = await self.store.message_status(message_id)
         return status
+
+
+def _required_id(reference: str | None) -> uuid.UUID:
+    conversation_id = _conversation_id(reference)
+    if conversation_id is None:
+        raise InvalidInputError("thread_id is required")
+    return conversation_id
 
 
 def _conversation_id(reference: str | None) -> uuid.UUID | None:

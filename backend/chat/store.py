@@ -23,14 +23,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TypeVar
 
-from sqlalchemy import and_, delete, exists, insert, or_, text, update
+from sqlalchemy import ColumnElement, Update, and_, delete, exists, insert, or_, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.chat.events import Done, Error, Event, Start, Usage, decode, event_type, payload
-from backend.chat.reply import Reply
+from backend.chat.reply import Part, Reply
 from backend.db import Database
 from backend.errors import ConflictError, NotFoundError
 from backend.files import service as file_service
@@ -128,6 +128,20 @@ class ExistingTurn:
     message_id: uuid.UUID
 
 
+@dataclass(frozen=True, slots=True)
+class PausedTurn:
+    """A reply paused for the user, with what its continuation needs."""
+
+    user_id: str
+    conversation_id: uuid.UUID
+    message_id: uuid.UUID
+    title: str
+    parts: list[Part]
+    agent: str | None
+    run_state: dict[str, object]
+    last_event_id: int
+
+
 @dataclass(slots=True)
 class Outcome:
     """How a turn ended: everything `finish_turn` writes to the assistant message."""
@@ -148,6 +162,15 @@ class TurnInfo:
     message_id: uuid.UUID
     status: MessageStatus
     running: bool
+
+
+def _released(conversation_id: uuid.UUID, message_id: uuid.UUID) -> Update:
+    """The statement that frees a conversation's run lock if `message_id`'s turn still holds it."""
+    return (
+        update(Conversation)
+        .where(col(Conversation.id) == conversation_id, col(Conversation.run_id) == message_id)
+        .values(run_id=None, run_owner=None, run_expires_at=None, run_cancel_requested=False)
+    )
 
 
 def _usage_json(usage: Usage) -> dict[str, int]:
@@ -192,7 +215,7 @@ class ConversationStore:
 
     # --- the run lock --------------------------------------------------------------------------------------------
 
-    def _lock_is_free(self, now: datetime) -> object:
+    def _lock_is_free(self, now: datetime) -> ColumnElement[bool]:
         """The lock is free, expired, or held by a process whose heartbeat stopped."""
         owner_alive = exists().where(
             col(Instance.id) == col(Conversation.run_owner), col(Instance.heartbeat_at) > now - self.stale_after
@@ -211,11 +234,7 @@ class ConversationStore:
     async def release(self, conversation_id: uuid.UUID, message_id: uuid.UUID) -> None:
         """Free the lock if this turn still holds it (its own transaction)."""
         async with self.database.sessions() as session:
-            await session.exec(  # type: ignore[call-overload]
-                update(Conversation)
-                .where(col(Conversation.id) == conversation_id, col(Conversation.run_id) == message_id)
-                .values(run_id=None, run_owner=None, run_expires_at=None, run_cancel_requested=False)
-            )
+            await session.exec(_released(conversation_id, message_id))
             await session.commit()
 
     # --- beginning a turn ----------------------------------------------------------------------------------------
@@ -246,7 +265,7 @@ class ConversationStore:
         async with self.database.sessions() as session:
             row = (
                 await session.exec(
-                    select(ClientMessageId, Message.content, Message.conversation_id)  # type: ignore[call-overload]
+                    select(ClientMessageId, Message.content, Message.conversation_id)
                     .join(Message, col(Message.id) == col(ClientMessageId.user_message_id))
                     .where(
                         col(ClientMessageId.user_id) == request.user_id,
@@ -286,7 +305,7 @@ class ConversationStore:
                 else:
                     conversation = await self._owned(session, request.user_id, request.conversation_id)
                     prior_run = conversation.run_id
-                    locked = await session.exec(  # type: ignore[call-overload]
+                    locked = await session.exec(
                         update(Conversation)
                         .where(
                             col(Conversation.id) == conversation.id,
@@ -364,7 +383,7 @@ class ConversationStore:
         """
         has_files = exists().where(col(MessageFile.message_id) == col(Message.id))
         recent = await session.exec(
-            select(Message, has_files)  # type: ignore[call-overload]
+            select(Message, has_files)
             .where(Message.conversation_id == conversation_id)
             .order_by(col(Message.seq).desc())
             .limit(self.history_max_items)
@@ -396,12 +415,133 @@ class ConversationStore:
                 else p
                 for p in message.parts
             ]
-            await session.exec(  # type: ignore[call-overload]
+            await session.exec(
                 update(Message)
                 .where(col(Message.id) == message.id)
                 .values(status=MessageStatus.CANCELLED, parts=parts, run_state=None)
             )
             message.status, message.parts, message.run_state = MessageStatus.CANCELLED, parts, None
+
+    # --- resuming a paused turn ---------------------------------------------------------------------------------
+
+    async def paused_turn(self, user_id: str, conversation_id: uuid.UUID) -> PausedTurn:
+        """The conversation's reply that waits for approvals or client-tool results.
+
+        Raises:
+            NotFoundError: The conversation does not exist or is not the caller's.
+            ConflictError: Nothing waits for an answer (`nothing_pending`).
+        """
+        async with self.database.sessions() as session:
+            conversation = await self._owned(session, user_id, conversation_id)
+            message = (
+                await session.exec(
+                    select(Message)
+                    .where(Message.conversation_id == conversation_id, Message.role == MessageRole.ASSISTANT)
+                    .order_by(col(Message.seq).desc())
+                    .limit(1)
+                )
+            ).first()
+            if message is None or message.status != MessageStatus.REQUIRES_ACTION or not message.run_state:
+                raise ConflictError("Nothing in this conversation waits for an answer.", code="nothing_pending")
+            last_event = (
+                await session.exec(
+                    select(TurnEvent.id)
+                    .where(col(TurnEvent.message_id) == message.id)
+                    .order_by(col(TurnEvent.id).desc())
+                    .limit(1)
+                )
+            ).first()
+            return PausedTurn(
+                user_id=user_id,
+                conversation_id=conversation_id,
+                message_id=message.id,
+                title=conversation.title,
+                parts=list(message.parts),
+                agent=message.agent,
+                run_state=dict(message.run_state),
+                last_event_id=last_event or 0,
+            )
+
+    async def resume_turn(self, paused: PausedTurn) -> None:
+        """Take the run lock for a paused reply and mark it `in_progress` again, atomically.
+
+        Raises:
+            ConflictError: Another run holds the conversation (`run_in_progress`), or another request answered first
+                (`already_answered`).
+        """
+        now = utcnow()
+        async with self.database.sessions() as session:
+            try:
+                locked = await session.exec(
+                    update(Conversation)
+                    .where(col(Conversation.id) == paused.conversation_id, self._lock_is_free(now))
+                    .values(**self._lock_values(paused.message_id, now))
+                    .execution_options(synchronize_session=False)
+                )
+                if locked.rowcount != 1:
+                    raise ConflictError(
+                        "A reply is already being generated in this conversation.", code="run_in_progress"
+                    )
+                flipped = await session.exec(
+                    update(Message)
+                    .where(col(Message.id) == paused.message_id, col(Message.status) == MessageStatus.REQUIRES_ACTION)
+                    .values(status=MessageStatus.IN_PROGRESS)
+                )
+                if flipped.rowcount != 1:
+                    raise ConflictError("These answers were already given.", code="already_answered")
+                await session.commit()
+            except BaseException:
+                await session.rollback()
+                raise
+
+    # --- widget actions ------------------------------------------------------------------------------------------
+
+    async def apply_action(
+        self, user_id: str, conversation_id: uuid.UUID, widgets: dict[str, dict[str, object]], reply: str | None
+    ) -> uuid.UUID | None:
+        """Store what a widget action changed: every stored copy of its widgets, and its short reply as a message.
+
+        Returns:
+            The id of the assistant message holding the reply, or None without a reply.
+        """
+        now = utcnow()
+        async with self.database.sessions() as session:
+            await self._owned(session, user_id, conversation_id)
+            recent = (
+                await session.exec(
+                    select(Message)
+                    .where(Message.conversation_id == conversation_id)
+                    .order_by(col(Message.seq).desc())
+                    .limit(self.history_max_items)
+                )
+            ).all()
+            for message in recent:
+                if not any(p.get("type") == "widget" and p.get("id") in widgets for p in message.parts):
+                    continue
+                parts = [
+                    {**p, "widget": widgets[p["id"]]} if p.get("type") == "widget" and p.get("id") in widgets else p
+                    for p in message.parts
+                ]
+                await session.exec(update(Message).where(col(Message.id) == message.id).values(parts=parts))
+            message_id = None
+            if reply:
+                message_id = uuid.uuid4()
+                session.add(
+                    Message(
+                        id=message_id,
+                        conversation_id=conversation_id,
+                        seq=(recent[0].seq + 1) if recent else 1,
+                        role=MessageRole.ASSISTANT,
+                        content=reply,
+                        parts=[{"type": "text", "text": reply}],
+                        created_at=now,
+                    )
+                )
+                await session.exec(
+                    update(Conversation).where(col(Conversation.id) == conversation_id).values(updated_at=now)
+                )
+            await session.commit()
+            return message_id
 
     # --- the event log -------------------------------------------------------------------------------------------
 
@@ -435,7 +575,7 @@ class ConversationStore:
         ]
         if not rows:
             return
-        await session.exec(insert(TurnEvent), params=rows)  # type: ignore[call-overload]
+        await session.exec(insert(TurnEvent), params=rows)
         if self.is_postgres:
             # Delivered on commit, to every process's listener; ids only (payloads are limited to 8000 bytes).
             ids = [str(message_id) for message_id in batch]
@@ -449,7 +589,7 @@ class ConversationStore:
         """A turn's logged events with ids above `after`, in order."""
         async with self.database.sessions() as session:
             rows = await session.exec(
-                select(TurnEvent.id, TurnEvent.type, TurnEvent.data)  # type: ignore[call-overload]
+                select(TurnEvent.id, TurnEvent.type, TurnEvent.data)
                 .where(col(TurnEvent.message_id) == message_id, col(TurnEvent.id) > after)
                 .order_by(col(TurnEvent.id))
             )
@@ -459,7 +599,7 @@ class ConversationStore:
         """The id of a turn's last logged event (0 when none)."""
         async with self.database.sessions() as session:
             rows = await session.exec(
-                select(TurnEvent.id)  # type: ignore[call-overload]
+                select(TurnEvent.id)
                 .where(col(TurnEvent.message_id) == message_id)
                 .order_by(col(TurnEvent.id).desc())
                 .limit(1)
@@ -477,9 +617,7 @@ class ConversationStore:
             col(Message.status).not_in([MessageStatus.IN_PROGRESS, MessageStatus.REQUIRES_ACTION]),
         )
         async with self.database.sessions() as session:
-            result = await session.exec(  # type: ignore[call-overload]
-                delete(TurnEvent).where(col(TurnEvent.message_id).in_(finished))
-            )
+            result = await session.exec(delete(TurnEvent).where(col(TurnEvent.message_id).in_(finished)))
             await session.commit()
             return int(result.rowcount or 0)
 
@@ -503,30 +641,35 @@ class ConversationStore:
         Returns:
             False if the outcome could not be stored (the caller tells the user; `abandon` finishes the message later).
         """
-        saved = False
+        saved = released = False
         try:
             await self._retrying(
-                lambda: self._write_outcome(message_id, outcome, events), retry_seconds, "save the reply"
+                lambda: self._write_outcome(conversation_id, message_id, outcome, events),
+                retry_seconds,
+                "save the reply",
             )
-            saved = True
+            saved = released = True  # the release is the last statement of the same transaction
         except IntegrityError:
             log.info("conversation %s was deleted during its run; the reply was dropped", conversation_id)
             saved = True
         except Exception as error:
             log.error("could not save the reply of conversation %s: %s", conversation_id, type(error).__name__)
         finally:
-            try:
-                await self._retrying(lambda: self.release(conversation_id, message_id), 2.0, "release the run lock")
-            except Exception as error:
-                log.warning("could not release the run lock of %s: %s", conversation_id, type(error).__name__)
+            if not released:  # whatever happened to the save, in a statement (and transaction) of its own
+                try:
+                    await self._retrying(lambda: self.release(conversation_id, message_id), 2.0, "release the run lock")
+                except Exception as error:
+                    log.warning("could not release the run lock of %s: %s", conversation_id, type(error).__name__)
         return saved
 
-    async def _write_outcome(self, message_id: uuid.UUID, outcome: Outcome, events: Sequence[StoredEvent]) -> None:
+    async def _write_outcome(
+        self, conversation_id: uuid.UUID, message_id: uuid.UUID, outcome: Outcome, events: Sequence[StoredEvent]
+    ) -> None:
         reply = outcome.reply
         async with self.database.sessions() as session:
             if events:
                 await self._write_events(session, {message_id: list(events)})
-            await session.exec(  # type: ignore[call-overload]
+            await session.exec(
                 update(Message)
                 .where(col(Message.id) == message_id, col(Message.status) == MessageStatus.IN_PROGRESS)
                 .values(
@@ -541,6 +684,7 @@ class ConversationStore:
                     run_state=outcome.run_state,
                 )
             )
+            await session.exec(_released(conversation_id, message_id))
             await session.commit()
 
     async def _retrying(self, attempt: Callable[[], Awaitable[_T]], seconds: float, what: str) -> _T:
@@ -578,7 +722,7 @@ class ConversationStore:
         if message is None or message.status != MessageStatus.IN_PROGRESS:
             return
         rows = await session.exec(
-            select(TurnEvent.id, TurnEvent.data)  # type: ignore[call-overload]
+            select(TurnEvent.id, TurnEvent.data)
             .where(col(TurnEvent.message_id) == message_id)
             .order_by(col(TurnEvent.id))
         )
@@ -597,7 +741,7 @@ class ConversationStore:
             StoredEvent.of(last + 2, Done(str(message.conversation_id), str(message_id), "interrupted", Usage())),
         ]
         await self._write_events(session, {message_id: finals})
-        await session.exec(  # type: ignore[call-overload]
+        await session.exec(
             update(Message)
             .where(col(Message.id) == message_id, col(Message.status) == MessageStatus.IN_PROGRESS)
             .values(
@@ -622,7 +766,7 @@ class ConversationStore:
         now = utcnow()
         async with self.database.sessions() as session:
             rows = await session.exec(
-                select(Conversation.id, Conversation.run_id).where(  # type: ignore[call-overload]
+                select(Conversation.id, Conversation.run_id).where(
                     col(Conversation.run_id).is_not(None),
                     or_(col(Conversation.run_owner) != self.instance_id, col(Conversation.run_owner).is_(None)),
                     self._lock_is_free(now),
@@ -631,8 +775,10 @@ class ConversationStore:
             stale = rows.all()
         taken = 0
         for conversation_id, message_id in stale:
+            if message_id is None:
+                continue
             async with self.database.sessions() as session:
-                claimed = await session.exec(  # type: ignore[call-overload]
+                claimed = await session.exec(
                     update(Conversation)
                     .where(
                         col(Conversation.id) == conversation_id,
@@ -654,21 +800,19 @@ class ConversationStore:
         """Tell the other processes that this one is alive (and so are its runs)."""
         now = utcnow()
         async with self.database.sessions() as session:
-            beat = await session.exec(  # type: ignore[call-overload]
+            beat = await session.exec(
                 update(Instance).where(col(Instance.id) == self.instance_id).values(heartbeat_at=now)
             )
             if beat.rowcount == 0:
                 session.add(Instance(id=self.instance_id, started_at=now, heartbeat_at=now))
-            await session.exec(  # type: ignore[call-overload]
-                delete(Instance).where(col(Instance.heartbeat_at) < now - timedelta(hours=1))
-            )
+            await session.exec(delete(Instance).where(col(Instance.heartbeat_at) < now - timedelta(hours=1)))
             await session.commit()
 
     async def cancel_requests(self) -> list[uuid.UUID]:
         """Running turns of this process that someone asked to stop (the fallback to the stop notification)."""
         async with self.database.sessions() as session:
             rows = await session.exec(
-                select(Conversation.run_id).where(  # type: ignore[call-overload]
+                select(Conversation.run_id).where(
                     col(Conversation.run_owner) == self.instance_id, col(Conversation.run_cancel_requested)
                 )
             )
@@ -685,7 +829,7 @@ class ConversationStore:
         async with self.database.sessions() as session:
             row = (
                 await session.exec(
-                    select(Message.conversation_id, Message.status, Conversation.run_id)  # type: ignore[call-overload]
+                    select(Message.conversation_id, Message.status, Conversation.run_id)
                     .join(Conversation, col(Conversation.id) == col(Message.conversation_id))
                     .where(
                         col(Message.id) == message_id,
@@ -702,9 +846,7 @@ class ConversationStore:
     async def message_status(self, message_id: uuid.UUID) -> MessageStatus | None:
         """The status of a message (None if it was deleted)."""
         async with self.database.sessions() as session:
-            status = (
-                await session.exec(select(Message.status).where(col(Message.id) == message_id))  # type: ignore[call-overload]
-            ).first()
+            status = (await session.exec(select(Message.status).where(col(Message.id) == message_id))).first()
         return MessageStatus(status) if status is not None else None
 
     async def request_stop(self, user_id: str, conversation_id: uuid.UUID) -> uuid.UUID | None:
@@ -721,7 +863,7 @@ class ConversationStore:
             run_id = conversation.run_id
             if run_id is None:
                 return None
-            await session.exec(  # type: ignore[call-overload]
+            await session.exec(
                 update(Conversation)
                 .where(col(Conversation.id) == conversation_id, col(Conversation.run_id) == run_id)
                 .values(run_cancel_requested=True)
@@ -739,7 +881,7 @@ class ConversationStore:
             await self._owned(session, user_id, conversation_id)
             row = (
                 await session.exec(
-                    select(Message.id, Message.status)  # type: ignore[call-overload]
+                    select(Message.id, Message.status)
                     .where(col(Message.conversation_id) == conversation_id, col(Message.role) == MessageRole.ASSISTANT)
                     .order_by(col(Message.seq).desc())
                     .limit(1)
@@ -776,7 +918,7 @@ class ConversationStore:
         async with self.database.sessions() as session:
             await self._owned(session, user_id, conversation_id)
             file_ids = await file_service.delete_files_only_used_by(session, conversation_id)
-            result = await session.exec(  # type: ignore[call-overload]
+            result = await session.exec(
                 delete(Conversation).where(
                     and_(col(Conversation.id) == conversation_id, col(Conversation.user_id) == user_id)
                 )

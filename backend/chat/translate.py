@@ -9,6 +9,7 @@ from typing import Any
 import openai
 from agents import AgentsException, MaxTurnsExceeded, ModelBehaviorError, ToolCallItem, ToolCallOutputItem
 from agents.exceptions import ModelTimeoutError
+from openai.types.responses import ResponseFunctionToolCall
 
 from backend.chat.events import Agent, Error, Event, Text, Thinking, ToolCall, ToolResult
 from backend.chat.model import TruncatedStreamError
@@ -32,10 +33,12 @@ def parse_json(text: Any) -> Any:
 class StreamTranslator:
     """Stateful per run: remembers tool names by call id so each `tool_result` can name its tool."""
 
-    __slots__ = ("_tool_names",)
+    __slots__ = ("_hidden", "_tool_names")
 
-    def __init__(self) -> None:
+    def __init__(self, hide_calls: frozenset[str] = frozenset()) -> None:
+        """Create a translator; calls of the tools named in `hide_calls` are not sent (client tools pause instead)."""
         self._tool_names: dict[str, str] = {}
+        self._hidden = hide_calls
 
     def translate(self, sdk_event: Any) -> Event | None:
         """Map one `Runner.run_streamed(...).stream_events()` item to our event, or None to skip it.
@@ -62,15 +65,17 @@ class StreamTranslator:
         item = sdk_event.item
         if isinstance(item, ToolCallItem):
             raw = item.raw_item
-            if getattr(raw, "type", None) != "function_call":
+            if not isinstance(raw, ResponseFunctionToolCall):
                 return None
             self._tool_names[raw.call_id] = raw.name
+            if raw.name in self._hidden:
+                return None
             args = parse_json(raw.arguments or "{}")
             return ToolCall(id=raw.call_id, name=raw.name, args=args if isinstance(args, dict) else {"value": args})
         if isinstance(item, ToolCallOutputItem):
-            raw = item.raw_item
-            call_id = raw.get("call_id", "") if isinstance(raw, dict) else getattr(raw, "call_id", "")
-            output = raw.get("output") if isinstance(raw, dict) else getattr(raw, "output", None)
+            result = item.raw_item
+            call_id = str(result.get("call_id", "") if isinstance(result, dict) else getattr(result, "call_id", ""))
+            output = result.get("output") if isinstance(result, dict) else getattr(result, "output", None)
             return ToolResult(id=call_id, name=self._tool_names.get(call_id, ""), result=parse_json(output))
         return None
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -23,12 +23,27 @@ from agents import Runner, RunResultStreaming, TResponseInputItem
 from agents.run_state import RunState
 
 from backend.chat import history
-from backend.chat.context import ChatContext
-from backend.chat.events import Done, Error, Event, FinishReason, Start, Usage, frame, payload
+from backend.chat.client_tools import CLIENT_TOOL_NAMES
+from backend.chat.context import ChatContext, context_json
+from backend.chat.events import (
+    ApprovalRequest,
+    ClientToolCall,
+    Done,
+    Error,
+    Event,
+    FinishReason,
+    Start,
+    Usage,
+    Widget,
+    frame,
+    payload,
+)
 from backend.chat.live import Hub, LiveTurn
 from backend.chat.reply import Reply
 from backend.chat.store import UNSAVED, ConversationStore, Outcome, StoredEvent
-from backend.chat.translate import StreamTranslator, classify_error
+from backend.chat.translate import StreamTranslator, classify_error, parse_json
+from backend.chat.widgets import validate_widget, widget_json
+from backend.db import Database
 from backend.models import MessageStatus
 
 log = logging.getLogger(__name__)
@@ -66,7 +81,27 @@ class Pause:
     state: dict[str, object]
 
 
-PauseCheck = Callable[[RunResultStreaming], Pause | None]
+def pause_of(result: RunResultStreaming, start_agent: str) -> Pause | None:
+    """The pause a finished stream ended in: tools waiting for approval or for the browser (None if it completed).
+
+    The SDK marks no pause in the stream; its interruptions say what waits. The run's state is kept (with the name of
+    the agent it started with, which a resume must load it from) so any process can resume it.
+    """
+    interruptions = result.interruptions
+    if not interruptions:
+        return None
+    events: list[Event] = []
+    for item in interruptions:
+        name = item.name or ""
+        call_id = item.call_id or ""
+        parsed = parse_json(item.arguments or "{}")
+        args = parsed if isinstance(parsed, dict) else {"value": parsed}
+        events.append(
+            ClientToolCall(call_id, name, args) if name in CLIENT_TOOL_NAMES else ApprovalRequest(call_id, name, args)
+        )
+    finish: FinishReason = "approval_required" if any(isinstance(e, ApprovalRequest) for e in events) else "client_tool"
+    state = result.to_state().to_json(context_serializer=context_json)
+    return Pause(events, finish, {"start_agent": start_agent, "state": state})
 
 
 class TurnRun:
@@ -78,27 +113,27 @@ class TurnRun:
         store: ConversationStore,
         hub: Hub,
         agent: SdkAgent[ChatContext],
-        context: ChatContext,
+        user_id: str,
+        database: Database,
         conversation_id: uuid.UUID,
         message_id: uuid.UUID,
         title: str,
-        run_input: list[TResponseInputItem] | RunState[ChatContext],
+        run_input: list[TResponseInputItem] | Callable[[ChatContext], Awaitable[RunState[ChatContext]]],
         limits: TurnLimits,
-        pause_check: PauseCheck,
         reply: Reply | None = None,
         first_event_id: int = 1,
+        client_results: dict[str, str] | None = None,
     ) -> None:
         """Prepare the run; `start()` begins it."""
         self.store = store
         self.hub = hub
         self.agent = agent
-        self.context = context
+        self.context = ChatContext(user_id=user_id, database=database, client_results=client_results or {}, ui=self)
         self.conversation_id = conversation_id
         self.message_id = message_id
         self.title = title
         self.run_input = run_input
         self.limits = limits
-        self.pause_check = pause_check
         self.reply = reply or Reply()
         self.next_id = first_event_id
         self.live: LiveTurn = hub.open(conversation_id, message_id, first_event_id)
@@ -126,6 +161,16 @@ class TurnRun:
         if self.task is not None and not self.task.done() and self.result is not None and not self.result.is_complete:
             self.task.cancel()
 
+    def show_widget(self, widget_id: str, widget: dict[str, object]) -> None:
+        """Validate a widget a tool shows and stream it (a `WidgetSink` for the run context).
+
+        Raises:
+            backend.chat.widgets.WidgetError: The widget is invalid; the tool reports it as its error.
+        """
+        event = Widget(widget_id, widget_json(validate_widget(widget)))
+        self.reply.add(event)
+        self._emit(event)
+
     def _emit(self, event: Event) -> None:
         event_id = self.next_id
         self.next_id += 1
@@ -139,10 +184,11 @@ class TurnRun:
         pause: Pause | None = None
         try:
             self._emit(Start(str(self.conversation_id), str(self.message_id), self.title))
-            translator = StreamTranslator()
+            translator = StreamTranslator(hide_calls=CLIENT_TOOL_NAMES)
             async with asyncio.timeout(self.limits.max_turn_seconds):
+                run_input = self.run_input if isinstance(self.run_input, list) else await self.run_input(self.context)
                 self.result = Runner.run_streamed(
-                    self.agent, self.run_input, context=self.context, max_turns=self.limits.max_turns
+                    self.agent, run_input, context=self.context, max_turns=self.limits.max_turns
                 )
                 async for sdk_event in self.result.stream_events():
                     event = translator.translate(sdk_event)
@@ -150,7 +196,7 @@ class TurnRun:
                         self.reply.add(event)
                         self._emit(event)
             if self.cancel_reason is None:
-                pause = self.pause_check(self.result)
+                pause = pause_of(self.result, self.agent.name)
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if self.cancel_reason is None or current is None:
@@ -179,7 +225,10 @@ class TurnRun:
         status = _STATUS_BY_FINISH[finish]
         items: list[dict[str, object]] | None = None
         if self.result is not None and pause is None:
-            items = history.turn_items(self.result.new_items, self.reply.text, status)  # type: ignore[assignment]
+            try:
+                items = history.turn_items(self.result.new_items, self.reply.text, status)
+            except Exception:  # the reply is still stored; only its model replay falls back to its text
+                log.exception("could not build the replay items of %s", self.message_id)
         outcome = Outcome(
             status=status,
             reply=self.reply,

@@ -4,31 +4,35 @@ from __future__ import annotations
 
 import logging
 
-from litestar import Response, get
+from litestar import get
 from litestar.datastructures import State
-from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 from sqlalchemy.exc import SQLAlchemyError
 
-from backend.db import get_database
-from backend.errors import DATABASE_UNAVAILABLE, error_body
+from backend.db import get_database, probe_schema
+from backend.errors import DATABASE_NOT_MIGRATED, DATABASE_UNAVAILABLE, UnavailableError
 
 log = logging.getLogger(__name__)
 
 
-@get("/health", operation_id="Health", tags=["system"], exclude_from_auth=True)
+@get("/health", operation_id="Health", tags=["system"], exclude_from_auth=True, security=[{}])
 async def health() -> dict[str, str]:
     """Liveness: the process answers."""
     return {"status": "ok"}
 
 
-@get("/ready", operation_id="Ready", tags=["system"], exclude_from_auth=True)
-async def ready(state: State) -> Response[dict[str, object]]:
-    """Readiness: the database answers `SELECT 1`; 503 otherwise."""
+@get("/ready", operation_id="Ready", tags=["system"], exclude_from_auth=True, security=[{}])
+async def ready(state: State) -> dict[str, str]:
+    """Readiness: the database answers within 1.5 s and its schema is at this code's migration head.
+
+    Answers 503 `database_unavailable` when the database does not answer in time, and 503 `database_not_migrated`
+    when its Alembic revision is behind this code's head or it was never migrated.
+    """
     try:
-        await get_database(state).ping()
+        status = await probe_schema(get_database(state))
     except (SQLAlchemyError, OSError, TimeoutError) as error:
         log.warning("readiness check failed: %s", type(error).__name__)
-        return Response(
-            error_body("database_unavailable", DATABASE_UNAVAILABLE), status_code=HTTP_503_SERVICE_UNAVAILABLE
-        )
-    return Response({"status": "ready"})
+        raise UnavailableError(DATABASE_UNAVAILABLE, code="database_unavailable") from None
+    if status in ("behind", "empty"):
+        log.warning("readiness check failed: the database schema is %s", status)
+        raise UnavailableError(DATABASE_NOT_MIGRATED, code="database_not_migrated")
+    return {"status": "ready"}

@@ -15,10 +15,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from backend.chat.widgets import Widget
 from backend.db import Database
 from backend.errors import AppError
 from backend.models import Task, TaskCreate, TaskPublic, TaskUpdate
 from backend.tasks import service as task_service
+from backend.tasks.widgets import task_list_widget_of_result
 
 LIST_LIMIT = 100
 
@@ -80,8 +82,8 @@ class TaskTool:
         description: What the tool does, shown to the model.
         args: The pydantic model of the arguments; its JSON schema is the tool's input schema.
         run: The behaviour: validated arguments and the caller's scope in, a JSON object out.
-        needs_approval: Whether a person must approve each call before it runs (not enforced yet; the hook for the
-            approval flow).
+        needs_approval: Whether a person must approve each call before it runs (in chat, the run pauses).
+        widget: Builds the widget a chat shows for a result (None for no widget); MCP clients get the JSON only.
     """
 
     name: str
@@ -89,6 +91,7 @@ class TaskTool:
     args: type[BaseModel]
     run: Callable[[ToolScope, Any], Awaitable[JsonObject]]
     needs_approval: bool = False
+    widget: Callable[[JsonObject], Widget | None] | None = None
 
     def input_schema(self) -> JsonObject:
         """The JSON schema of the arguments, published unchanged by every protocol."""
@@ -167,7 +170,9 @@ async def _delete(scope: ToolScope, args: TaskRefArgs) -> JsonObject:
 
 TASK_TOOLS: tuple[TaskTool, ...] = (
     TaskTool("add_task", "Add a task to the user's list.", AddTaskArgs, _add),
-    TaskTool("list_tasks", "List the user's tasks, oldest first.", ListTasksArgs, _list),
+    TaskTool(
+        "list_tasks", "List the user's tasks, oldest first.", ListTasksArgs, _list, widget=task_list_widget_of_result
+    ),
     TaskTool("complete_task", "Mark one of the user's tasks as done.", TaskRefArgs, _complete),
     TaskTool("update_task", "Change a task's title, notes or completion.", UpdateTaskArgs, _update),
     TaskTool("delete_task", "Delete one of the user's tasks.", TaskRefArgs, _delete, needs_approval=True),

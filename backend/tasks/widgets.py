@@ -8,13 +8,15 @@ the acting user only (another user's task is a 404), and returns the refreshed w
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict
 
 from backend.chat.actions import ActionContext, ActionRegistry, ActionResult, registry
 from backend.chat.widgets import Action, Card, Checkbox, ListItem, ListView, Text, Widget
-from backend.models import Task, TaskUpdate
+from backend.models import TaskUpdate
 from backend.tasks import service as task_service
 
 TASK_LIST_WIDGET_ID = "task-list"
@@ -31,7 +33,35 @@ class TogglePayload(BaseModel):
     completed: bool
 
 
-def task_list_widget(tasks: Sequence[Task]) -> Widget:
+class TaskView(Protocol):
+    """What the task-list widget shows of a task."""
+
+    @property
+    def id(self) -> uuid.UUID: ...  # noqa: D102
+    @property
+    def title(self) -> str: ...  # noqa: D102
+    @property
+    def completed(self) -> bool: ...  # noqa: D102
+
+
+@dataclass(frozen=True, slots=True)
+class _ListedTask:
+    id: uuid.UUID
+    title: str
+    completed: bool
+
+
+def task_list_widget_of_result(result: Mapping[str, object]) -> Widget | None:
+    """The task-list widget for a `list_tasks` tool result (None when the result is an error)."""
+    tasks = result.get("tasks")
+    if not isinstance(tasks, list):
+        return None
+    return task_list_widget(
+        [_ListedTask(uuid.UUID(str(t["id"])), str(t["title"]), bool(t["completed"])) for t in tasks]
+    )
+
+
+def task_list_widget(tasks: Sequence[TaskView]) -> Widget:
     """A card listing tasks as checkboxes; ticking one completes it, unticking reopens it.
 
     Args:

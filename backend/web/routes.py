@@ -8,6 +8,7 @@ from litestar import Request, Response, get
 from litestar.exceptions import NotFoundException
 from litestar.response import File
 from litestar.static_files import create_static_files_router
+from litestar.types import ControllerRouterHandler
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 MAX_STATIC_PATH_CHARS = 255  # the longest file name most file systems allow; our files are far shorter
@@ -43,4 +44,4 @@ static_router = create_static_files_router(
     opt={"exclude_from_auth": True},
     before_request=reject_unservable_path,
 )
-WEB_HANDLERS = [index, favicon, static_router]
+WEB_HANDLERS: list[ControllerRouterHandler] = [index, favicon, static_router]
