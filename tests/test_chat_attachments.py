@@ -10,10 +10,19 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import event
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
+from backend.chat.agent import build_agent
+from backend.chat.model import build_model
+from backend.chat.schemas import ChatRequest
+from backend.chat.service import ChatService
 from backend.chat.store import ConversationStore, TurnRequest
 from backend.db import Database
+from backend.files import service as file_service
 from backend.files.models import File
+from backend.files.storage import DatabaseStorage
+from backend.models import Conversation, Message, MessageStatus
 from backend.settings import Settings
 from tests import files_samples as samples
 from tests.conftest import SECRET, bearer, live
@@ -234,3 +243,27 @@ async def test_history_without_attachments_costs_no_file_query(db: Database, set
     assert [[f.id for f in files] for files in fourth.files.values()] == [[file_id]]
     assert list(fourth.files) == [third.user_message_id]
     assert len([s for s in statements if "JOIN files" in s]) == 1
+
+
+class UnreadableStorage(DatabaseStorage):
+    """Database storage whose reads fail with an unexpected error (not a missing blob)."""
+
+    async def read(self, session: AsyncSession, file_id: uuid.UUID) -> bytes:
+        raise RuntimeError("disk on fire")
+
+
+async def test_a_turn_whose_files_cannot_be_read_fails_and_frees_its_conversation(
+    db: Database, settings: Settings
+) -> None:
+    storage = UnreadableStorage()
+    async with db.sessions() as session:
+        stored = await file_service.upload_file(session, storage, settings, "local", "a.txt", samples.TEXT)
+    service = ChatService(db, settings, build_agent(*build_model(settings)), file_storage=storage)
+    request = ChatRequest(message="read this", attachments=[stored.id])
+    with pytest.raises(RuntimeError):
+        await service.send("local", request)
+    async with db.sessions() as session:
+        conversation = (await session.exec(select(Conversation))).one()
+        statuses = [m.status for m in (await session.exec(select(Message).order_by(col(Message.seq)))).all()]
+    assert conversation.run_id is None, "the run lock must be released"
+    assert statuses == [MessageStatus.COMPLETE, MessageStatus.ERROR]

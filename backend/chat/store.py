@@ -198,12 +198,12 @@ class ConversationStore:
 
         Args:
             database: Where conversations live.
-            file_storage: Where attachment bytes live; the bytes of files deleted with a conversation are discarded
-                there after the commit (None: nothing to discard beyond the database).
             instance_id: This process's id in `instances` (its heartbeat row).
             stale_after_seconds: A lock whose owner's heartbeat is older than this may be taken over.
             max_turn_seconds: The longest a turn may run; the lock's hard cap adds a margin to it.
             history_max_items: How many recent messages to load as model input.
+            file_storage: Where attachment bytes live; the bytes of files deleted with a conversation are discarded
+                there after the commit (None: nothing to discard beyond the database).
         """
         self.database = database
         self.instance_id = instance_id
