@@ -198,6 +198,15 @@ class ToolCallPublic(SQLModel):
     result: Any = None
 
 
+class AttachmentPublic(SQLModel):
+    """A file attached to a user message (its bytes: `GET /api/files/{id}/content`)."""
+
+    id: uuid.UUID
+    name: str
+    content_type: str
+    size: int
+
+
 class MessagePublic(SQLModel):
     """A message as the API returns it. `parts` is the reply in order; `content` its joined text."""
 
@@ -211,6 +220,9 @@ class MessagePublic(SQLModel):
     error_code: str | None = None
     agent: str | None = None
     usage: dict[str, int] | None = None
+    attachments: list[AttachmentPublic] = Field(
+        default_factory=list, description="The files sent with a user message, in order."
+    )
     created_at: datetime
 
 

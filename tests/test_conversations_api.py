@@ -21,6 +21,7 @@ MESSAGE_KEYS = {
     "content",
     "parts",
     "tool_calls",
+    "attachments",
     "status",
     "error_code",
     "agent",

@@ -12,7 +12,7 @@ from agents import Agent, Runner
 from agents.extensions.models.litellm_model import LitellmModel
 
 import backend  # noqa: F401  (offline LiteLLM environment)
-from backend.files.content import describe_for_offline_model, history_selection, human_size, user_content
+from backend.files.content import Attachment, attached_descriptions, history_selection, human_size, user_content
 from backend.files.service import StoredFile
 from tests import files_samples as samples
 from tests.fakes.gemini import FakeGemini, text_turn
@@ -38,12 +38,21 @@ def test_parts_for_each_type() -> None:
         stored("r.pdf", "application/pdf", 20),
         stored("n.md", "text/markdown", 7),
     )
-    parts = user_content("look", [image, pdf, note], {image.id: b"PNGDATA", pdf.id: b"%PDF-1", note.id: b"# hi\n"})
+    parts = user_content(
+        "look", [Attachment(image, b"PNGDATA"), Attachment(pdf, b"%PDF-1"), Attachment(note, b"# hi\n")]
+    )
     assert parts == [
         {"type": "input_text", "text": "look"},
+        {"type": "input_text", "text": "Attached file a.png (image/png, 10 B):"},
         {"type": "input_image", "image_url": f"data:image/png;base64,{b64(b'PNGDATA')}", "detail": "auto"},
+        {"type": "input_text", "text": "Attached file r.pdf (application/pdf, 20 B):"},
         {"type": "input_file", "file_data": f"data:application/pdf;base64,{b64(b'%PDF-1')}", "filename": "r.pdf"},
         {"type": "input_text", "text": "Attached file n.md (text/markdown, 7 B):\n\n# hi\n"},
+    ]
+    assert attached_descriptions(parts) == [
+        "a.png (image/png, 10 B)",
+        "r.pdf (application/pdf, 20 B)",
+        "n.md (text/markdown, 7 B)",
     ]
 
 
@@ -52,12 +61,9 @@ def test_history_budget_keeps_the_newest_and_notes_the_rest() -> None:
     turns = [[oldest], [older, newer], [newest]]
     chosen = history_selection(turns, 1000)
     assert chosen == {newest.id, newer.id}
-    data = {file_id: b"x" for file_id in chosen}
-    assert user_content("then", [older, newer], data)[1] == {
-        "type": "input_text",
-        "text": "[attachment omitted from history: b.png (image/png, 400 B)]",
-    }
-    assert user_content("then", [older, newer], data)[2]["type"] == "input_image"
+    content = user_content("then", [Attachment(f, b"x" if f.id in chosen else None) for f in (older, newer)])
+    assert content[1] == {"type": "input_text", "text": "[attachment omitted from history: b.png (image/png, 400 B)]"}
+    assert [part["type"] for part in content[2:]] == ["input_text", "input_image"]
     assert history_selection(turns, 0) == set()
     assert history_selection(turns, 10_000) == {f.id for f in (oldest, older, newer, newest)}
 
@@ -71,13 +77,12 @@ def test_the_same_file_counts_once_and_a_big_one_stops_the_selection() -> None:
     assert history_selection([[tiny], [big], [small], [small]], 1000) == {small.id}
 
 
-def test_describe_for_offline_model() -> None:
-    files = [stored("a.png", "image/png", 1234), stored("n.md", "text/markdown", 300)]
-    assert describe_for_offline_model(files) == (
-        "Received 2 attachments: a.png (image/png, 1.2 KB), n.md (text/markdown, 300 B)."
-    )
-    assert describe_for_offline_model(files[1:]) == "Received 1 attachment: n.md (text/markdown, 300 B)."
-    assert describe_for_offline_model([]) == ""
+def test_descriptions_are_read_back_from_labels_only() -> None:
+    files = [stored("a (1).png", "image/png", 1234), stored("n.md", "text/markdown", 300)]
+    content = user_content("Attached file typed.txt (text/plain, 1 B):", [Attachment(f, b"x") for f in files])
+    assert attached_descriptions(content) == ["a (1).png (image/png, 1.2 KB)", "n.md (text/markdown, 300 B)"]
+    assert attached_descriptions("Attached file x (text/plain, 1 B):") == []
+    assert attached_descriptions(user_content("hi", [])) == []
     assert human_size(10 * 1024 * 1024) == "10.0 MB"
 
 
@@ -90,7 +95,7 @@ async def test_parts_reach_gemini_as_inline_data_and_text(fake: FakeGemini) -> N
         stored("table.csv", "text/csv", len(samples.CSV)),
     )
     content = user_content(
-        "what is in these?", [image, pdf, csv], {image.id: png, pdf.id: samples.PDF, csv.id: samples.CSV}
+        "what is in these?", [Attachment(image, png), Attachment(pdf, samples.PDF), Attachment(csv, samples.CSV)]
     )
     fake.script(text_turn("a chart, a report and a table"))
     agent = Agent(
@@ -113,4 +118,5 @@ async def test_parts_reach_gemini_as_inline_data_and_text(fake: FakeGemini) -> N
         ("application/pdf", samples.PDF),
     ]
     texts = [part["text"] for part in parts if "text" in part]
-    assert texts[1] == f"Attached file table.csv (text/csv, {len(samples.CSV)} B):\n\n{samples.CSV.decode()}"
+    assert texts[1] == f"Attached file chart.png (image/png, {len(png)} B):"
+    assert texts[3] == f"Attached file table.csv (text/csv, {len(samples.CSV)} B):\n\n{samples.CSV.decode()}"

@@ -96,6 +96,21 @@ async def test_a_stdio_tool_is_called_through_chat(gemini_settings, fake):
     assert "echo: hello" in json.dumps(fake.requests[2]["contents"]), "the model saw the tool's output"
 
 
+async def test_a_server_configured_to_require_approval_pauses_each_call(gemini_settings, fake):
+    fake.script(handoff_turn(), function_call_turn("mcp_fake__echo", {"text": "hello"}), text_turn("It echoed."))
+    async with live(mcp_settings(gemini_settings, [{**STDIO, "require_approval": True}])) as (client, _):
+        paused = await chat(client, {"message": "echo hello"})
+        approval = paused.of("approval_request")[0]
+        assert approval["name"] == "mcp_fake__echo" and paused.of("done")[0]["finish_reason"] == "approval_required"
+        assert "tool_result" not in paused.types, "nothing ran before the approval"
+        resumed = await chat(
+            client,
+            {"thread_id": paused.events[0]["conversation_id"], "approvals": [{"id": approval["id"], "approve": True}]},
+        )
+    assert "echo: hello" in json.dumps(resumed.of("tool_result")[0]["result"])
+    assert resumed.of("done")[0]["finish_reason"] == "stop"
+
+
 async def test_an_http_tool_gets_the_user_through_meta_never_the_prompt(gemini_settings, fake, http_server):
     server = {"name": "remote", "url": http_server, "send_user_id": True, "tools": ["whoami", "echo"]}
     fake.script(handoff_turn(), function_call_turn("mcp_remote__whoami", {}), text_turn("You are alice."))

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import uuid
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from agents import MessageOutputItem, RunItem, ToolApprovalItem
 
+from backend.files.content import Attachment, user_content
 from backend.models import Message, MessageRole, MessageStatus
 
 
-def _message_items(message: Message) -> list[dict[str, Any]]:
+def _message_items(message: Message, attachments: Sequence[Attachment]) -> list[dict[str, Any]]:
     if message.role == MessageRole.USER:
+        if attachments:
+            return [{"role": "user", "content": user_content(message.content, attachments)}]
         return [{"role": "user", "content": message.content}]
     if message.items:
         return list(message.items)
@@ -28,22 +32,29 @@ def _pair_tool_items(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def to_agent_input(messages: Sequence[Message], max_items: int) -> list[dict[str, Any]]:
+def to_agent_input(
+    messages: Sequence[Message],
+    max_items: int,
+    attachments: Mapping[uuid.UUID, Sequence[Attachment]] | None = None,
+) -> list[dict[str, Any]]:
     """Build the model input for the next turn from a conversation's messages (oldest first).
 
     Long histories are trimmed from the oldest end, and only at user-message boundaries, so that a tool call is
     never separated from its output. The newest user turn is always kept, even if alone it exceeds `max_items`.
+    A user message with attachments becomes content parts (`backend.files.content.user_content`).
 
     Args:
         messages: The conversation's latest messages in sequence order, ending with the new user message.
         max_items: The most input items to send.
+        attachments: Message id -> its attachments with the bytes to send (`backend.files.content.load_attachments`).
 
     Returns:
         Input items for `Runner.run_streamed`.
     """
     groups: list[list[dict[str, Any]]] = []
+    attachments = attachments or {}
     for message in messages:
-        items = _message_items(message)
+        items = _message_items(message, attachments.get(message.id, ()))
         if message.role == MessageRole.USER or not groups:
             groups.append(items)
         else:

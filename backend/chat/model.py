@@ -36,6 +36,7 @@ from openai.types.responses import (
 from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
 
 from backend.chat.litellm_guard import GuardedLitellmModel, TruncatedStreamError
+from backend.files.content import attached_descriptions
 from backend.settings import Settings
 
 __all__ = ["OFFLINE_LABEL", "GuardedLitellmModel", "OfflineModel", "TruncatedStreamError", "build_model"]
@@ -131,15 +132,29 @@ def _plan(items: list[Any], mcp_tools: Sequence[str] = ()) -> tuple[str, dict[st
             "",
         )
         return _describe_result(str(name), str(last.get("output", "")))
-    user_text = next(
-        (_text_of(i) for i in reversed(items) if isinstance(i, dict) and i.get("role") == "user"), ""
-    ).strip()
+    last_user = next((i for i in reversed(items) if isinstance(i, dict) and i.get("role") == "user"), {})
+    received = _attachments_ack(last_user)
+    if received:
+        return received
+    user_text = _text_of(last_user).strip()
     sentence = user_text.rstrip(".!?").strip()
     for pattern, tool in _PATTERNS:
         match = pattern.match(sentence)
         if match:
             return tool, {k: v.strip().strip("\"'") for k, v in match.groupdict().items()}
     return help_text(mcp_tools)
+
+
+def _attachments_ack(user_item: dict[str, Any]) -> str:
+    """The reply to a message with attachments: what arrived (name, type, size); empty when none did."""
+    files = attached_descriptions(user_item.get("content"))
+    if not files:
+        return ""
+    noun = "file" if len(files) == 1 else "files"
+    return (
+        f"{OFFLINE_LABEL} I received {len(files)} {noun}: {', '.join(files)}. "
+        "The offline demo cannot read them; set GEMINI_API_KEY to use a real model."
+    )
 
 
 def _describe_result(tool: str, output: str) -> str:

@@ -33,6 +33,9 @@ from backend.chat.turn import TurnLimits, TurnRun
 from backend.chat.widgets import widget_json
 from backend.db import Database
 from backend.errors import ConflictError, InvalidInputError, NotFoundError
+from backend.files.content import load_attachments
+from backend.files.service import check_attachment_count
+from backend.files.storage import FileStorage, create_storage
 from backend.models import MessageStatus
 from backend.settings import Settings
 
@@ -71,7 +74,13 @@ class ChatService:
     """Runs chat turns for one server process."""
 
     def __init__(
-        self, database: Database, settings: Settings, agent: Agent[ChatContext], *, instance_id: uuid.UUID | None = None
+        self,
+        database: Database,
+        settings: Settings,
+        agent: Agent[ChatContext],
+        *,
+        instance_id: uuid.UUID | None = None,
+        file_storage: FileStorage | None = None,
     ) -> None:
         """Create the service.
 
@@ -81,8 +90,10 @@ class ChatService:
             agent: The starting agent of the team (see `backend.chat.agent`): a new conversation starts with it; later
                 turns start with the agent that answered last (see `start_agent`).
             instance_id: This process's id for run ownership (random by default).
+            file_storage: Where attachment bytes live (built from the settings by default).
         """
         self.database = database
+        self.file_storage = file_storage or create_storage(settings)
         self.settings = settings
         self.agent = agent
         self.agents = agents_by_name(agent)
@@ -92,6 +103,7 @@ class ChatService:
             stale_after_seconds=settings.stale_after_seconds,
             max_turn_seconds=settings.max_turn_seconds,
             history_max_items=settings.history_max_items,
+            file_storage=self.file_storage,
         )
         url = database.engine.url
         dsn = url.set(drivername="postgresql").render_as_string(hide_password=False) if self.store.is_postgres else None
@@ -158,8 +170,9 @@ class ChatService:
         """Handle `POST /chatkit` before any byte is streamed: a message, a widget action, or answers to a pause.
 
         Raises:
-            InvalidInputError: The message is over the configured limit, or answers are missing or invalid.
-            NotFoundError: The conversation does not exist or is not the caller's.
+            InvalidInputError: The message is over the configured limit, has too many attachments, or answers are
+                missing or invalid.
+            NotFoundError: The conversation, or an attached file, does not exist or is not the caller's.
             ConflictError: A run is already in progress, the idempotency key was used for another message, or the
                 answers name nothing pending.
         """
@@ -169,16 +182,23 @@ class ChatService:
             return await self._answer(user_id, request)
         if len(request.message) > self.settings.max_message_chars:
             raise InvalidInputError(f"message: must be at most {self.settings.max_message_chars} characters")
+        check_attachment_count(request.attachments, self.settings.files_per_message_max)
         begun = await self.store.begin_turn(
             TurnRequest(
                 user_id=user_id,
                 message=request.message,
                 conversation_id=_conversation_id(request.thread_id),
                 client_message_id=request.client_message_id,
+                attachments=tuple(request.attachments),
             )
         )
         if isinstance(begun, ExistingTurn):
             return Subscription(begun.message_id)
+        try:
+            run_input = await self._input_of(begun)
+        except Exception:
+            await self.store.abandon(begun.conversation_id, begun.message_id)  # free the lock it already holds
+            raise
         run = self._run(
             TurnRun(
                 store=self.store,
@@ -189,16 +209,23 @@ class ChatService:
                 conversation_id=begun.conversation_id,
                 message_id=begun.message_id,
                 title=begun.title,
-                run_input=self._input_of(begun),
+                run_input=run_input,
                 limits=self.limits,
             )
         )
         return Subscription(begun.message_id, run=run)
 
-    def _input_of(self, begun: BegunTurn) -> list[TResponseInputItem]:
-        if begun.created:  # its whole history is this message
+    async def _input_of(self, begun: BegunTurn) -> list[TResponseInputItem]:
+        if begun.created and not begun.files:  # its whole history is this message
             return [{"role": "user", "content": begun.history[-1].content}]
-        return history.to_agent_input(begun.history, self.settings.history_max_items)  # type: ignore[return-value]
+        attachments = await load_attachments(
+            self.database,
+            self.file_storage,
+            begun.files,
+            begun.user_message_id,
+            self.settings.history_attachment_bytes,
+        )
+        return history.to_agent_input(begun.history, self.settings.history_max_items, attachments)  # type: ignore[return-value]
 
     def _run(self, run: TurnRun) -> TurnRun:
         self.runs[run.message_id] = run

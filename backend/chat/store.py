@@ -33,6 +33,10 @@ from backend.chat.events import Done, Error, Event, Start, Usage, decode, event_
 from backend.chat.reply import Part, Reply
 from backend.db import Database
 from backend.errors import ConflictError, NotFoundError
+from backend.files import service as file_service
+from backend.files.models import MessageFile
+from backend.files.service import StoredFile
+from backend.files.storage import FileStorage
 from backend.models import (
     ClientMessageId,
     Conversation,
@@ -98,6 +102,7 @@ class TurnRequest:
     message: str
     conversation_id: uuid.UUID | None
     client_message_id: uuid.UUID | None = None
+    attachments: tuple[uuid.UUID, ...] = ()
 
 
 @dataclass(slots=True)
@@ -111,6 +116,8 @@ class BegunTurn:
     message_id: uuid.UUID
     history: list[Message]
     created: bool
+    files: dict[uuid.UUID, list[StoredFile]] = field(default_factory=dict)
+    """Attachments of the messages in `history`, oldest message first (messages without any are absent)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +192,7 @@ class ConversationStore:
         stale_after_seconds: float,
         max_turn_seconds: float,
         history_max_items: int,
+        file_storage: FileStorage | None = None,
     ) -> None:
         """Create the store.
 
@@ -194,12 +202,15 @@ class ConversationStore:
             stale_after_seconds: A lock whose owner's heartbeat is older than this may be taken over.
             max_turn_seconds: The longest a turn may run; the lock's hard cap adds a margin to it.
             history_max_items: How many recent messages to load as model input.
+            file_storage: Where attachment bytes live; the bytes of files deleted with a conversation are discarded
+                there after the commit (None: nothing to discard beyond the database).
         """
         self.database = database
         self.instance_id = instance_id
         self.stale_after = timedelta(seconds=stale_after_seconds)
         self.lock_ttl = timedelta(seconds=max_turn_seconds + 60)
         self.history_max_items = history_max_items
+        self.file_storage = file_storage
         self.is_postgres = database.engine.dialect.name == "postgresql"
 
     # --- the run lock --------------------------------------------------------------------------------------------
@@ -277,8 +288,10 @@ class ConversationStore:
         now = utcnow()
         message_id, user_message_id = uuid.uuid4(), uuid.uuid4()
         history: list[Message] = []
+        files: dict[uuid.UUID, list[StoredFile]] = {}
         async with self.database.sessions() as session:
             try:
+                attached = await file_service.resolve_attachments(session, request.user_id, request.attachments)
                 if request.conversation_id is None:
                     conversation = Conversation(
                         user_id=request.user_id,
@@ -308,13 +321,7 @@ class ConversationStore:
                         )
                     if prior_run is not None:
                         await self._interrupt(session, prior_run)
-                    recent = await session.exec(
-                        select(Message)
-                        .where(Message.conversation_id == conversation.id)
-                        .order_by(col(Message.seq).desc())
-                        .limit(self.history_max_items)
-                    )
-                    history = list(reversed(recent.all()))
+                    history, files = await self._history(session, conversation.id)
                     seq = history[-1].seq + 1 if history else 1
                     await self._cancel_pending_actions(session, history)
                 user_message = Message(
@@ -336,6 +343,10 @@ class ConversationStore:
                         created_at=now,
                     )
                 )
+                if attached:
+                    await session.flush()  # the links reference the user message
+                    await file_service.attach(session, user_message_id, attached)
+                    files[user_message_id] = attached
                 if request.client_message_id is not None:
                     await session.flush()  # the key references the user message
                     session.add(
@@ -359,7 +370,31 @@ class ConversationStore:
                 message_id=message_id,
                 history=[*history, user_message],
                 created=request.conversation_id is None,
+                files=files,
             )
+
+    async def _history(
+        self, session: AsyncSession, conversation_id: uuid.UUID
+    ) -> tuple[list[Message], dict[uuid.UUID, list[StoredFile]]]:
+        """The latest messages, oldest first, and their attachments.
+
+        Whether a message has attachments comes with it (an EXISTS on the link table's primary key), so a
+        conversation without any costs no extra query.
+        """
+        has_files = exists().where(col(MessageFile.message_id) == col(Message.id))
+        recent = await session.exec(
+            select(Message, has_files)
+            .where(Message.conversation_id == conversation_id)
+            .order_by(col(Message.seq).desc())
+            .limit(self.history_max_items)
+        )
+        rows = list(reversed(recent.all()))
+        history = [message for message, _ in rows]
+        with_files = [message.id for message, flagged in rows if flagged]
+        if not with_files:
+            return history, {}
+        by_message = await file_service.files_of_messages(session, with_files)
+        return history, {message_id: by_message[message_id] for message_id in with_files if message_id in by_message}
 
     async def _owned(self, session: AsyncSession, user_id: str, conversation_id: uuid.UUID) -> Conversation:
         conversation = await session.get(Conversation, conversation_id)
@@ -872,17 +907,27 @@ class ConversationStore:
             return conversation
 
     async def delete_conversation(self, user_id: str, conversation_id: uuid.UUID) -> None:
-        """Delete a conversation; the database cascades to its messages and their event logs.
+        """Delete a conversation and the files attached only in it; the database cascades to its messages and logs.
+
+        The files go in the same transaction; their bytes in `local` storage are discarded after the commit (the
+        sweep removes any that a crash leaves behind).
 
         Raises:
             NotFoundError: If it does not exist or belongs to another user.
         """
         async with self.database.sessions() as session:
+            await self._owned(session, user_id, conversation_id)
+            file_ids = await file_service.delete_files_only_used_by(session, conversation_id)
             result = await session.exec(
                 delete(Conversation).where(
                     and_(col(Conversation.id) == conversation_id, col(Conversation.user_id) == user_id)
                 )
             )
+            if result.rowcount == 0:  # deleted concurrently
+                await session.rollback()
+                raise NotFoundError(CONVERSATION_NOT_FOUND)
             await session.commit()
-        if result.rowcount == 0:
-            raise NotFoundError(CONVERSATION_NOT_FOUND)
+        if file_ids and self.file_storage is not None:
+            await self.file_storage.discard(file_ids)
+        if file_ids:
+            log.info("conversation %s deleted with %d file(s) only it used", conversation_id, len(file_ids))

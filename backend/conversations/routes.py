@@ -20,7 +20,6 @@ from backend.models import (
     ConversationPublic,
     ConversationsPublic,
     ConversationUpdate,
-    MessagePublic,
     StopPublic,
 )
 from backend.pagination import DEFAULT_LIMIT, MAX_LIMIT
@@ -70,7 +69,7 @@ class ConversationController(Controller):
         return ConversationDetail.model_validate(
             conversation,
             update={
-                "messages": [MessagePublic.model_validate(message) for message in messages],
+                "messages": await conversation_service.public_messages(db_session, messages),
                 "next_cursor": next_cursor,
                 "active_message_id": conversation.run_id,
             },

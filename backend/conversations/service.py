@@ -9,7 +9,8 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.errors import InvalidInputError, NotFoundError
-from backend.models import Conversation, ConversationSummary, Message
+from backend.files.service import files_of_messages
+from backend.models import AttachmentPublic, Conversation, ConversationSummary, Message, MessagePublic, MessageRole
 from backend.pagination import (
     BAD_CURSOR,
     DEFAULT_LIMIT,
@@ -108,3 +109,28 @@ async def list_messages(
     query = query.order_by(col(Message.seq)).limit(limit + 1)
     rows, more = page_of(list((await session.exec(query)).all()), limit)
     return rows, encode_cursor(rows[-1].seq) if more else None
+
+
+async def public_messages(session: AsyncSession, messages: list[Message]) -> list[MessagePublic]:
+    """A page of messages in their API shape, with the attachments of the user messages (one query per page).
+
+    Args:
+        session: An open session.
+        messages: One page, from `list_messages`.
+
+    Returns:
+        The messages with `attachments` filled in.
+    """
+    files = await files_of_messages(session, [m.id for m in messages if m.role == MessageRole.USER])
+    return [
+        MessagePublic.model_validate(
+            message,
+            update={
+                "attachments": [
+                    AttachmentPublic(id=f.id, name=f.name, content_type=f.content_type, size=f.size)
+                    for f in files.get(message.id, ())
+                ]
+            },
+        )
+        for message in messages
+    ]

@@ -1,6 +1,7 @@
 """Attachments as model input: Agents SDK (Responses-style) content parts for a user message, within a byte budget.
 
-LiteLLM turns `data:` URLs into Gemini `inline_data` parts; it drops `filename`, so names travel in text parts.
+LiteLLM turns `data:` URLs into Gemini `inline_data` parts; it drops `filename`, so every attachment is introduced by
+a text part that names it (`Attached file <name> (<type>, <size>):`); text files carry their content in that part.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from openai.types.responses import (
     ResponseInputContentParam,
@@ -16,8 +18,20 @@ from openai.types.responses import (
     ResponseInputTextParam,
 )
 
+from backend.db import Database
 from backend.files.service import StoredFile
 from backend.files.sniff import IMAGE_TYPES, TEXT_TYPES
+from backend.files.storage import BlobMissingError, FileStorage
+
+LABEL_PREFIX = "Attached file "
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """One attachment of a message as model input: its metadata, and its bytes (None: left out, a note instead)."""
+
+    file: StoredFile
+    data: bytes | None
 
 
 def human_size(size: int) -> str:
@@ -35,42 +49,56 @@ def describe(file: StoredFile) -> str:
     return f"{file.name} ({file.content_type}, {human_size(file.size)})"
 
 
-def describe_for_offline_model(files: Sequence[StoredFile]) -> str:
-    """One line listing the attachments by name, type and size, for the offline demo model's reply.
+def label(file: StoredFile) -> str:
+    """The text that introduces an attachment to the model: `Attached file <name> (<type>, <size>):`."""
+    return f"{LABEL_PREFIX}{describe(file)}:"
+
+
+def attached_descriptions(content: object) -> list[str]:
+    """The attachments a user message's content carries, as `name (type, size)`, read back from their labels.
+
+    For the offline demo model, which sees only the model input. The first part (what the user typed) is skipped.
 
     Args:
-        files: A message's attachments.
+        content: The `content` of a user input item: a string, or a list of content parts.
 
     Returns:
-        For example `Received 2 attachments: a.png (image/png, 1.2 KB), notes.md (text/markdown, 300 B).`, or an
-        empty string when there are none.
+        One description per attachment, in order; empty for plain text.
     """
-    if not files:
-        return ""
-    noun = "attachment" if len(files) == 1 else "attachments"
-    return f"Received {len(files)} {noun}: {', '.join(describe(file) for file in files)}."
+    if not isinstance(content, list):
+        return []
+    found = []
+    for part in content[1:]:
+        if not isinstance(part, dict) or part.get("type") != "input_text":
+            continue
+        first_line = str(part.get("text", "")).split("\n", 1)[0]
+        if first_line.startswith(LABEL_PREFIX) and first_line.endswith("):"):
+            found.append(first_line[len(LABEL_PREFIX) : -1])
+    return found
 
 
 def _data_url(content_type: str, data: bytes) -> str:
     return f"data:{content_type};base64,{base64.b64encode(data).decode('ascii')}"
 
 
-def file_part(file: StoredFile, data: bytes) -> ResponseInputContentParam:
-    """One attachment as a content part: images as images, PDFs as files, text files as text with their name.
+def file_parts(file: StoredFile, data: bytes) -> list[ResponseInputContentParam]:
+    """One attachment as content parts: its label, then the image or PDF; a text file's content follows its label.
 
     Args:
         file: The file's metadata.
         data: Its bytes.
 
     Returns:
-        An `input_image`, `input_file` or `input_text` part.
+        `input_text` (label) + `input_image` or `input_file`, or one `input_text` with label and content.
     """
-    if file.content_type in IMAGE_TYPES:
-        return ResponseInputImageParam(type="input_image", image_url=_data_url(file.content_type, data), detail="auto")
     if file.content_type in TEXT_TYPES:
         text = data.decode("utf-8", errors="replace")
-        return ResponseInputTextParam(type="input_text", text=f"Attached file {describe(file)}:\n\n{text}")
-    return ResponseInputFileParam(type="input_file", file_data=_data_url(file.content_type, data), filename=file.name)
+        return [ResponseInputTextParam(type="input_text", text=f"{label(file)}\n\n{text}")]
+    url = _data_url(file.content_type, data)
+    introduction = ResponseInputTextParam(type="input_text", text=label(file))
+    if file.content_type in IMAGE_TYPES:
+        return [introduction, ResponseInputImageParam(type="input_image", image_url=url, detail="auto")]
+    return [introduction, ResponseInputFileParam(type="input_file", file_data=url, filename=file.name)]
 
 
 def omitted_part(file: StoredFile) -> ResponseInputTextParam:
@@ -78,22 +106,22 @@ def omitted_part(file: StoredFile) -> ResponseInputTextParam:
     return ResponseInputTextParam(type="input_text", text=f"[attachment omitted from history: {describe(file)}]")
 
 
-def user_content(
-    text: str, files: Sequence[StoredFile], data: Mapping[uuid.UUID, bytes]
-) -> list[ResponseInputContentParam]:
-    """The content of a user message: its text, then each attachment (or a note when its bytes are not given).
+def user_content(text: str, attachments: Sequence[Attachment]) -> list[ResponseInputContentParam]:
+    """The content of a user message: its text, then each attachment (or a note when its bytes are left out).
 
     Args:
         text: What the user typed.
-        files: The message's attachments in order.
-        data: Bytes of the attachments to include; a file missing here becomes an "omitted" note.
+        attachments: The message's attachments in order.
 
     Returns:
         Content parts for `{"role": "user", "content": ...}`.
     """
     parts: list[ResponseInputContentParam] = [ResponseInputTextParam(type="input_text", text=text)]
-    for file in files:
-        parts.append(file_part(file, data[file.id]) if file.id in data else omitted_part(file))
+    for attachment in attachments:
+        if attachment.data is None:
+            parts.append(omitted_part(attachment.file))
+        else:
+            parts.extend(file_parts(attachment.file, attachment.data))
     return parts
 
 
@@ -120,3 +148,46 @@ def history_selection(turns: Sequence[Sequence[StoredFile]], budget_bytes: int) 
             spent += file.size
             chosen.add(file.id)
     return chosen
+
+
+async def load_attachments(
+    database: Database,
+    storage: FileStorage,
+    files: Mapping[uuid.UUID, Sequence[StoredFile]],
+    current_message_id: uuid.UUID,
+    budget_bytes: int,
+) -> dict[uuid.UUID, list[Attachment]]:
+    """Read the bytes a turn's model input needs: all of the new message's files, and earlier ones within the budget.
+
+    Opens a session only when some message has attachments. A file whose bytes vanished (deleted meanwhile) becomes
+    a note rather than failing the turn.
+
+    Args:
+        database: Where `database` storage keeps bytes.
+        storage: The storage backend.
+        files: Message id -> its attachments, oldest message first (from the conversation store).
+        current_message_id: The new user message; its files are always sent.
+        budget_bytes: `HISTORY_ATTACHMENT_BYTES`, for the earlier messages' files (see `history_selection`).
+
+    Returns:
+        Message id -> its attachments with bytes (or None where left out); empty when nothing is attached.
+    """
+    if not files:
+        return {}
+    earlier = [message_files for message_id, message_files in files.items() if message_id != current_message_id]
+    resend = history_selection(earlier, budget_bytes)
+    wanted = {f.id for f in files.get(current_message_id, ())} | resend
+    data: dict[uuid.UUID, bytes] = {}
+    async with database.sessions() as session:
+        for file_id in wanted:
+            try:
+                data[file_id] = await storage.read(session, file_id)
+            except BlobMissingError:
+                continue
+    return {
+        message_id: [
+            Attachment(f, data.get(f.id) if message_id == current_message_id or f.id in resend else None)
+            for f in message_files
+        ]
+        for message_id, message_files in files.items()
+    }

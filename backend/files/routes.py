@@ -29,7 +29,8 @@ CONTENT_SECURITY_POLICY = "default-src 'none'; sandbox"
 
 def provide_storage(request: Request[Any, Any, Any]) -> FileStorage:
     """The storage backend created by `files_lifespan`."""
-    return request.app.state.file_storage
+    storage: FileStorage = request.app.state.file_storage
+    return storage
 
 
 def public(stored: file_service.StoredFile) -> FilePublic:

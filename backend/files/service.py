@@ -146,7 +146,7 @@ async def delete_file(session: AsyncSession, storage: FileStorage, user_id: str,
         NotFoundError: If it does not exist or belongs to another user.
     """
     await get_file(session, user_id, file_id)
-    await session.exec(delete(File).where(col(File.id) == file_id))  # type: ignore[call-overload]
+    await session.exec(delete(File).where(col(File.id) == file_id))
     await session.commit()
     await storage.discard([file_id])
 
@@ -256,10 +256,8 @@ async def delete_files_only_used_by(session: AsyncSession, conversation_id: uuid
         .join(Message, col(Message.id) == col(MessageFile.message_id))
         .where(Message.conversation_id != conversation_id, col(MessageFile.file_id) == col(File.id))
     )
-    query = (
-        delete(File).where(col(File.id).in_(in_this), ~exists(elsewhere)).returning(col(File.id))  # type: ignore[attr-defined]
-    )
-    return list((await session.exec(query)).scalars().all())  # type: ignore[call-overload]
+    query = delete(File).where(col(File.id).in_(in_this), ~exists(elsewhere)).returning(col(File.id))
+    return list((await session.exec(query)).scalars().all())
 
 
 async def sweep_unattached(session: AsyncSession, storage: FileStorage, ttl_seconds: float) -> list[uuid.UUID]:
@@ -284,8 +282,8 @@ async def sweep_unattached(session: AsyncSession, storage: FileStorage, ttl_seco
         .limit(SWEEP_BATCH)
         .with_for_update(skip_locked=True)
     )
-    query = delete(File).where(col(File.id).in_(candidates)).returning(col(File.id))  # type: ignore[attr-defined]
-    deleted = list((await session.exec(query)).scalars().all())  # type: ignore[call-overload]
+    query = delete(File).where(col(File.id).in_(candidates)).returning(col(File.id))
+    deleted = list((await session.exec(query)).scalars().all())
     await session.commit()
     await storage.discard(deleted)
     orphans = await storage.remove_orphans(session, ttl_seconds)

@@ -160,6 +160,8 @@ def build_server(config: McpServerConfig) -> SupervisedServer:
     common: dict[str, Any] = {
         "name": config.name,
         "cache_tools_list": True,
+        # Each call pauses the run for the user's approval, like delete_task (see backend.chat.turn).
+        "require_approval": "always" if config.require_approval else None,
         "client_session_timeout_seconds": config.timeout_seconds,
         "tool_filter": create_static_tool_filter(allowed_tool_names=list(config.tools))
         if config.tools is not None

@@ -21,7 +21,7 @@ class _ServerBase(BaseModel):
     name: ServerName = Field(description="Unique; tools are exposed to the model as mcp_<name>__<tool>.")
     tools: tuple[str, ...] | None = Field(default=None, description="Allow-list of tool names; omit for all.")
     require_approval: bool = Field(
-        default=False, description="Every call needs a person's approval (stored; enforced by the approval flow)."
+        default=False, description="Every call pauses the run until the user approves it (approval_request)."
     )
     timeout_seconds: float = Field(default=30.0, gt=0, description="How long one request to the server may take.")
 

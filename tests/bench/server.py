@@ -323,7 +323,18 @@ def _gc_freeze() -> None:
     os.environ["BENCH_GC_FREEZE"] = "1"  # applied in create_app, after every import
 
 
+def _no_event_log() -> None:
+    """Durable turns without their event log: nothing is queued for the batched writer (the cost of the log)."""
+    from backend.chat.live import Hub
+
+    def record(self: Hub, message_id: Any, event: Any) -> None:
+        return None
+
+    Hub.record = record  # type: ignore[method-assign]
+
+
 TWEAKS = {
+    "no_event_log": _no_event_log,
     "quiet_litellm": _quiet_litellm,
     "no_send_timeout": _no_send_timeout,
     "inline_builder": _inline_builder,

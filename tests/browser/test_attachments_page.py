@@ -103,3 +103,21 @@ async def test_attach_paste_drop_refuse_remove_and_send(server: ChatServer, new_
     await expect(sent.nth(2)).to_contain_text("table.csv")
     await page.screenshot(path=artifacts_dir / "attachments-sent.png")
     await expect(page.get_by_test_id("stop-button")).to_be_hidden()
+
+    # The model received the images as inline data and the CSV as text.
+    (request,) = server.fake.requests[-1:]
+    parts = [part for content in request["contents"] if content["role"] == "user" for part in content["parts"]]
+    assert [part["inline_data"]["mime_type"] for part in parts if "inline_data" in part] == ["image/png", "image/png"]
+    assert any(part.get("text", "").startswith("Attached file table.csv (text/csv") for part in parts)
+
+    # After a reload the stored message shows the same thumbnails and chip, from the conversation API.
+    await page.reload()
+    sent = page.locator(USER).last.get_by_test_id("message-attachment")
+    await expect(sent).to_have_count(3)
+    thumbnails = page.locator(USER).last.locator(".attachment-thumb img")
+    await expect(thumbnails).to_have_count(2)
+    for index in range(2):
+        await expect(thumbnails.nth(index)).to_have_attribute("src", re.compile(r"^blob:"))
+        assert await thumbnails.nth(index).evaluate("(img) => img.decode().then(() => img.naturalWidth)") == 2
+    await expect(sent.nth(2)).to_contain_text("table.csv")
+    await page.screenshot(path=artifacts_dir / "attachments-reloaded.png")
