@@ -30,7 +30,7 @@ from tests.browser.test_chat_page import (
     wait_for_status,
     wait_until_finished,
 )
-from tests.fakes.gemini import function_call_turn, text_turn
+from tests.fakes.gemini import function_call_turn, handoff_turn, text_turn
 from tests.fakes.tcpproxy import TcpProxy
 from tests.seeding import append_message, create_conversation
 
@@ -392,6 +392,7 @@ async def task_titles(base_url: str) -> list[str]:
 async def test_delete_waits_for_approval_end_to_end(server: ChatServer, new_page: Any, approve: bool) -> None:
     await add_task(server.url, "old milk")
     server.fake.script(
+        handoff_turn(),
         function_call_turn("delete_task", {"task": "old milk"}),
         text_turn("Deleted old milk." if approve else "Fine, I kept old milk."),
     )
@@ -421,7 +422,9 @@ async def test_delete_waits_for_approval_end_to_end(server: ChatServer, new_page
 
 async def test_a_new_message_cancels_a_pending_approval(server: ChatServer, new_page: Any) -> None:
     await add_task(server.url, "old bread")
-    server.fake.script(function_call_turn("delete_task", {"task": "old bread"}), text_turn("Never mind then."))
+    server.fake.script(
+        handoff_turn(), function_call_turn("delete_task", {"task": "old bread"}), text_turn("Never mind then.")
+    )
     page, _ = await new_page()
     await page.goto(server.url)
     await send(page, "delete old bread")
@@ -440,7 +443,7 @@ async def test_a_new_message_cancels_a_pending_approval(server: ChatServer, new_
 
 
 async def test_set_theme_runs_in_the_page_end_to_end(server: ChatServer, new_page: Any) -> None:
-    server.fake.script(function_call_turn("set_theme", {"theme": "dark"}), text_turn("Dark it is."))
+    server.fake.script(handoff_turn(), function_call_turn("set_theme", {"theme": "dark"}), text_turn("Dark it is."))
     page, _ = await new_page()
     reply = await ask(page, server.url, "switch to dark mode")
     assert await assistant_text(page) == "Dark it is."
@@ -453,7 +456,7 @@ async def test_set_theme_runs_in_the_page_end_to_end(server: ChatServer, new_pag
         part["function_response"]
         for content in server.fake.requests[-1]["contents"]
         for part in content["parts"]
-        if "function_response" in part
+        if part.get("function_response", {}).get("name") == "set_theme"
     ]
     assert answered["name"] == "set_theme" and "dark" in json.dumps(answered["response"]), answered
 
@@ -466,7 +469,7 @@ async def test_set_theme_runs_in_the_page_end_to_end(server: ChatServer, new_pag
 
 async def test_task_list_widget_checkbox_completes_the_task_end_to_end(server: ChatServer, new_page: Any) -> None:
     await add_task(server.url, "buy milk")
-    server.fake.script(function_call_turn("list_tasks", {}), text_turn("Here is your list."))
+    server.fake.script(handoff_turn(), function_call_turn("list_tasks", {}), text_turn("Here is your list."))
     page, _ = await new_page()
     await ask(page, server.url, "list my tasks")
     reply = page.locator(ASSISTANT).first
