@@ -77,6 +77,7 @@ async def test_an_approved_tool_runs_after_the_pause_and_the_reply_continues(cli
     assert resumed.events[0]["message_id"] == paused.events[0]["message_id"]
     assert resumed.frames[0].id == paused.last_id + 1, "a continuation's event ids follow the paused segment's"
     assert resumed.of("tool_result")[0]["result"]["deleted"]["title"] == "milk"
+    assert resumed.of("tool_result")[0]["name"] == "delete_task", "a resumed run's results still name their tool"
     assert resumed.text == "Deleted milk." and resumed.events[-1]["finish_reason"] == "stop"
     assert (await client.get("/api/tasks")).json()["data"] == []
     assert function_responses(fake.requests[-1])[-1]["name"] == "delete_task"

@@ -114,6 +114,10 @@ class Reply:
         self._close_text()
         return "".join(p["text"] for p in self._parts if p["type"] == "text")
 
+    def call_names(self) -> dict[str, str]:
+        """Tool names by call id, of the tool calls and client tools so far."""
+        return {p["id"]: p["name"] for p in self._parts if p["type"] in {"tool_call", "client_tool"}}
+
     def tool_calls(self) -> list[Part]:
         """Tool calls with their results, in the legacy `tool_calls` shape."""
         return [

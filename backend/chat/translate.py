@@ -35,9 +35,14 @@ class StreamTranslator:
 
     __slots__ = ("_hidden", "_tool_names")
 
-    def __init__(self, hide_calls: frozenset[str] = frozenset()) -> None:
-        """Create a translator; calls of the tools named in `hide_calls` are not sent (client tools pause instead)."""
-        self._tool_names: dict[str, str] = {}
+    def __init__(self, hide_calls: frozenset[str] = frozenset(), known_calls: dict[str, str] | None = None) -> None:
+        """Create a translator.
+
+        Args:
+            hide_calls: Tools whose calls are not sent as `tool_call` (client tools announce themselves at the pause).
+            known_calls: Tool names by call id from earlier segments of the turn (a resumed run's results name them).
+        """
+        self._tool_names: dict[str, str] = dict(known_calls or {})
         self._hidden = hide_calls
 
     def translate(self, sdk_event: Any) -> Event | None:

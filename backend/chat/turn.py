@@ -184,7 +184,7 @@ class TurnRun:
         pause: Pause | None = None
         try:
             self._emit(Start(str(self.conversation_id), str(self.message_id), self.title))
-            translator = StreamTranslator(hide_calls=CLIENT_TOOL_NAMES)
+            translator = StreamTranslator(hide_calls=CLIENT_TOOL_NAMES, known_calls=self.reply.call_names())
             async with asyncio.timeout(self.limits.max_turn_seconds):
                 run_input = self.run_input if isinstance(self.run_input, list) else await self.run_input(self.context)
                 self.result = Runner.run_streamed(
