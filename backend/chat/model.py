@@ -266,6 +266,10 @@ def _team_step(items: list[Any], tools: Sequence[str], handoffs: Mapping[str, st
         name = next((str(c.get("name")) for c in calls if c.get("call_id") == last.get("call_id")), "")
         if not name.startswith(HANDOFF_PREFIX):
             return _describe_team_result(name, str(last.get("output", ""))) or _plan(items, mcp_tools)
+    last_user = next((i for i in reversed(items) if isinstance(i, dict) and i.get("role") == "user"), {})
+    received = _attachments_ack(last_user)  # whichever agent runs: the demo cannot read files, only list them
+    if received:
+        return received
     wanted = _request(items, mcp_tools)
     if wanted is not None and wanted[0] in tools:
         return wanted
