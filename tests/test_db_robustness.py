@@ -57,12 +57,14 @@ async def table_locked(url: str, table: str) -> AsyncIterator[None]:
             await conn.rollback()
             await conn.close()
     else:
-        conn = sqlite3.connect(url.removeprefix("sqlite+aiosqlite:///"), isolation_level=None)
+        # The app's own background writers (heartbeat, event log, file sweep) may hold the slot for a moment: wait.
+        conn = sqlite3.connect(url.removeprefix("sqlite+aiosqlite:///"), isolation_level=None, timeout=30)
         try:
             conn.execute("BEGIN IMMEDIATE")
             yield
         finally:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             conn.close()
 
 
