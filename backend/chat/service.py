@@ -12,7 +12,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -200,18 +200,12 @@ class ChatService:
             await self.store.abandon(begun.conversation_id, begun.message_id)  # free the lock it already holds
             raise
         run = self._run(
-            TurnRun(
-                store=self.store,
-                hub=self.hub,
-                agent=self.start_agent(begun),
-                user_id=user_id,
-                database=self.database,
-                conversation_id=begun.conversation_id,
-                message_id=begun.message_id,
-                title=begun.title,
-                run_input=run_input,
-                limits=self.limits,
-            )
+            agent=self.start_agent(begun),
+            user_id=user_id,
+            conversation_id=begun.conversation_id,
+            message_id=begun.message_id,
+            title=begun.title,
+            run_input=run_input,
         )
         return Subscription(begun.message_id, run=run)
 
@@ -227,7 +221,35 @@ class ChatService:
         )
         return history.to_agent_input(begun.history, self.settings.history_max_items, attachments)  # type: ignore[return-value]
 
-    def _run(self, run: TurnRun) -> TurnRun:
+    def _run(
+        self,
+        *,
+        agent: Agent[ChatContext],
+        user_id: str,
+        conversation_id: uuid.UUID,
+        message_id: uuid.UUID,
+        title: str,
+        run_input: list[TResponseInputItem] | Callable[[ChatContext], Awaitable[RunState[ChatContext]]],
+        reply: Reply | None = None,
+        first_event_id: int = 1,
+        client_results: dict[str, str] | None = None,
+    ) -> TurnRun:
+        """Start a turn segment in the background of this process (a new turn, or a paused one resuming)."""
+        run = TurnRun(
+            store=self.store,
+            hub=self.hub,
+            agent=agent,
+            user_id=user_id,
+            database=self.database,
+            conversation_id=conversation_id,
+            message_id=message_id,
+            title=title,
+            run_input=run_input,
+            limits=self.limits,
+            reply=reply,
+            first_event_id=first_event_id,
+            client_results=client_results,
+        )
         self.runs[run.message_id] = run
         run.start().add_done_callback(lambda _task: self.runs.pop(run.message_id, None))
         return run
@@ -282,21 +304,15 @@ class ChatService:
             return state
 
         run = self._run(
-            TurnRun(
-                store=self.store,
-                hub=self.hub,
-                agent=start_agent,
-                user_id=user_id,
-                database=self.database,
-                conversation_id=paused.conversation_id,
-                message_id=paused.message_id,
-                title=paused.title,
-                run_input=resumed_state,
-                limits=self.limits,
-                reply=reply,
-                first_event_id=paused.last_event_id + 1,
-                client_results=client_results,
-            )
+            agent=start_agent,
+            user_id=user_id,
+            conversation_id=paused.conversation_id,
+            message_id=paused.message_id,
+            title=paused.title,
+            run_input=resumed_state,
+            reply=reply,
+            first_event_id=paused.last_event_id + 1,
+            client_results=client_results,
         )
         return Subscription(paused.message_id, after=paused.last_event_id, run=run)
 

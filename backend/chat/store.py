@@ -595,17 +595,6 @@ class ConversationStore:
             )
             return [StoredEvent(i, t, d) for i, t, d in rows.all()]
 
-    async def last_event_id(self, message_id: uuid.UUID) -> int:
-        """The id of a turn's last logged event (0 when none)."""
-        async with self.database.sessions() as session:
-            rows = await session.exec(
-                select(TurnEvent.id)
-                .where(col(TurnEvent.message_id) == message_id)
-                .order_by(col(TurnEvent.id).desc())
-                .limit(1)
-            )
-            return rows.first() or 0
-
     async def prune_events(self, older_than: timedelta) -> int:
         """Delete the event logs of finished turns begun more than `older_than` ago; the messages stay.
 

@@ -51,7 +51,6 @@ log = logging.getLogger(__name__)
 CancelReason = Literal["stopped", "disconnected", "shutdown"]
 SHUTDOWN_ERROR = Error("server_shutdown", "The server is restarting. Send the message again.", retryable=True)
 TIMEOUT_ERROR = Error("turn_timeout", "The reply took too long and was stopped.", retryable=True)
-CANCEL_GRACE_SECONDS = 5.0
 _STATUS_BY_FINISH: dict[FinishReason, MessageStatus] = {
     "stop": MessageStatus.COMPLETE,
     "cancelled": MessageStatus.CANCELLED,
@@ -154,11 +153,6 @@ class TurnRun:
         if self.result is not None:
             self.result.cancel()  # stops the run and closes the upstream model stream
         else:
-            self.task.cancel()
-        asyncio.get_running_loop().call_later(CANCEL_GRACE_SECONDS, self._force_cancel)
-
-    def _force_cancel(self) -> None:
-        if self.task is not None and not self.task.done() and self.result is not None and not self.result.is_complete:
             self.task.cancel()
 
     def show_widget(self, widget_id: str, widget: dict[str, object]) -> None:
