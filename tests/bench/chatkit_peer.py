@@ -1,10 +1,13 @@
 """The peer: the official ChatKit Python server (`ChatKitServer`) doing the same job, for the same-run comparison.
 
-Same agent shape as ours (instructions and one tool, ``list_tasks``, answering an empty list like the floor), the
-Agents SDK's `LitellmModel` on the same fake Gemini with the same model settings (usage on, LiteLLM's HTTP timeout),
-an in-memory store, FastAPI on the same uvicorn (uvloop + httptools), one worker pinned like ours. Each
-``POST /chatkit`` is a ChatKit ``threads.create`` request; the load generator's ``chatkit`` protocol reads its
-``thread.item.updated`` text deltas (see `tests.bench.loadgen`).
+Same agent shape as ours: the team `backend.chat.agent.build_agent` builds (triage handing off to the task assistant
+or the help agent, the same instructions, tool names, descriptions and JSON schemas), with every tool answering an
+empty task list like the floor, so each new conversation is the same three upstream turns (handoff, tool call,
+text) for both servers. The same environment as ours too (``import backend``: LiteLLM's local cost map, the SDK's
+tracing off). The Agents SDK's `LitellmModel` on the same fake Gemini with the same model settings (usage on,
+LiteLLM's HTTP timeout), an in-memory store, FastAPI on the same uvicorn (uvloop + httptools), one worker pinned
+like ours. Each ``POST /chatkit`` is a ChatKit ``threads.create`` request; the load generator's ``chatkit``
+protocol reads its ``thread.item.updated`` text deltas (see `tests.bench.loadgen`).
 
 Needs the bench-only dependency group (``uv sync --group bench``: ``openai-chatkit``, ``fastapi``), which
 `tests.bench.run` installs before it starts; nothing under ``backend/`` imports ``chatkit``.
@@ -19,8 +22,11 @@ import json
 import os
 from collections.abc import AsyncIterator
 
+import backend  # noqa: F401  (the same LiteLLM/Agents environment as ours, before anything imports them)
+
+# isort: split
 import uvicorn
-from agents import Agent, ModelSettings, RunContextWrapper, Runner, function_tool
+from agents import Agent, FunctionTool, ModelSettings, RunContextWrapper, Runner, Tool
 from agents.extensions.models.litellm_model import LitellmModel
 from chatkit.agents import AgentContext, simple_to_agent_input, stream_agent_response
 from chatkit.server import ChatKitServer, StreamingResult
@@ -29,16 +35,48 @@ from chatkit.types import Attachment, Page, ThreadItem, ThreadMetadata, ThreadSt
 from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 
+from backend.chat.agent import agents_by_name, build_agent
 from tests.bench import lag
 
 MODEL = "gemini/gemini-2.5-flash"  # the backend's default model string
-INSTRUCTIONS = "You are a concise task assistant inside a chat app. Call list_tasks when you need the user's tasks."
+EMPTY = json.dumps({"tasks": [], "truncated": False})
 
 
-@function_tool
-async def list_tasks(ctx: RunContextWrapper[AgentContext[None]]) -> str:
-    """List the user's tasks."""
-    return json.dumps({"tasks": [], "truncated": False})
+async def _empty_tasks(ctx: RunContextWrapper[AgentContext[None]], arguments: str) -> str:
+    return EMPTY
+
+
+def _stub(tool: Tool) -> Tool:
+    """The same tool as the model sees it (name, description, schema), answering an empty task list."""
+    if not isinstance(tool, FunctionTool):
+        return tool
+    return FunctionTool(
+        name=tool.name,
+        description=tool.description,
+        params_json_schema=tool.params_json_schema,
+        on_invoke_tool=_empty_tasks,
+        strict_json_schema=tool.strict_json_schema,
+    )
+
+
+def mirror_team(model: LitellmModel, settings: ModelSettings) -> Agent[AgentContext[None]]:
+    """Our team (`build_agent`) rebuilt for ChatKit's context, with stub tools; returns its starting agent."""
+    ours = build_agent(model, settings)
+    team = agents_by_name(ours)
+    peers: dict[str, Agent[AgentContext[None]]] = {
+        name: Agent(
+            name=agent.name,
+            handoff_description=agent.handoff_description,
+            instructions=agent.instructions,  # type: ignore[arg-type]
+            tools=[_stub(tool) for tool in agent.tools],
+            model=model,
+            model_settings=settings,
+        )
+        for name, agent in team.items()
+    }
+    for name, agent in team.items():
+        peers[name].handoffs = [peers[target.name] for target in agent.handoffs if isinstance(target, Agent)]
+    return peers[ours.name]
 
 
 class MemoryStore(Store[None]):
@@ -129,10 +167,7 @@ def build_app() -> FastAPI:
     """The FastAPI app: ``POST /chatkit`` (ChatKit protocol) and ``GET /health``."""
     model = LitellmModel(MODEL, base_url=os.environ["PEER_UPSTREAM"], api_key="bench-key")
     settings = ModelSettings(include_usage=True, extra_args={"timeout": 120.0})
-    agent: Agent[AgentContext[None]] = Agent(
-        name="tasks", instructions=INSTRUCTIONS, model=model, model_settings=settings, tools=[list_tasks]
-    )
-    server = PeerServer(MemoryStore(), agent)
+    server = PeerServer(MemoryStore(), mirror_team(model, settings))
     app = FastAPI(on_startup=[lag.start])
 
     @app.get("/health")

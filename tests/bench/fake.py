@@ -68,8 +68,12 @@ class LoadConfig:
 
     @property
     def upstream_ttft(self) -> float:
-        """The fake's own time to first text: one or two turns' time to first chunk."""
-        return self.time_to_first_chunk * (2 if self.function_call else 1)
+        """The fake's own time to first text: one turn's time to first chunk, or three with the tool turn.
+
+        With the tool turn every server under test offers the triage handoff first (ours, the ChatKit peer with
+        our team, the floor), so a new conversation is handoff, function call, then text.
+        """
+        return self.time_to_first_chunk * (3 if self.function_call else 1)
 
     def to_json(self) -> dict[str, Any]:
         """Fields plus the derived figures."""

@@ -4,8 +4,10 @@ A bare ASGI app (no framework, no agent, no database) under the same uvicorn (uv
 ``POST /chatkit {"message": ...}`` it streams ``:streamGenerateContent`` from the fake with one shared aiohttp
 session, parses each upstream SSE event, and re-emits each text part as our ``text`` frame
 (``data: {"type":"text","content":...}\\n\\n``), then ``done`` and ``data: [DONE]``. When the upstream turn is a
-function call, it emits ``tool_call``/``tool_result`` frames and makes the second upstream request with the
-``function_call`` and ``function_response`` contents, exactly as the agent does.
+function call, it emits ``tool_call``/``tool_result`` frames and makes the next upstream request with the
+``function_call`` and ``function_response`` contents, exactly as the agent does. Like our team, the first request
+offers only the triage handoff (``transfer_to_task_assistant``) and, once the fake takes it, the next ones offer the
+task tool: a new conversation is the same three upstream turns for the floor, ours and the ChatKit peer.
 
 Run: ``python -m tests.bench.floor --port P --upstream http://127.0.0.1:FAKE/v1beta [--workers N]``
 (or set ``FLOOR_UPSTREAM``).
@@ -27,6 +29,10 @@ from tests.bench import lag
 MODEL = "gemini-2.5-flash"
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 DONE = b"data: [DONE]\n\n"
+HANDOFF = "transfer_to_task_assistant"
+OBJECT = {"type": "object", "properties": {}}
+TRIAGE_TOOLS = [{"function_declarations": [{"name": HANDOFF, "description": "Hand off.", "parameters": OBJECT}]}]
+TASK_TOOLS = [{"function_declarations": [{"name": "list_tasks", "description": "List tasks.", "parameters": OBJECT}]}]
 
 _session: aiohttp.ClientSession | None = None
 
@@ -35,11 +41,14 @@ def _frame(event: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
 
 
-async def _relay(url: str, contents: list[dict[str, Any]], send: Any) -> list[dict[str, Any]]:
+async def _relay(
+    url: str, contents: list[dict[str, Any]], tools: list[dict[str, Any]], send: Any
+) -> list[dict[str, Any]]:
     """Stream one upstream turn; send each text part as a frame; return the function calls it made."""
     assert _session is not None
     calls: list[dict[str, Any]] = []
-    async with _session.post(url, json={"contents": contents}, headers={"x-goog-api-key": "bench"}) as resp:
+    body = {"contents": contents, "tools": tools}
+    async with _session.post(url, json=body, headers={"x-goog-api-key": "bench"}) as resp:
         resp.raise_for_status()
         async for line in resp.content:
             if not line.startswith(b"data:"):
@@ -102,10 +111,12 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         }
     )
     contents: list[dict[str, Any]] = [{"role": "user", "parts": [{"text": user_text}]}]
+    tools = TRIAGE_TOOLS
     for _ in range(4):  # bounded: at most a few tool rounds
-        calls = await _relay(url, contents, send)
+        calls = await _relay(url, contents, tools, send)
         if not calls:
             break
+        tools = TASK_TOOLS
         contents.append({"role": "model", "parts": [{"function_call": c} for c in calls]})
         responses = []
         for call in calls:

@@ -711,8 +711,9 @@ def build_report(
     out += [
         f"Mode: **{meta['mode']}**. Upstream (fake Gemini): {load['tokens']} tokens per reply, "
         f"{load['token_delay'] * 1e3:.0f} ms per token, time to first chunk {load['time_to_first_chunk'] * 1e3:.0f} ms "
-        f"per upstream turn; `-tool` cells make every reply two upstream turns (a `list_tasks` call, then the text), "
-        f"so the fake's own TTFT is {2 * load['time_to_first_chunk'] * 1e3:.0f} ms there. "
+        f"per upstream turn; `-tool` cells make every reply three upstream turns (the triage handoff, a `list_tasks` "
+        f"call, then the text; every server offers the same team), "
+        f"so the fake's own TTFT is {3 * load['time_to_first_chunk'] * 1e3:.0f} ms there. "
         f"Windows: warm-up {meta['timing']['warmup']} s, measured {meta['timing']['window']} s. "
         f"Server CPUs {meta['server_cpus']}, client (fake + load generator) CPUs {meta['client_cpus']} "
         f"(two workers use both cores, so they share one with the client). Machine: {meta['machine']}.",
