@@ -26,6 +26,7 @@ from typing import TypeVar
 from sqlalchemy import ColumnElement, Update, and_, delete, exists, insert, or_, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -173,6 +174,36 @@ def _released(conversation_id: uuid.UUID, message_id: uuid.UUID) -> Update:
     )
 
 
+_TURN_EVENTS_INSERT = insert(TurnEvent)
+_MESSAGES_INSERT = insert(Message)
+
+
+def _message_row(
+    message_id: uuid.UUID,
+    conversation_id: uuid.UUID,
+    seq: int,
+    role: MessageRole,
+    content: str,
+    now: datetime,
+) -> dict[str, object]:
+    """A new message's row for a Core INSERT: a user message is complete, an assistant message `in_progress`."""
+    status = MessageStatus.COMPLETE if role == MessageRole.USER else MessageStatus.IN_PROGRESS
+    return {
+        "id": message_id,
+        "conversation_id": conversation_id,
+        "seq": seq,
+        "role": role,
+        "content": content,
+        "tool_calls": [],
+        "parts": [],
+        "status": status,
+        "created_at": now,
+    }
+
+
+_NOTIFY = text("SELECT pg_notify(:channel, :ids)")
+
+
 def _usage_json(usage: Usage) -> dict[str, int]:
     return {
         "input_tokens": usage.input_tokens,
@@ -233,9 +264,8 @@ class ConversationStore:
 
     async def release(self, conversation_id: uuid.UUID, message_id: uuid.UUID) -> None:
         """Free the lock if this turn still holds it (its own transaction)."""
-        async with self.database.sessions() as session:
-            await session.exec(_released(conversation_id, message_id))
-            await session.commit()
+        async with self.database.engine.begin() as conn:
+            await conn.execute(_released(conversation_id, message_id))
 
     # --- beginning a turn ----------------------------------------------------------------------------------------
 
@@ -292,18 +322,22 @@ class ConversationStore:
         async with self.database.sessions() as session:
             try:
                 attached = await file_service.resolve_attachments(session, request.user_id, request.attachments)
+                conn = await session.connection()  # Core statements in the session's transaction
                 if request.conversation_id is None:
-                    conversation = Conversation(
-                        user_id=request.user_id,
-                        title=make_title(request.message),
-                        created_at=now,
-                        **self._lock_values(message_id, now),  # type: ignore[arg-type]
+                    conversation_id, title = uuid.uuid4(), make_title(request.message)
+                    await conn.execute(
+                        insert(Conversation).values(
+                            id=conversation_id,
+                            user_id=request.user_id,
+                            title=title,
+                            created_at=now,
+                            **self._lock_values(message_id, now),
+                        )
                     )
-                    session.add(conversation)
-                    await session.flush()
                     seq = 1
                 else:
                     conversation = await self._owned(session, request.user_id, request.conversation_id)
+                    conversation_id, title = conversation.id, conversation.title
                     prior_run = conversation.run_id
                     locked = await session.exec(
                         update(Conversation)
@@ -326,31 +360,26 @@ class ConversationStore:
                     await self._cancel_pending_actions(session, history)
                 user_message = Message(
                     id=user_message_id,
-                    conversation_id=conversation.id,
+                    conversation_id=conversation_id,
                     seq=seq,
                     role=MessageRole.USER,
                     content=request.message,
                     created_at=now,
                 )
-                session.add(user_message)
-                session.add(
-                    Message(
-                        id=message_id,
-                        conversation_id=conversation.id,
-                        seq=seq + 1,
-                        role=MessageRole.ASSISTANT,
-                        status=MessageStatus.IN_PROGRESS,
-                        created_at=now,
-                    )
+                # Core INSERTs in order (no unit of work to sort out): the messages, then what references them.
+                await conn.execute(
+                    _MESSAGES_INSERT,
+                    [
+                        _message_row(user_message_id, conversation_id, seq, MessageRole.USER, request.message, now),
+                        _message_row(message_id, conversation_id, seq + 1, MessageRole.ASSISTANT, "", now),
+                    ],
                 )
                 if attached:
-                    await session.flush()  # the links reference the user message
                     await file_service.attach(session, user_message_id, attached)
                     files[user_message_id] = attached
                 if request.client_message_id is not None:
-                    await session.flush()  # the key references the user message
-                    session.add(
-                        ClientMessageId(
+                    await conn.execute(
+                        insert(ClientMessageId).values(
                             user_id=request.user_id,
                             client_message_id=request.client_message_id,
                             user_message_id=user_message_id,
@@ -364,8 +393,8 @@ class ConversationStore:
                 raise
             return BegunTurn(
                 user_id=request.user_id,
-                conversation_id=conversation.id,
-                title=conversation.title,
+                conversation_id=conversation_id,
+                title=title,
                 user_message_id=user_message_id,
                 message_id=message_id,
                 history=[*history, user_message],
@@ -562,11 +591,11 @@ class ConversationStore:
                     log.info("message %s was deleted during its run; its events were dropped", message_id)
 
     async def _insert_events(self, batch: dict[uuid.UUID, list[StoredEvent]]) -> None:
-        async with self.database.sessions() as session:
-            await self._write_events(session, batch)
-            await session.commit()
+        async with self.database.engine.begin() as conn:
+            await self._write_events(conn, batch)
 
-    async def _write_events(self, session: AsyncSession, batch: dict[uuid.UUID, list[StoredEvent]]) -> None:
+    async def _write_events(self, conn: AsyncConnection, batch: dict[uuid.UUID, list[StoredEvent]]) -> None:
+        """Insert the events (Core, in the caller's transaction) and, on PostgreSQL, notify other processes."""
         now = utcnow()
         rows = [
             {"message_id": message_id, "id": e.id, "type": e.type, "data": e.data, "created_at": now}
@@ -575,15 +604,12 @@ class ConversationStore:
         ]
         if not rows:
             return
-        await session.exec(insert(TurnEvent), params=rows)
+        await conn.execute(_TURN_EVENTS_INSERT, rows)
         if self.is_postgres:
             # Delivered on commit, to every process's listener; ids only (payloads are limited to 8000 bytes).
             ids = [str(message_id) for message_id in batch]
             for start in range(0, len(ids), 150):
-                await session.exec(  # type: ignore[call-overload]
-                    text("SELECT pg_notify(:channel, :ids)"),
-                    params={"channel": NOTIFY_CHANNEL, "ids": ",".join(ids[start : start + 150])},
-                )
+                await conn.execute(_NOTIFY, {"channel": NOTIFY_CHANNEL, "ids": ",".join(ids[start : start + 150])})
 
     async def read_events(self, message_id: uuid.UUID, after: int) -> list[StoredEvent]:
         """A turn's logged events with ids above `after`, in order."""
@@ -655,10 +681,10 @@ class ConversationStore:
         self, conversation_id: uuid.UUID, message_id: uuid.UUID, outcome: Outcome, events: Sequence[StoredEvent]
     ) -> None:
         reply = outcome.reply
-        async with self.database.sessions() as session:
+        async with self.database.engine.begin() as conn:  # Core: no unit of work on the hot path
             if events:
-                await self._write_events(session, {message_id: list(events)})
-            await session.exec(
+                await self._write_events(conn, {message_id: list(events)})
+            await conn.execute(
                 update(Message)
                 .where(col(Message.id) == message_id, col(Message.status) == MessageStatus.IN_PROGRESS)
                 .values(
@@ -673,8 +699,7 @@ class ConversationStore:
                     run_state=outcome.run_state,
                 )
             )
-            await session.exec(_released(conversation_id, message_id))
-            await session.commit()
+            await conn.execute(_released(conversation_id, message_id))
 
     async def _retrying(self, attempt: Callable[[], Awaitable[_T]], seconds: float, what: str) -> _T:
         deadline = time.monotonic() + seconds
@@ -729,7 +754,7 @@ class ConversationStore:
             StoredEvent.of(last + 1, error),
             StoredEvent.of(last + 2, Done(str(message.conversation_id), str(message_id), "interrupted", Usage())),
         ]
-        await self._write_events(session, {message_id: finals})
+        await self._write_events(await session.connection(), {message_id: finals})
         await session.exec(
             update(Message)
             .where(col(Message.id) == message_id, col(Message.status) == MessageStatus.IN_PROGRESS)

@@ -119,7 +119,9 @@ class Proc:
             self.popen.wait(5)
 
 
-def spawn(name: str, argv: list[str], env: dict[str, str], cpus: set[int] | None, log_path: Path) -> Proc:
+def spawn(
+    name: str, argv: list[str], env: dict[str, str], cpus: set[int] | None, log_path: Path, cwd: Path = ROOT
+) -> Proc:
     """Start a process in its own process group (so stop() reaches uvicorn's workers), pinned to `cpus`."""
     log_file = log_path.open("ab")
 
@@ -131,7 +133,7 @@ def spawn(name: str, argv: list[str], env: dict[str, str], cpus: set[int] | None
         os.setsid()
         os.sched_setaffinity(0, affinity)
 
-    popen = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT, preexec_fn=pre)
+    popen = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log_file, stderr=subprocess.STDOUT, preexec_fn=pre)
     log_file.close()
     return Proc(name, popen, log_path=log_path)
 
@@ -193,6 +195,7 @@ class ServerSpec:
     label: str  # "ours", "chatkit", "floor", or a variant name
     kind: str  # "ours" | "chatkit" | "floor"
     tweaks: str = ""  # for kind "ours": BENCH_TWEAKS of tests.bench.server ("" = plain `python -m backend`)
+    root: Path = ROOT  # for kind "ours": the checkout whose backend/ (and launcher) runs (`--tree`)
 
 
 def start_server(
@@ -234,7 +237,7 @@ def start_server(
     env["BENCH_LAG_DIR"] = str(lag_dir)
     if STALLS:
         env["BENCH_STALLS"] = "1"
-    proc = spawn(f"{spec.label}-w{workers}", argv, env, cpus, path)
+    proc = spawn(f"{spec.label}-w{workers}", argv, env, cpus, path, cwd=spec.root)
     procs.append(proc)
     proc.port, proc.lag_dir, proc.protocol = port, lag_dir, "chatkit" if spec.kind == "chatkit" else "ours"
     wait_http(f"http://127.0.0.1:{port}/health", proc, timeout=120)
@@ -546,7 +549,7 @@ def _start_profile(
         "-d",
         str(max(1, int(seconds))),
         "-r",
-        "100",
+        os.environ.get("BENCH_PROFILE_RATE", "100"),
         "-f",
         "raw",
         "--full-filenames",
@@ -992,6 +995,18 @@ def parse_variants(values: list[str]) -> list[ServerSpec]:
     return specs
 
 
+def parse_trees(values: list[str]) -> list[ServerSpec]:
+    """`NAME=PATH` options (another checkout, e.g. a `git worktree` of an earlier commit) into server specs."""
+    specs = []
+    for value in values:
+        name, _, path = value.partition("=")
+        root = Path(path).resolve()
+        if not name or not (root / "backend" / "__main__.py").is_file():
+            raise SystemExit(f"--tree wants NAME=PATH of a checkout with backend/, got {value!r}")
+        specs.append(ServerSpec(name, "ours", root=root))
+    return specs
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark."""
     parser = argparse.ArgumentParser(prog="python -m tests.bench.run", description=__doc__.splitlines()[0])
@@ -1003,6 +1018,12 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         help="also run tests.bench.server with tweaks: NAME=TWEAK[,TWEAK] (see tests/bench/server.py)",
+    )
+    parser.add_argument(
+        "--tree",
+        action="append",
+        default=[],
+        help="also run our server from another checkout: NAME=PATH (e.g. a git worktree of the commit before a change)",
     )
     parser.add_argument("--no-baseline", action="store_true", help="skip plain `python -m backend` (variants only)")
     parser.add_argument("--no-floor", action="store_true", help="skip the floor relay")
@@ -1047,7 +1068,11 @@ def main(argv: list[str] | None = None) -> int:
         cells = [parse_cell(name) for name in args.cells.split(",") if name]
     else:
         cells = [c for c in plan_cells(quick) if not args.only or any(o in c.name for o in args.only)]
-    specs = ([] if args.no_baseline else [ServerSpec("ours", "ours")]) + parse_variants(args.variant)
+    specs = (
+        ([] if args.no_baseline else [ServerSpec("ours", "ours")])
+        + parse_variants(args.variant)
+        + parse_trees(args.tree)
+    )
     if not args.no_chatkit:
         ensure_bench_group()
         specs.append(ServerSpec("chatkit", "chatkit"))
@@ -1141,7 +1166,7 @@ def main(argv: list[str] | None = None) -> int:
                             timing,
                             run_dir,
                             client_cpus,
-                            args.profile and sp.kind == "ours",
+                            args.profile and sp.kind in ("ours", "chatkit"),
                             admin_url(args.pg),
                         )
                         rows.append(row)
