@@ -7,7 +7,10 @@ tests pin the seams `backend/chat/litellm_guard.py` uses, and prove the guard re
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import inspect
+import weakref
 from typing import Any
 
 import pytest
@@ -42,27 +45,32 @@ def test_the_litellm_seams_are_where_the_guard_expects_them():
     assert "self.chunk_parser(chunk=" in inspect.getsource(iterator)
 
 
+gemini_guards: list[Any] = []
+"""The guards the last `_stream` made (module level: a class made per call would hold them until a collection)."""
+
+
+class _Recording(GuardedLitellmModel):
+    async def _fetch_response(self, *args: Any, **kwargs: Any) -> Any:
+        fetched = await super()._fetch_response(*args, **kwargs)
+        gemini_guards.append(fetched[1])
+        return fetched
+
+
 async def _stream(gemini: FakeGemini) -> tuple[list[Any], list[Any]]:
     """Stream one turn through the production model; returns (events, the guards the model made)."""
-    guards: list[Any] = []
-
-    class Recording(GuardedLitellmModel):
-        async def _fetch_response(self, *args: Any, **kwargs: Any) -> Any:
-            fetched = await super()._fetch_response(*args, **kwargs)
-            guards.append(fetched[1])
-            return fetched
+    gemini_guards.clear()
 
     settings = load_settings(gemini_api_key="k", gemini_api_base=gemini.base_url, offline_model=False, model_retries=0)
     model, model_settings = build_model(settings)
     assert type(model) is GuardedLitellmModel
-    model.__class__ = Recording
+    model.__class__ = _Recording
     events = [
         e
         async for e in model.stream_response(
             None, [{"role": "user", "content": "hi"}], model_settings, [], None, [], ModelTracing.DISABLED
         )
     ]
-    return events, guards
+    return events, list(gemini_guards)
 
 
 async def test_the_guard_attaches_to_a_real_gemini_stream_and_lets_a_finished_one_through():
@@ -80,3 +88,24 @@ async def test_the_guard_fails_a_truncated_gemini_stream():
         gemini.script(truncated_turn(["Par", "tial"]))
         with pytest.raises(TruncatedStreamError):
             await _stream(gemini)
+
+
+@pytest.mark.parametrize("turn", [text_turn(["Hel", "lo"]), truncated_turn(["Par", "tial"])], ids=["finished", "cut"])
+async def test_the_guard_takes_its_wrappers_off_when_the_stream_ends(turn):
+    # Left on, the wrappers close over the guard, which holds the stream: a reference cycle that keeps the whole
+    # LiteLLM stream (chunks, HTTP response) alive until a full collection. Checked with the collector off.
+    gc.disable()
+    try:
+        async with FakeGemini() as gemini:
+            gemini.script(turn)
+            with contextlib.suppress(TruncatedStreamError):
+                await _stream(gemini)
+            guard = gemini_guards.pop()
+        inner = guard._inner
+        assert "make_call_and_watch" not in getattr(inner.make_call, "__qualname__", ""), "LiteLLM's own opener is back"
+        assert guard._watched is None and guard._make_call is None
+        ref = weakref.ref(guard)
+        del guard
+        assert ref() is None, "the guard is still referenced: a cycle keeps the stream alive"
+    finally:
+        gc.enable()

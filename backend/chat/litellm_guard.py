@@ -35,12 +35,14 @@ class _FinishGuard:
     Gemini chunks still say whether the reply finished, so the guard watches them as LiteLLM parses them.
     """
 
-    __slots__ = ("_finished", "_inner", "_watching")
+    __slots__ = ("__weakref__", "_finished", "_inner", "_make_call", "_watched", "_watching")
 
     def __init__(self, inner: Any) -> None:
         self._inner = inner
         self._finished = False
         self._watching = False
+        self._watched: Any = None
+        self._make_call: Any = None
         make_call = getattr(inner, "make_call", None)
         if getattr(inner, "completion_stream", None) is not None:
             self._watch(inner.completion_stream)
@@ -51,6 +53,7 @@ class _FinishGuard:
                 self._watch(iterator)
                 return iterator
 
+            self._make_call = make_call
             inner.make_call = make_call_and_watch
 
     def _watch(self, iterator: Any) -> None:
@@ -58,6 +61,7 @@ class _FinishGuard:
         if not callable(parse) or not type(iterator).__module__.endswith("gemini"):
             return
         self._watching = True
+        self._watched = iterator
 
         def parse_and_watch(chunk: Any) -> Any:
             if not self._finished and isinstance(chunk, dict):
@@ -66,6 +70,18 @@ class _FinishGuard:
 
         iterator.chunk_parser = parse_and_watch
 
+    def _unwatch(self) -> None:
+        """Take the wrappers off again once the stream is over.
+
+        They close over this guard, which holds the stream: left in place they make a reference cycle that keeps
+        the whole LiteLLM stream (its chunks, its HTTP response) alive until a full garbage collection.
+        """
+        if self._make_call is not None:
+            self._inner.make_call, self._make_call = self._make_call, None
+        if self._watched is not None:
+            vars(self._watched).pop("chunk_parser", None)
+            self._watched = None
+
     def __aiter__(self) -> _FinishGuard:
         return self
 
@@ -73,12 +89,17 @@ class _FinishGuard:
         try:
             return await self._inner.__anext__()
         except StopAsyncIteration:
+            self._unwatch()
             if self._watching and not self._finished:
                 raise TruncatedStreamError("the model stream ended without a finish reason") from None
+            raise
+        except BaseException:
+            self._unwatch()
             raise
 
     async def aclose(self) -> None:
         """Close the upstream stream (this is what aborts the provider's generation on cancel)."""
+        self._unwatch()
         await LitellmModel._maybe_aclose(self._inner)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -42,7 +43,7 @@ from backend.chat.live import Hub, LiveTurn
 from backend.chat.reply import Reply
 from backend.chat.store import UNSAVED, ConversationStore, Outcome, StoredEvent
 from backend.chat.translate import StreamTranslator, classify_error, parse_json
-from backend.chat.widgets import validate_widget, widget_json
+from backend.chat.widgets import WidgetError, validate_widget, widget_json
 from backend.db import Database
 from backend.models import MessageStatus
 
@@ -103,6 +104,26 @@ def pause_of(result: RunResultStreaming, start_agent: str) -> Pause | None:
     return Pause(events, finish, {"start_agent": start_agent, "state": state})
 
 
+class _TurnSink:
+    """The run context's widget sink: a weak reference to its turn.
+
+    The Agents SDK's run result sits in reference cycles that hold the run context until a full garbage collection;
+    a strong reference from the context would keep the whole turn (its live fan-out and every frame) alive with it.
+    """
+
+    __slots__ = ("_turn",)
+
+    def __init__(self, turn: TurnRun) -> None:
+        self._turn = weakref.ref(turn)
+
+    def show_widget(self, widget_id: str, widget: dict[str, object]) -> None:
+        """Show the widget in the turn, if it still runs."""
+        turn = self._turn()
+        if turn is None:
+            raise WidgetError("The reply this widget belongs to has ended.")
+        turn.show_widget(widget_id, widget)
+
+
 class TurnRun:
     """One segment of an assistant message's turn, run in this process."""
 
@@ -127,7 +148,9 @@ class TurnRun:
         self.store = store
         self.hub = hub
         self.agent = agent
-        self.context = ChatContext(user_id=user_id, database=database, client_results=client_results or {}, ui=self)
+        self.context = ChatContext(
+            user_id=user_id, database=database, client_results=client_results or {}, ui=_TurnSink(self)
+        )
         self.conversation_id = conversation_id
         self.message_id = message_id
         self.title = title

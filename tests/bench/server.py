@@ -333,7 +333,13 @@ def _no_event_log() -> None:
     Hub.record = record  # type: ignore[method-assign]
 
 
+def _gc_young() -> None:
+    """A young generation of 10,000 allocations instead of 700: fewer young collections and promotions per turn."""
+    gc.set_threshold(10_000, 10, 10)
+
+
 TWEAKS = {
+    "gc_young": _gc_young,
     "no_event_log": _no_event_log,
     "quiet_litellm": _quiet_litellm,
     "no_send_timeout": _no_send_timeout,
