@@ -25,6 +25,7 @@ from backend.files.lifecycle import files_lifespan
 from backend.files.routes import files_router
 from backend.http_guard import BodyGuard, transport_guard
 from backend.logs import configure_logging
+from backend.loopwatch import LoopWatch
 from backend.mcp.client import McpServers
 from backend.mcp.server import TaskMcpServer
 from backend.openapi import document_api
@@ -76,10 +77,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await mcp_servers.start(settings.mcp_connect_timeout_seconds)
             await chat_service.start()
             _freeze_startup_heap()
+            watch = LoopWatch(settings.loop_stall_ms / 1000) if settings.loop_stall_ms > 0 else None
+            if watch is not None:
+                watch.start()
+            app.state.loop_watch = watch
             try:
                 async with task_mcp.running(database):
                     yield
             finally:
+                if watch is not None:
+                    await watch.stop()
                 await chat_service.close()
         finally:
             await mcp_servers.stop()

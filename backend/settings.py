@@ -115,6 +115,11 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1, le=64)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(default="INFO")
     log_format: Literal["text", "json"] = Field(default="text", description="`json`: one JSON object per line.")
+    loop_stall_ms: float = Field(
+        default=100.0,
+        ge=0,
+        description="Log a WARNING, with the code holding it, when the event loop is held longer than this; 0: off.",
+    )
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_header_bytes: int = Field(
