@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
@@ -36,16 +37,22 @@ async def _settle(seconds: float = 0.15) -> None:
     await asyncio.sleep(seconds)
 
 
-async def test_a_blocking_step_is_logged_with_its_function_and_no_data(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="backend.loopwatch")
-    watch = LoopWatch(0.05, interval=0.01, log_every=0)
+@contextlib.asynccontextmanager
+async def watching(threshold: float, log_every: float = 0) -> AsyncIterator[LoopWatch]:
+    watch = LoopWatch(threshold, interval=0.01, log_every=log_every)
     watch.start()
     try:
         await _settle()
-        hold_the_loop_sleeping(0.3)
+        yield watch
         await _settle()
     finally:
         await watch.stop()
+
+
+async def test_a_blocking_step_is_logged_with_its_function_and_no_data(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="backend.loopwatch")
+    async with watching(0.05) as watch:
+        hold_the_loop_sleeping(0.3)
     lines = _stall_lines(caplog)
     assert len(lines) == 1, lines
     line = lines[0]
@@ -62,14 +69,8 @@ async def test_a_blocking_step_is_logged_with_its_function_and_no_data(caplog: p
 
 async def test_a_busy_step_shows_its_cpu_time(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="backend.loopwatch")
-    watch = LoopWatch(0.05, interval=0.01, log_every=0)
-    watch.start()
-    try:
-        await _settle()
+    async with watching(0.05):
         hold_the_loop_busy(0.3)
-        await _settle()
-    finally:
-        await watch.stop()
     (line,) = _stall_lines(caplog)
     assert "hold_the_loop_busy" in line
     on_cpu = float(line.split("(")[1].split(" of its last")[0])
@@ -79,18 +80,12 @@ async def test_a_busy_step_shows_its_cpu_time(caplog: pytest.LogCaptureFixture) 
 
 async def test_lines_are_rate_limited_and_count_what_they_left_out(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="backend.loopwatch")
-    watch = LoopWatch(0.05, interval=0.01, log_every=1.5)
-    watch.start()
-    try:
-        await _settle()
+    async with watching(0.05, log_every=1.5) as watch:
         for _ in range(3):
             hold_the_loop_sleeping(0.1)
             await _settle(0.05)
         await _settle(1.5)
         hold_the_loop_sleeping(0.1)
-        await _settle()
-    finally:
-        await watch.stop()
     lines = _stall_lines(caplog)
     assert len(lines) == 2, lines
     assert "0 more stalls" in lines[0] and "2 more stalls" in lines[1], lines
@@ -99,14 +94,10 @@ async def test_lines_are_rate_limited_and_count_what_they_left_out(caplog: pytes
 
 async def test_short_waits_are_not_stalls(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="backend.loopwatch")
-    watch = LoopWatch(0.2, interval=0.01, log_every=0)
-    watch.start()
-    try:
+    async with watching(0.2) as watch:
         for _ in range(5):
             hold_the_loop_sleeping(0.02)
             await _settle(0.02)
-    finally:
-        await watch.stop()
     assert _stall_lines(caplog) == []
     assert watch.stats().stalls == 0
 
