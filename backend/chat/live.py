@@ -68,12 +68,18 @@ class LiveTurn:
         changed.set()
 
     async def frames_after(self, after: int) -> AsyncIterator[bytes]:
-        """Every frame with an id above `after`, then each new one as it comes, until the segment closes."""
+        """Every frame with an id above `after`, then the new ones as they come, until the segment closes.
+
+        The frames published since the follower last woke are yielded as one chunk: a follower that fell behind
+        (a busy worker, a slow client) catches up in one send instead of one send per frame.
+        """
         index = max(0, after - self.first_id + 1)
         while True:
-            while index < len(self.frames):
-                yield self.frames[index]
-                index += 1
+            end = len(self.frames)
+            if index < end:
+                yield self.frames[index] if end - index == 1 else b"".join(self.frames[index:end])
+                index = end
+                continue  # more may have come during the send
             if self.closed:
                 return
             await self._changed.wait()
