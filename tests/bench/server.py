@@ -22,11 +22,6 @@ Tweaks:
 * ``no_sdk_timeout``: ``ModelSettings(timeout=None)`` and the same timeout given to LiteLLM's HTTP call
   (``extra_args={"timeout": ...}``): with an SDK-level timeout the Agents SDK runs every model stream in an extra
   task and hands *each event* across two asyncio queues under ``asyncio.wait(timeout=...)``.
-* ``lean_db``: fewer and cheaper statements per turn (Core, not ORM units of work): a new conversation is one
-  INSERT of the conversation (lock included) and one of the message, with no ``max(seq)`` and no history SELECT
-  (its history is the message itself); ``append_message`` is ``INSERT ... VALUES (..., (SELECT max(seq)+1 ...))``
-  plus the ``updated_at`` UPDATE; saving a reply folds the lock release into that UPDATE (``CASE WHEN run_id =
-  :run``). 16 round trips per tool turn become 9 (with ``no_pre_ping``).
 * ``big_executor``: a default thread pool of 32 threads instead of ``min(32, CPUs + 4)`` (6 here): LiteLLM's
   ``acompletion`` runs the synchronous ``completion`` setup in it for every model call. Backend change:
   ``loop.set_default_executor(ThreadPoolExecutor(32))`` at start-up.
@@ -57,7 +52,6 @@ SAFE = [
     "rowcmp",
     "gc_freeze",
     "no_sdk_timeout",
-    "lean_db",
 ]
 ALL = [*SAFE, "lean_builder"]  # direct_gemini replaces LiteLLM altogether: name it explicitly
 
@@ -187,130 +181,6 @@ def _pool45() -> None:
     db_module.create_async_engine = create_engine  # type: ignore[assignment]
 
 
-def _lean_db() -> None:
-    import uuid
-
-    from sqlalchemy import case, func, insert, select, update
-
-    import backend.chat.service as chat_service
-    import backend.conversations.service as conversations
-    from backend.chat import lock
-    from backend.chat.history import turn_items
-    from backend.errors import InvalidInputError
-    from backend.models import Conversation, Message, MessageRole, MessageStatus, utcnow
-
-    conv_t, msg_t = Conversation.__table__, Message.__table__  # type: ignore[attr-defined]
-
-    def next_seq(conversation_id: uuid.UUID) -> Any:
-        return (
-            select(func.coalesce(func.max(msg_t.c.seq), 0) + 1)
-            .where(msg_t.c.conversation_id == conversation_id)
-            .scalar_subquery()
-        )
-
-    def message_values(conversation_id: uuid.UUID, fields: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "id": fields.get("id") or uuid.uuid4(),
-            "conversation_id": conversation_id,
-            "role": str(fields["role"]),
-            "content": fields.get("content", ""),
-            "tool_calls": fields.get("tool_calls", []),
-            "status": str(fields.get("status", MessageStatus.COMPLETE)),
-            "error_code": fields.get("error_code"),
-            "usage": fields.get("usage"),
-            "items": fields.get("items"),
-            "created_at": utcnow(),
-        }
-
-    async def append_message(session: Any, conversation_id: uuid.UUID, **fields: Any) -> None:
-        # One INSERT ... (SELECT max(seq) + 1) and one UPDATE, in Core (no ORM flush), instead of SELECT max,
-        # ORM INSERT and UPDATE. The unique (conversation_id, seq) index still turns a lost race into an error.
-        values = message_values(conversation_id, fields)
-        await session.execute(insert(msg_t).values(**values, seq=next_seq(conversation_id)))
-        await session.execute(
-            update(conv_t).where(conv_t.c.id == conversation_id).values(updated_at=values["created_at"])
-        )
-
-    original_start = chat_service.ChatService.start_turn
-
-    async def start_turn(self: Any, session: Any, user_id: str, message: str, conversation_ref: str | None) -> Any:
-        if conversation_ref is not None:  # continuing: the original path (lock acquire), with the lean append
-            return await original_start(self, session, user_id, message, conversation_ref)
-        if len(message) > self.settings.max_message_chars:
-            raise InvalidInputError(f"message: must be at most {self.settings.max_message_chars} characters")
-        # A new conversation: its history is just this message, so no max(seq) and no history SELECT.
-        now, run_id, conversation_id = utcnow(), uuid.uuid4(), uuid.uuid4()
-        title = chat_service.make_title(message)
-        try:
-            await session.execute(
-                insert(conv_t).values(
-                    id=conversation_id,
-                    user_id=user_id,
-                    title=title,
-                    created_at=now,
-                    updated_at=now,
-                    run_id=run_id,
-                    run_expires_at=now + lock.ttl_delta(self.settings.run_lock_ttl_seconds),
-                )
-            )
-            await session.execute(
-                insert(msg_t).values(
-                    **message_values(conversation_id, {"role": MessageRole.USER, "content": message}), seq=1
-                )
-            )
-            await session.commit()
-        except BaseException:
-            await session.rollback()
-            raise
-        return chat_service.Turn(
-            user_id=user_id,
-            conversation_id=conversation_id,
-            title=title,
-            run_id=run_id,
-            assistant_message_id=uuid.uuid4(),
-            input_items=[{"role": "user", "content": message}],
-        )
-
-    async def write_reply(
-        self: Any, turn: Any, reply: Any, text: str, status: Any, error: Any, usage: Any, new_items: Any
-    ) -> None:
-        # The reply INSERT, then one UPDATE that moves updated_at and releases the run lock if this run holds it.
-        async with self.database.sessions() as session:
-            values = message_values(
-                turn.conversation_id,
-                {
-                    "id": turn.assistant_message_id,
-                    "role": MessageRole.ASSISTANT,
-                    "content": text,
-                    "tool_calls": list(reply.tool_calls.values()),
-                    "status": status,
-                    "error_code": error.code if error is not None else None,
-                    "usage": {
-                        "input_tokens": usage.input_tokens,
-                        "output_tokens": usage.output_tokens,
-                        "total_tokens": usage.total_tokens,
-                    },
-                    "items": turn_items(new_items, text, status),
-                },
-            )
-            await session.execute(insert(msg_t).values(**values, seq=next_seq(turn.conversation_id)))
-            held = conv_t.c.run_id == turn.run_id
-            await session.execute(
-                update(conv_t)
-                .where(conv_t.c.id == turn.conversation_id)
-                .values(
-                    updated_at=values["created_at"],
-                    run_id=case((held, None), else_=conv_t.c.run_id),
-                    run_expires_at=case((held, None), else_=conv_t.c.run_expires_at),
-                )
-            )
-            await session.commit()
-
-    conversations.append_message = append_message  # type: ignore[assignment]
-    chat_service.ChatService.start_turn = start_turn  # type: ignore[method-assign]
-    chat_service.ChatService._write_reply = write_reply  # type: ignore[method-assign]
-
-
 def _big_executor() -> None:
     os.environ["BENCH_BIG_EXECUTOR"] = "1"  # applied in create_app, in the worker's running loop
 
@@ -350,7 +220,6 @@ TWEAKS = {
     "gc_freeze": _gc_freeze,
     "direct_gemini": _direct_gemini,
     "no_sdk_timeout": _no_sdk_timeout,
-    "lean_db": _lean_db,
     "pool45": _pool45,
     "big_executor": _big_executor,
     "gc_thaw": _gc_thaw,
