@@ -138,6 +138,22 @@ def spawn(
     return Proc(name, popen, log_path=log_path)
 
 
+def wait_quiet(others: list[Proc], *, below_pct: float = 3.0, timeout: float = 60.0) -> float:
+    """Wait until the other servers use under `below_pct` % CPU (over 0.5 s), so none measures during another's drain.
+
+    A server may go on working after the load generator stopped waiting for it (ours finishes a turn whose client
+    left; the peer may too), on the core the next server is measured on. Returns the seconds waited.
+    """
+    begun = time.monotonic()
+    pids = [pid for proc in others for pid in procstat.tree(proc.pid)]
+    while pids and time.monotonic() - begun < timeout:
+        before = procstat.cpu_seconds(pids)
+        time.sleep(0.5)
+        if 100 * (procstat.cpu_seconds(pids) - before) / 0.5 < below_pct:
+            break
+    return time.monotonic() - begun
+
+
 def wait_http(url: str, proc: Proc, timeout: float) -> None:
     """Poll `url` until it answers 200, the process dies, or `timeout` passes."""
     deadline = time.monotonic() + timeout
@@ -1156,7 +1172,12 @@ def main(argv: list[str] | None = None) -> int:
                     for proc, sp in pairs:
                         if proc is None or sp is None:
                             continue
-                        log(f"[{time.monotonic() - started:5.0f}s] {cell.name} on {sp.label}")
+                        others = [p for p, _ in [(server, spec), *peers] if p is not None and p is not proc]
+                        waited = wait_quiet(others)
+                        log(
+                            f"[{time.monotonic() - started:5.0f}s] {cell.name} on {sp.label}"
+                            f" (waited {waited:.1f} s for the other servers to go idle)"
+                        )
                         row = measure_cell(
                             cell,
                             load,
