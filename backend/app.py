@@ -15,7 +15,7 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 
 from backend.auth import USER_DEPENDENCY, auth_middleware
 from backend.chat.agent import build_agent
-from backend.chat.model import build_model
+from backend.chat.model import build_model, warm_up
 from backend.chat.routes import ChatController
 from backend.chat.service import ChatService
 from backend.conversations.routes import ConversationController
@@ -63,8 +63,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.database = database
         app.state.settings = settings
         app.state.mcp_servers = mcp_servers
+        model, model_settings = build_model(settings)
         chat_service = ChatService(
-            database, settings, build_agent(*build_model(settings), mcp_servers=mcp_servers.agent_servers)
+            database, settings, build_agent(model, model_settings, mcp_servers=mcp_servers.agent_servers)
         )
         app.state.chat_service = chat_service
         if settings.use_offline_model:
@@ -76,6 +77,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await prepare_schema(database, settings)
             await mcp_servers.start(settings.mcp_connect_timeout_seconds)
             await chat_service.start()
+            await warm_up(model, model_settings)  # before the freeze: what it loads is start-up heap too
             _freeze_startup_heap()
             watch = LoopWatch(settings.loop_stall_ms / 1000) if settings.loop_stall_ms > 0 else None
             if watch is not None:

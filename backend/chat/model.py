@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import litellm
-from agents import Handoff, Model, ModelResponse, ModelSettings, Tool, Usage, retry_policies
+from agents import Agent, Handoff, Model, ModelResponse, ModelSettings, RunConfig, Runner, Tool, Usage, retry_policies
 from agents.retry import ModelRetrySettings
 from openai.types.responses import (
     Response,
@@ -39,7 +39,16 @@ from backend.chat.litellm_guard import GuardedLitellmModel, TruncatedStreamError
 from backend.files.content import attached_descriptions
 from backend.settings import Settings
 
-__all__ = ["OFFLINE_LABEL", "GuardedLitellmModel", "OfflineModel", "TruncatedStreamError", "build_model"]
+__all__ = [
+    "OFFLINE_LABEL",
+    "GuardedLitellmModel",
+    "OfflineModel",
+    "TruncatedStreamError",
+    "build_model",
+    "warm_up",
+]
+
+log = logging.getLogger(__name__)
 
 litellm.suppress_debug_info = True  # LiteLLM otherwise print()s "Give Feedback / Get Help" on every error
 # LiteLLM logs every request at INFO, including model details; keep our INFO log about our own events.
@@ -74,6 +83,43 @@ def build_model(settings: Settings) -> tuple[Model, ModelSettings]:
         return OfflineModel(), model_settings
     model = GuardedLitellmModel(settings.model, base_url=settings.gemini_api_base, api_key=settings.gemini_api_key)
     return model, model_settings
+
+
+WARM_UP_REPLY = "warm"
+WARM_UP_SECONDS = 30.0
+
+
+async def warm_up(model: Model, model_settings: ModelSettings) -> bool:
+    """Run one streamed model turn at start-up, without calling the provider, so the first user's turn is not slow.
+
+    The first LiteLLM call of a process imports about 125 modules and builds their tables (LiteLLM loads providers,
+    its HTTP stack and cost tables lazily): ~0.6 s of CPU that would otherwise hold the event loop, and every stream
+    of the worker, at the first turn after each start. LiteLLM's documented `mock_response` answers without any
+    network call while going through the same call setup, stream wrapper, usage and cost code, and the Agents SDK's
+    run loop runs as for a real turn.
+
+    Args:
+        model: The model from `build_model`; the offline demo model needs no warm-up.
+        model_settings: Its settings (the warm-up adds `mock_response`).
+
+    Returns:
+        Whether the warm-up turn completed (a failure is logged and changes nothing else).
+    """
+    if not isinstance(model, GuardedLitellmModel):
+        return False
+    mocked = model_settings.resolve(ModelSettings(extra_args={"mock_response": WARM_UP_REPLY}))
+    agent = Agent(name="warm-up", instructions="Reply briefly.", model=model, model_settings=mocked)
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(WARM_UP_SECONDS):
+            result = Runner.run_streamed(agent, "warm up", run_config=RunConfig(tracing_disabled=True))
+            async for _event in result.stream_events():
+                pass
+    except Exception as error:
+        log.warning("model warm-up failed (%s); the first turn will be slower", type(error).__name__)
+        return False
+    log.info("model path warmed up in %.0f ms", (time.perf_counter() - started) * 1000)
+    return bool(result.final_output == WARM_UP_REPLY)
 
 
 # --- the offline demo model ----------------------------------------------------------------------------------------
