@@ -224,9 +224,9 @@ async def _disconnect_cancels(client: httpx.AsyncClient, fake: FakeGemini, chunk
     conversation_id = stream.events[0]["conversation_id"]
 
     assert await fake.wait_until(lambda f: f.disconnects == 1, within=5), "upstream stream must be closed"
-    for _ in range(100):
+    for _ in range(100):  # the reply is stored `in_progress` from the start; wait for its outcome
         messages = (await conversation(client, conversation_id))["messages"]
-        if len(messages) == 2:
+        if len(messages) == 2 and messages[1]["status"] != "in_progress":
             break
         await asyncio.sleep(0.05)
     assistant = messages[1]

@@ -57,10 +57,13 @@ async def table_locked(url: str, table: str) -> AsyncIterator[None]:
             await conn.rollback()
             await conn.close()
     else:
-        # The app's own background writers (heartbeat, event log, file sweep) may hold the slot for a moment: wait.
-        conn = sqlite3.connect(url.removeprefix("sqlite+aiosqlite:///"), isolation_level=None, timeout=30)
+        # The app's own background writers (heartbeat, event log, file sweep) may hold the slot for a moment: wait for
+        # it in a thread, so the event loop those writers run on can finish and let go (waiting on the loop would
+        # deadlock until the timeout).
+        path = url.removeprefix("sqlite+aiosqlite:///")
+        conn = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            await asyncio.to_thread(conn.execute, "BEGIN IMMEDIATE")
             yield
         finally:
             if conn.in_transaction:
