@@ -10,9 +10,9 @@ of that worker by 200 ms. A stall is invisible in request logs; this makes it vi
   the CPU (a stall with little CPU is a machine short of cores, not slow code), and the innermost frames
   (module, function and line only: never arguments, locals or message contents).
 
-Lines are rate-limited (one per `log_every` seconds, with a count of the stalls not logged in between), and the lag
-statistics since start (`LoopWatch.stats()`) are kept for the readiness probe and the benchmarks. Costs: one timer
-on the loop and one thread wake-up per interval (20 each per second at the default 50 ms).
+Lines are rate-limited (one per `log_every` seconds, with a count of the stalls not logged in between); the lag since
+start is on `app.state.loop_watch.stats()`. Costs: one timer on the loop and one thread wake-up per interval (20
+each per second at the default 50 ms).
 """
 
 from __future__ import annotations

@@ -358,22 +358,11 @@ class ConversationStore:
                     history, files = await self._history(session, conversation.id)
                     seq = history[-1].seq + 1 if history else 1
                     await self._cancel_pending_actions(session, history)
-                user_message = Message(
-                    id=user_message_id,
-                    conversation_id=conversation_id,
-                    seq=seq,
-                    role=MessageRole.USER,
-                    content=request.message,
-                    created_at=now,
-                )
+                user_row = _message_row(user_message_id, conversation_id, seq, MessageRole.USER, request.message, now)
+                reply_row = _message_row(message_id, conversation_id, seq + 1, MessageRole.ASSISTANT, "", now)
                 # Core INSERTs in order (no unit of work to sort out): the messages, then what references them.
-                await conn.execute(
-                    _MESSAGES_INSERT,
-                    [
-                        _message_row(user_message_id, conversation_id, seq, MessageRole.USER, request.message, now),
-                        _message_row(message_id, conversation_id, seq + 1, MessageRole.ASSISTANT, "", now),
-                    ],
-                )
+                await conn.execute(_MESSAGES_INSERT, [user_row, reply_row])
+                user_message = Message.model_validate(user_row)  # model input only, not added to the session
                 if attached:
                     await file_service.attach(session, user_message_id, attached)
                     files[user_message_id] = attached

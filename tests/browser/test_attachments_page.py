@@ -39,6 +39,18 @@ DISPATCH_JS = """([kind, name, type, b64]) => {
 }"""
 
 
+async def expect_sent_attachments(page: Any) -> None:
+    """The last user message shows the two pictures as decoded thumbnails and the CSV as a named chip."""
+    sent = page.locator(USER).last.get_by_test_id("message-attachment")
+    await expect(sent).to_have_count(3)
+    thumbnails = page.locator(USER).last.locator(".attachment-thumb img")
+    await expect(thumbnails).to_have_count(2)
+    for index in range(2):
+        await expect(thumbnails.nth(index)).to_have_attribute("src", re.compile(r"^blob:"))
+        assert await thumbnails.nth(index).evaluate("(img) => img.decode().then(() => img.naturalWidth)") == 2
+    await expect(sent.nth(2)).to_contain_text("table.csv")
+
+
 def chip(page: Any, name: str) -> Any:
     return page.locator(PENDING).filter(has=page.get_by_test_id("attachment-name").get_by_text(name, exact=True))
 
@@ -93,14 +105,7 @@ async def test_attach_paste_drop_refuse_remove_and_send(server: ChatServer, new_
 
     await expect(page.locator(PENDING)).to_have_count(0)
     await expect(page.get_by_test_id("attachment-tray")).to_be_hidden()
-    sent = page.locator(USER).last.get_by_test_id("message-attachment")
-    await expect(sent).to_have_count(3)
-    thumbnails = page.locator(USER).last.locator(".attachment-thumb img")
-    await expect(thumbnails).to_have_count(2)
-    for index in range(2):
-        await expect(thumbnails.nth(index)).to_have_attribute("src", re.compile(r"^blob:"))
-        assert await thumbnails.nth(index).evaluate("(img) => img.decode().then(() => img.naturalWidth)") == 2
-    await expect(sent.nth(2)).to_contain_text("table.csv")
+    await expect_sent_attachments(page)
     await page.screenshot(path=artifacts_dir / "attachments-sent.png")
     await expect(page.get_by_test_id("stop-button")).to_be_hidden()
 
@@ -112,12 +117,5 @@ async def test_attach_paste_drop_refuse_remove_and_send(server: ChatServer, new_
 
     # After a reload the stored message shows the same thumbnails and chip, from the conversation API.
     await page.reload()
-    sent = page.locator(USER).last.get_by_test_id("message-attachment")
-    await expect(sent).to_have_count(3)
-    thumbnails = page.locator(USER).last.locator(".attachment-thumb img")
-    await expect(thumbnails).to_have_count(2)
-    for index in range(2):
-        await expect(thumbnails.nth(index)).to_have_attribute("src", re.compile(r"^blob:"))
-        assert await thumbnails.nth(index).evaluate("(img) => img.decode().then(() => img.naturalWidth)") == 2
-    await expect(sent.nth(2)).to_contain_text("table.csv")
+    await expect_sent_attachments(page)
     await page.screenshot(path=artifacts_dir / "attachments-reloaded.png")
