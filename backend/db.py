@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import select
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -17,7 +18,7 @@ from alembic.script import ScriptDirectory
 from litestar.datastructures import State
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -39,10 +40,15 @@ SchemaStatus = Literal["current", "behind", "ahead", "empty"]
 
 @dataclass(frozen=True, slots=True)
 class Database:
-    """The engine and the session factory of one app instance."""
+    """The engine and the session factories of one app instance."""
 
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    """Sessions for work that writes: each is one transaction, committed explicitly."""
+    reads: async_sessionmaker[AsyncSession]
+    """Sessions for a read that needs no transaction around it (one statement, or reads that may each see the
+    latest commit): on PostgreSQL in autocommit, which saves the `BEGIN` and `ROLLBACK` round trips; on SQLite a
+    plain `BEGIN`, so a read does not queue for the writer slot. Never write through one."""
 
     async def dispose(self) -> None:
         """Close every pooled connection."""
@@ -77,6 +83,25 @@ def _sqlite_listeners(busy_timeout_ms: int) -> tuple[Any, Any]:
     return on_connect, on_begin
 
 
+def _closed_by_server(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """The pool's `checkout` listener for PostgreSQL: replace a connection the server has closed, with no round trip.
+
+    An idle pooled connection never has anything to read: the server only writes to it when it ends the session
+    (a restart, `pg_terminate_backend`, `idle_session_timeout`: an error message, then end of file). So a readable
+    socket means the connection is dead, and raising `DisconnectionError` makes the pool open a fresh one instead.
+    This replaces `pool_pre_ping`, which costs a `SELECT 1` round trip on every checkout (three per chat turn). A
+    connection lost without a word (a network partition) is found by its first statement instead; the store retries
+    transient errors (see `backend.chat.store.is_transient`).
+    """
+    connection = dbapi_connection.driver_connection  # the psycopg AsyncConnection
+    if connection.closed or connection.broken:
+        raise DisconnectionError("the pooled connection is closed")
+    poller = select.poll()
+    poller.register(connection.fileno(), select.POLLIN | select.POLLPRI)
+    if poller.poll(0):
+        raise DisconnectionError("the server closed the pooled connection")
+
+
 def _postgres_options(settings: Settings) -> str:
     """Build the libpq `options` setting the server-side statement and lock timeouts (in ms) for each session."""
     statement_ms = math.ceil(settings.db_statement_timeout_seconds * 1000)
@@ -98,7 +123,9 @@ def create_database(settings: Settings) -> Database:
         A `Database`. For SQLite the file's folder is created if missing.
     """
     url = make_url(settings.database_url)
-    kwargs: dict[str, Any] = {"pool_pre_ping": True, "hide_parameters": True}
+    # No `pool_pre_ping`: SQLite has no connection to lose, and PostgreSQL's is checked without a round trip (see
+    # `_closed_by_server`).
+    kwargs: dict[str, Any] = {"hide_parameters": True}
     is_sqlite = url.get_backend_name() == "sqlite"
     if is_sqlite:
         if url.database and url.database != ":memory:":
@@ -123,7 +150,18 @@ def create_database(settings: Settings) -> Database:
         on_connect, on_begin = _sqlite_listeners(math.ceil(busy_timeout * 1000))
         event.listen(engine.sync_engine, "connect", on_connect)
         event.listen(engine.sync_engine, "begin", on_begin)
-    return Database(engine=engine, sessions=async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False))
+    else:
+        event.listen(engine.sync_engine.pool, "checkout", _closed_by_server)
+    read_engine = (
+        engine.execution_options(read_only=True)
+        if is_sqlite
+        else engine.execution_options(isolation_level="AUTOCOMMIT")
+    )
+    return Database(
+        engine=engine,
+        sessions=async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False),
+        reads=async_sessionmaker(read_engine, class_=AsyncSession, expire_on_commit=False),
+    )
 
 
 def get_database(state: State) -> Database:

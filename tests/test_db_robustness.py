@@ -18,12 +18,13 @@ import httpx
 import psycopg
 import pytest
 from litestar.testing import AsyncTestClient
+from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from backend import db as db_module
 from backend.app import create_app
 from backend.db import SchemaNotCurrentError, create_database, head_revision, schema_status
-from backend.models import Conversation, Task
+from backend.models import Conversation, Task, TaskCreate
 from backend.settings import PROJECT_ROOT, Settings, load_settings
 from backend.tasks import service as task_service
 from tests.conftest import serve
@@ -201,6 +202,45 @@ async def test_ready_answers_503_when_the_server_freezes(make_settings, database
             assert response.json() == DB_UNAVAILABLE
             assert (await client.get("/health")).json() == {"status": "ok"}
             proxy.thawed.set()  # let the app close its connections on shutdown
+
+
+async def backend_pids(database: Any, count: int) -> list[int]:
+    """Check out `count` pooled connections at once and return their PostgreSQL backend pids."""
+    held = asyncio.Event()
+    pids: list[int] = []
+
+    async def one() -> None:
+        async with database.engine.connect() as conn:
+            pids.append((await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one())
+            if len(pids) == count:
+                held.set()
+            await held.wait()  # hold it, so that the others open connections of their own
+
+    await asyncio.wait_for(asyncio.gather(*(one() for _ in range(count))), 10)
+    return pids
+
+
+async def test_pooled_connections_the_server_closed_are_replaced_without_an_error(settings, database_url):
+    """A database restart ends every pooled session; the next checkouts notice it (with no ping round trip) and
+    open fresh connections, so no request fails."""
+    if not is_postgres(database_url):
+        pytest.skip("SQLite has no server to close a connection")
+    database = create_database(settings)
+    try:
+        before = await backend_pids(database, 3)
+        async with await psycopg.AsyncConnection.connect(libpq_url(database_url), autocommit=True) as admin:
+            await admin.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", (before,))
+            for _ in range(100):  # the backends end (and close their sockets) a moment after the signal
+                gone = await admin.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (before,))
+                if (await gone.fetchone()) == (0,):
+                    break
+                await asyncio.sleep(0.05)
+        after = await backend_pids(database, 3)
+        assert not set(after) & set(before)
+        async with database.sessions() as session:  # and the ORM path works on the fresh connections
+            await task_service.create_task(session, "u", TaskCreate(title="after the restart"))
+    finally:
+        await database.dispose()
 
 
 # --- 6: the schema check -------------------------------------------------------------------------------------------

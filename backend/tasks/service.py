@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from sqlalchemy import insert, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -60,10 +61,10 @@ async def get_task(session: AsyncSession, user_id: str, task_id: uuid.UUID) -> T
 async def create_task(session: AsyncSession, user_id: str, data: TaskCreate) -> Task:
     """Create a task for the user and commit it."""
     task = Task(user_id=user_id, title=data.title, notes=data.notes or None, completed=data.completed)
-    session.add(task)
+    # RETURNING gives the row as stored (see backend.storable) in the same round trip; no read-back afterwards.
+    stored: Task = (await session.exec(insert(Task).values(task.model_dump()).returning(Task))).scalars().one()
     await session.commit()
-    await session.refresh(task)  # as stored (see backend.storable)
-    return task
+    return stored
 
 
 async def update_task(session: AsyncSession, user_id: str, task_id: uuid.UUID, data: TaskUpdate) -> Task:
@@ -72,7 +73,6 @@ async def update_task(session: AsyncSession, user_id: str, task_id: uuid.UUID, d
     Raises:
         NotFoundError: If it does not exist or belongs to another user.
     """
-    task = await get_task(session, user_id, task_id)
     changes = data.model_dump(exclude_unset=True)
     if changes.get("title") is None:
         changes.pop("title", None)
@@ -80,12 +80,18 @@ async def update_task(session: AsyncSession, user_id: str, task_id: uuid.UUID, d
         changes.pop("completed", None)
     if "notes" in changes:
         changes["notes"] = changes["notes"] or None
-    for field, value in changes.items():
-        setattr(task, field, value)
-    task.updated_at = utcnow()
-    session.add(task)
+    # One statement: the ownership check, the change and the row as stored (see backend.storable), via RETURNING.
+    changed = await session.exec(
+        update(Task)
+        .where(col(Task.id) == task_id, col(Task.user_id) == user_id)
+        .values(**changes, updated_at=utcnow())
+        .returning(Task)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    )
+    task: Task | None = changed.scalars().one_or_none()
+    if task is None:
+        raise NotFoundError(TASK_NOT_FOUND)
     await session.commit()
-    await session.refresh(task)  # as stored (see backend.storable)
     return task
 
 

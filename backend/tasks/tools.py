@@ -138,7 +138,7 @@ async def _add(scope: ToolScope, args: AddTaskArgs) -> JsonObject:
 
 
 async def _list(scope: ToolScope, args: ListTasksArgs) -> JsonObject:
-    async with scope.database.sessions() as session:
+    async with scope.database.reads() as session:
         tasks, next_cursor = await task_service.list_tasks(
             session, scope.user_id, completed=args.completed, limit=LIST_LIMIT
         )

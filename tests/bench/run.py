@@ -422,6 +422,7 @@ def measure_cell(
     time.sleep(0.5)  # the last replies' saves
     run_cpu1 = meter.sample().cpu
     pg_run = pg.poll() if pg else 0.0
+    upstream_calls = http_json(f"http://127.0.0.1:{fake.port}/_bench/state")
     profile_path = _finish_profile(spy)
     if not out_path.exists():
         raise RuntimeError(f"load generator wrote nothing for {tag}; see {run_dir / 'logs' / 'loadgen.log'}")
@@ -450,6 +451,9 @@ def measure_cell(
         run_chunks=chunks,
         cpu_ms_per_reply=run_cpu * 1e3 / len(done) if done else None,
         cpu_us_per_chunk=run_cpu * 1e6 / chunks if chunks else None,
+        # Every server must ask the fake for the same work per reply, or the CPU figures compare unequal turns.
+        upstream_calls={k: upstream_calls[k] for k in ("requests", "handoff_turns", "tool_turns", "text_turns")},
+        upstream_calls_per_reply=upstream_calls["requests"] / len(done) if done else None,
         worker_cpu_pct=[round(v, 1) for v in per_worker],
         cpu_accounting="whole run" if not row["unfinished"] else "whole run (unfinished streams' work included)",
         db_cpu_pct=100 * (pg1 - pg0) / (t1 - t0) if pg else None,
@@ -876,12 +880,14 @@ def side_by_side(by_cell: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
         "text deltas delivered. *Loop lag*: how late a 10 ms sleep inside each server process woke up, sampled all "
         "through the measured window (`tests/bench/lag.py`). *GC pauses*: garbage collections in the window "
         "(of which generation 2) and the longest pause. *Replies*: completed inside the window, and "
-        "(unfinished) streams still running when the harness stopped waiting.",
+        "(unfinished) streams still running when the harness stopped waiting. *Upstream calls/reply*: requests the "
+        "fake served over replies completed in the whole run (the same turn shape for every server: about 3 with "
+        "a tool turn, 1 without; a little above while streams cut at the end of the run had started their calls).",
         "",
         "| cell | server | CPU ms/reply | vs ChatKit | vs floor | CPU µs/delta | vs ChatKit | vs floor | "
         "added TTFT p50 / p99 ms | loop lag p50 / p99 / max ms | GC pauses (gen 2) / longest ms | "
-        "replies (unfinished) | errors |",
-        "|" + "---|" * 13,
+        "replies (unfinished) | errors | upstream calls/reply |",
+        "|" + "---|" * 14,
     ]
     order = ["ours", *sorted(set().union(*by_cell.values()) - {"ours", "chatkit", "floor"}), "chatkit", "floor"]
     for cell, servers in by_cell.items():
@@ -899,7 +905,8 @@ def side_by_side(by_cell: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
                 f"{_fmt(r['added_ttft_p50_ms'])} / {_fmt(r['added_ttft_p99_ms'])} | "
                 f"{_fmt(r.get('lag_p50_ms'))} / {_fmt(r.get('lag_p99_ms'))} / {_fmt(r.get('lag_max_ms'))} | "
                 f"{_gc_cell(r.get('gc_pauses') or {})} | "
-                f"{r['replies_completed']} ({r['unfinished']}) | {r['errors'] + r['text_mismatches']} |"
+                f"{r['replies_completed']} ({r['unfinished']}) | {r['errors'] + r['text_mismatches']} | "
+                f"{_fmt(r.get('upstream_calls_per_reply'), 2)} |"
             )
     return [*out, ""]
 

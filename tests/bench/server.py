@@ -15,7 +15,6 @@ Tweaks:
   thread at the end of each upstream call; run it inline instead (no thread hop, no GIL ping-pong).
 * ``lean_builder``: skip that rebuild: only the usage is needed, and Gemini reports it cumulatively in its last chunk.
   (Stands for driving LiteLLM so that it does not rebuild the response, or for a direct Gemini model.)
-* ``no_pre_ping``: ``pool_pre_ping=False`` (a pre-ping is a round trip on every pool checkout: three per turn).
 * ``rowcmp``: keyset pagination with a row-value comparison ``(updated_at, id) < (:t, :id)``, which PostgreSQL can
   use as an index condition (the current OR form is only a filter: the deep page scans every row before it).
 * ``gc_freeze``: ``gc.freeze()`` after start-up, so the collector stops re-walking the ~1M objects imported at start.
@@ -48,7 +47,6 @@ SAFE = [
     "quiet_litellm",
     "no_send_timeout",
     "inline_builder",
-    "no_pre_ping",
     "rowcmp",
     "gc_freeze",
     "no_sdk_timeout",
@@ -93,18 +91,6 @@ def _lean_builder() -> None:
         return litellm.ModelResponse(model=self.model, usage=usage)
 
     CustomStreamWrapper._async_build_complete_streaming_response = usage_only  # type: ignore[method-assign]
-
-
-def _no_pre_ping() -> None:
-    import backend.db as db_module
-
-    original = db_module.create_async_engine
-
-    def create_engine(url: Any, **kwargs: Any) -> Any:
-        kwargs["pool_pre_ping"] = False
-        return original(url, **kwargs)
-
-    db_module.create_async_engine = create_engine  # type: ignore[assignment]
 
 
 def _rowcmp() -> None:
@@ -215,7 +201,6 @@ TWEAKS = {
     "no_send_timeout": _no_send_timeout,
     "inline_builder": _inline_builder,
     "lean_builder": _lean_builder,
-    "no_pre_ping": _no_pre_ping,
     "rowcmp": _rowcmp,
     "gc_freeze": _gc_freeze,
     "direct_gemini": _direct_gemini,

@@ -1,0 +1,111 @@
+"""The database budget of a chat turn: how many transactions, statements and pool checkouts one turn costs.
+
+Every statement is a round trip to the database and CPU on the hot path, so the budget is pinned here: a change that
+adds one has to say so by changing these numbers. Counted on the app's own engine, through SQLAlchemy's events,
+while real uvicorn serves a turn on the fake Gemini (background writers slowed down so that only the turn counts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import event
+
+from backend.app import create_app
+from backend.settings import Settings
+from tests.conftest import serve
+from tests.fakes.gemini import FakeGemini, function_call_turn, handoff_turn, text_turn
+from tests.sse import chat
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@dataclass
+class Counts:
+    """What one turn cost the database."""
+
+    checkouts: int = 0
+    transactions: int = 0
+    statements: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, int]:
+        return {"checkouts": self.checkouts, "transactions": self.transactions, "statements": len(self.statements)}
+
+
+@pytest.fixture
+async def counted(gemini_settings: Callable[..., Settings]) -> AsyncIterator[tuple[httpx.AsyncClient, Counts]]:
+    """A live app whose engine counts its work; the counts start empty once the app is up."""
+    counts = Counts()
+    app = create_app(gemini_settings(heartbeat_seconds=60, event_flush_seconds=5))
+    async with serve(app) as base, httpx.AsyncClient(base_url=base, timeout=30) as client:
+        engine = app.state.database.engine.sync_engine
+
+        def on_checkout(*_args: Any) -> None:
+            counts.checkouts += 1
+
+        def on_begin(conn: Any) -> None:
+            # PostgreSQL sends no BEGIN in autocommit; SQLite's BEGIN is a statement of ours, counted below too.
+            if not getattr(conn.connection.driver_connection, "autocommit", False):
+                counts.transactions += 1
+
+        def on_statement(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+            counts.statements.append(" ".join(statement.split())[:80])
+
+        event.listen(engine.pool, "checkout", on_checkout)
+        event.listen(engine, "begin", on_begin)
+        event.listen(engine, "before_cursor_execute", on_statement)
+        yield client, counts
+
+
+async def run_turn(client: httpx.AsyncClient, counts: Counts, message: str) -> dict[str, int]:
+    """One turn, to the end of its stream and its save; what it cost."""
+    counts.checkouts, counts.transactions, counts.statements[:] = 0, 0, []
+    stream = await chat(client, {"message": message})
+    assert stream.types[-1] == "done", stream.types
+    await asyncio.sleep(0.5)  # the outcome is written after `done` is sent
+    return counts.summary()
+
+
+async def test_a_new_conversations_tool_turn_stays_in_budget(counted, fake: FakeGemini, database_url):
+    client, counts = counted
+    fake.script(text_turn("Hello."))
+    await run_turn(client, counts, "hello")  # the start-up's own database work (sweeps, heartbeat) is over after it
+    fake.script(handoff_turn(), function_call_turn("list_tasks", {}), text_turn("You have no tasks."))
+    cost = await run_turn(client, counts, "what are my tasks?")
+    if database_url.startswith("postgresql"):
+        # begin (1 transaction: the conversation and both messages), the tool's read (autocommit: no transaction),
+        # finish (1 transaction: the events, their notification, the reply and the lock's release).
+        assert cost == {"checkouts": 3, "transactions": 2, "statements": 7}, counts.statements
+    else:
+        # SQLite has no notification; its BEGINs are statements, and the read is a transaction too (a plain BEGIN,
+        # not BEGIN IMMEDIATE: it does not queue for the writer slot).
+        assert cost == {"checkouts": 3, "transactions": 3, "statements": 9}, counts.statements
+        assert counts.statements.count("BEGIN") == 1
+
+
+async def test_a_follow_up_turn_that_adds_a_task_stays_in_budget(counted, fake: FakeGemini, database_url):
+    client, counts = counted
+    fake.script(text_turn("Hello."))
+    first = await chat(client, {"message": "hello"})
+    conversation_id = first.of("start")[0]["conversation_id"]
+    await asyncio.sleep(0.5)
+    fake.script(handoff_turn(), function_call_turn("add_task", {"title": "buy milk"}), text_turn("Added."))
+    counts.checkouts, counts.transactions, counts.statements[:] = 0, 0, []
+    stream = await chat(client, {"message": "add buy milk", "conversation_id": conversation_id})
+    assert stream.types[-1] == "done", stream.types
+    await asyncio.sleep(0.5)
+    cost = counts.summary()
+    # begin (1: lock the conversation, read its history, add both messages), the tool (1: INSERT ... RETURNING,
+    # no read-back), finish (1).
+    if database_url.startswith("postgresql"):
+        assert cost == {"checkouts": 3, "transactions": 3, "statements": 9}, counts.statements
+    else:
+        assert cost == {"checkouts": 3, "transactions": 3, "statements": 11}, counts.statements
+    assert [s for s in counts.statements if "tasks" in s] == [
+        next(s for s in counts.statements if "INSERT INTO tasks" in s)
+    ]
