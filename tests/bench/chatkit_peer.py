@@ -17,7 +17,6 @@ Run: ``python -m tests.bench.chatkit_peer --port P --upstream http://127.0.0.1:F
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from collections.abc import AsyncIterator
@@ -25,7 +24,6 @@ from collections.abc import AsyncIterator
 import backend  # noqa: F401  (the same LiteLLM/Agents environment as ours, before anything imports them)
 
 # isort: split
-import uvicorn
 from agents import Agent, FunctionTool, ModelSettings, RunContextWrapper, Runner, Tool
 from agents.extensions.models.litellm_model import LitellmModel
 from chatkit.agents import AgentContext, simple_to_agent_input, stream_agent_response
@@ -37,6 +35,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from backend.chat.agent import agents_by_name, build_agent
 from tests.bench import lag
+from tests.bench.serving import serve_peer
 
 MODEL = "gemini/gemini-2.5-flash"  # the backend's default model string
 EMPTY = json.dumps({"tasks": [], "truncated": False})
@@ -185,25 +184,8 @@ def build_app() -> FastAPI:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Serve the peer with uvicorn."""
-    parser = argparse.ArgumentParser(prog="python -m tests.bench.chatkit_peer", description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8002)
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--upstream", default=os.environ.get("PEER_UPSTREAM"))
-    args = parser.parse_args(argv)
-    if not args.upstream:
-        parser.error("--upstream (or PEER_UPSTREAM) is required")
-    os.environ["PEER_UPSTREAM"] = args.upstream.rstrip("/")
-    uvicorn.run(
-        "tests.bench.chatkit_peer:build_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level="warning",
-        access_log=False,
-    )
+    """Serve it with uvicorn."""
+    serve_peer(argv, module="chatkit_peer", app="build_app", env_var="PEER_UPSTREAM", port=8002, factory=True)
 
 
 if __name__ == "__main__":

@@ -15,30 +15,22 @@ Run: ``python -m tests.bench.floor --port P --upstream http://127.0.0.1:FAKE/v1b
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import uuid
 from typing import Any
 
 import aiohttp
-import uvicorn
 
-from tests.bench import lag
+from tests.bench.serving import DONE, SSE_HEADERS, chat_message, frame, serve_peer
 
 MODEL = "gemini-2.5-flash"
-SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
-DONE = b"data: [DONE]\n\n"
 HANDOFF = "transfer_to_task_assistant"
 OBJECT = {"type": "object", "properties": {}}
 TRIAGE_TOOLS = [{"function_declarations": [{"name": HANDOFF, "description": "Hand off.", "parameters": OBJECT}]}]
 TASK_TOOLS = [{"function_declarations": [{"name": "list_tasks", "description": "List tasks.", "parameters": OBJECT}]}]
 
 _session: aiohttp.ClientSession | None = None
-
-
-def _frame(event: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
 
 
 async def _relay(
@@ -61,7 +53,7 @@ async def _relay(
                         await send(
                             {
                                 "type": "http.response.body",
-                                "body": _frame({"type": "text", "content": text}),
+                                "body": frame({"type": "text", "content": text}),
                                 "more_body": True,
                             }
                         )
@@ -70,34 +62,21 @@ async def _relay(
     return calls
 
 
+def _open_session() -> None:
+    global _session
+    _session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+
+
+async def _close_session() -> None:
+    if _session is not None:
+        await _session.close()
+
+
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """The ASGI entry point."""
-    global _session
-    if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                _session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-                lag.start()
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                if _session is not None:
-                    await _session.close()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-    if scope["type"] != "http":
+    user_text = await chat_message(scope, receive, send, _open_session, _close_session)
+    if user_text is None:
         return
-    if scope["path"] == "/health":
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
-        await send({"type": "http.response.body", "body": b"ok"})
-        return
-    body = b""
-    while True:
-        message = await receive()
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            break
-    user_text = json.loads(body)["message"]
     url = f"{os.environ['FLOOR_UPSTREAM']}/models/{MODEL}:streamGenerateContent?alt=sse"
     await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
     conversation_id, message_id = str(uuid.uuid4()), str(uuid.uuid4())
@@ -105,7 +84,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         {
             "type": "http.response.body",
             "more_body": True,
-            "body": _frame(
+            "body": frame(
                 {"type": "start", "conversation_id": conversation_id, "message_id": message_id, "title": user_text[:50]}
             ),
         }
@@ -126,7 +105,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
                 {
                     "type": "http.response.body",
                     "more_body": True,
-                    "body": _frame(
+                    "body": frame(
                         {"type": "tool_call", "id": call_id, "name": call["name"], "args": call.get("args", {})}
                     ),
                 }
@@ -135,7 +114,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
                 {
                     "type": "http.response.body",
                     "more_body": True,
-                    "body": _frame({"type": "tool_result", "id": call_id, "name": call["name"], "result": result}),
+                    "body": frame({"type": "tool_result", "id": call_id, "name": call["name"], "result": result}),
                 }
             )
             responses.append({"function_response": {"name": call["name"], "response": {"content": json.dumps(result)}}})
@@ -147,29 +126,12 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         "finish_reason": "stop",
         "usage": {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0},
     }
-    await send({"type": "http.response.body", "body": _frame(done) + DONE, "more_body": False})
+    await send({"type": "http.response.body", "body": frame(done) + DONE, "more_body": False})
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Serve the floor relay with uvicorn."""
-    parser = argparse.ArgumentParser(prog="python -m tests.bench.floor", description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8001)
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--upstream", default=os.environ.get("FLOOR_UPSTREAM"))
-    args = parser.parse_args(argv)
-    if not args.upstream:
-        parser.error("--upstream (or FLOOR_UPSTREAM) is required")
-    os.environ["FLOOR_UPSTREAM"] = args.upstream.rstrip("/")  # the workers read it
-    uvicorn.run(
-        "tests.bench.floor:app",
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-    )
+    """Serve it with uvicorn."""
+    serve_peer(argv, module="floor", app="app", env_var="FLOOR_UPSTREAM", port=8001)
 
 
 if __name__ == "__main__":

@@ -208,10 +208,13 @@ def server_env(*, port: int, workers: int, database_url: str, fake_port: int, lo
 class ServerSpec:
     """One server under test: ours (as deployed, or with bench tweaks), the ChatKit peer, or the floor."""
 
-    label: str  # "ours", "chatkit", "floor", or a variant name
-    kind: str  # "ours" | "chatkit" | "floor"
+    label: str  # "ours", "chatkit", "sdk", "floor", or a variant name
+    kind: str  # "ours" | "chatkit" | "sdk" | "floor"
     tweaks: str = ""  # for kind "ours": BENCH_TWEAKS of tests.bench.server ("" = plain `python -m backend`)
     root: Path = ROOT  # for kind "ours": the checkout whose backend/ (and launcher) runs (`--tree`)
+
+
+PEER_MODULES = {"floor": "tests.bench.floor", "chatkit": "tests.bench.chatkit_peer", "sdk": "tests.bench.sdk_floor"}
 
 
 def start_server(
@@ -229,13 +232,13 @@ def start_server(
     path = run_dir / "logs" / f"{spec.label}-w{workers}.log"
     lag_dir = run_dir / "lag" / f"{spec.label}-w{workers}"
     lag_dir.mkdir(parents=True, exist_ok=True)
-    if spec.kind in ("floor", "chatkit"):
+    if spec.kind in ("floor", "chatkit", "sdk"):
         # LOG_LEVEL would turn on the ChatKit SDK's own handler at that level (an INFO line per request).
         env = {k: v for k, v in os.environ.items() if k not in (*SECRET_VARS, "LOG_LEVEL")}
         argv = [
             PY,
             "-m",
-            "tests.bench.floor" if spec.kind == "floor" else "tests.bench.chatkit_peer",
+            PEER_MODULES[spec.kind],
             "--port",
             str(port),
             "--workers",
@@ -871,6 +874,12 @@ def _gc_cell(pauses: dict[str, dict[str, float]]) -> str:
     return f"{count} ({int(pauses.get('2', {}).get('count', 0))}) / {longest:.1f}"
 
 
+def _own(row: dict[str, Any], sdk: dict[str, Any]) -> str:
+    """A server's CPU per reply above the SDK floor's (its own work: HTTP, protocol, storage)."""
+    mine, floor = row.get("cpu_ms_per_reply"), sdk.get("cpu_ms_per_reply")
+    return _fmt(mine - floor, 2) if mine is not None and floor is not None else "–"
+
+
 def side_by_side(by_cell: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
     """The headline table: every server of a cell on its own row, with ratios to the ChatKit peer and the floor."""
     out = [
@@ -884,14 +893,18 @@ def side_by_side(by_cell: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
         "fake served over replies completed in the whole run (the same turn shape for every server: about 3 with "
         "a tool turn, 1 without; a little above while streams cut at the end of the run had started their calls).",
         "",
-        "| cell | server | CPU ms/reply | vs ChatKit | vs floor | CPU µs/delta | vs ChatKit | vs floor | "
-        "added TTFT p50 / p99 ms | loop lag p50 / p99 / max ms | GC pauses (gen 2) / longest ms | "
+        "*sdk* is the SDK floor (`tests/bench/sdk_floor.py`): `Runner.run_streamed` on the same team and fake with no "
+        "server work around it, which both this backend and the ChatKit peer pay; *own* is a server's CPU above it.",
+        "",
+        "| cell | server | CPU ms/reply | vs ChatKit | vs floor | own ms/reply | CPU µs/delta | vs ChatKit | "
+        "vs floor | added TTFT p50 / p99 ms | loop lag p50 / p99 / max ms | GC pauses (gen 2) / longest ms | "
         "replies (unfinished) | errors | upstream calls/reply |",
-        "|" + "---|" * 14,
+        "|" + "---|" * 15,
     ]
-    order = ["ours", *sorted(set().union(*by_cell.values()) - {"ours", "chatkit", "floor"}), "chatkit", "floor"]
+    others = set().union(*by_cell.values()) - {"ours", "chatkit", "sdk", "floor"}
+    order = ["ours", *sorted(others), "chatkit", "sdk", "floor"]
     for cell, servers in by_cell.items():
-        peer, floor = servers.get("chatkit") or {}, servers.get("floor") or {}
+        peer, floor, sdk = servers.get("chatkit") or {}, servers.get("floor") or {}, servers.get("sdk") or {}
         for label in order:
             r = servers.get(label)
             if r is None:
@@ -900,6 +913,7 @@ def side_by_side(by_cell: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
                 f"| {cell} | {label} | {_fmt(r['cpu_ms_per_reply'], 2)} | "
                 f"{_ratio(r['cpu_ms_per_reply'], peer.get('cpu_ms_per_reply'))} | "
                 f"{_ratio(r['cpu_ms_per_reply'], floor.get('cpu_ms_per_reply'))} | "
+                f"{_own(r, sdk) if label not in ('sdk', 'floor') else '–'} | "
                 f"{_fmt(r['cpu_us_per_chunk'], 0)} | {_ratio(r['cpu_us_per_chunk'], peer.get('cpu_us_per_chunk'))} | "
                 f"{_ratio(r['cpu_us_per_chunk'], floor.get('cpu_us_per_chunk'))} | "
                 f"{_fmt(r['added_ttft_p50_ms'])} / {_fmt(r['added_ttft_p99_ms'])} | "
@@ -964,6 +978,13 @@ def targets(rows: list[dict[str, Any]], idle: list[dict[str, Any]]) -> list[str]
                 f"CPU ≤ 0.8× the ChatKit peer — {cell}: {o[key]:.2f} vs {p[key]:.2f} {unit} = {ratio:.2f}× "
                 f"→ **{'met' if ratio <= 0.8 else 'NOT met'}**"
             )
+            s = found.get((cell, "sdk"))
+            if s and s[key]:
+                lines.append(
+                    f"↳ of which the SDK floor (Agents SDK + LiteLLM alone, paid by both): {s[key]:.2f} {unit} "
+                    f"({s[key] / p[key]:.2f}× the peer's total); each server's own share above it: ours "
+                    f"{o[key] - s[key]:.2f}, ChatKit {p[key] - s[key]:.2f} {unit}"
+                )
         p50, p99, lag99 = o["added_ttft_p50_ms"], o["added_ttft_p99_ms"], o.get("lag_p99_ms")
         delivered = o["errors"] == 0 and o["text_mismatches"] == 0 and o["unfinished"] == 0
         lines.append(
@@ -1051,6 +1072,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-baseline", action="store_true", help="skip plain `python -m backend` (variants only)")
     parser.add_argument("--no-floor", action="store_true", help="skip the floor relay")
     parser.add_argument("--no-chatkit", action="store_true", help="skip the ChatKit peer (ChatKitServer on FastAPI)")
+    parser.add_argument("--no-sdk", action="store_true", help="skip the SDK floor (the Agents SDK run alone)")
     parser.add_argument("--no-idle", action="store_true")
     parser.add_argument("--no-db", action="store_true")
     parser.add_argument("--db-only", action="store_true", help="only the database path (with any --variant)")
@@ -1099,6 +1121,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_chatkit:
         ensure_bench_group()
         specs.append(ServerSpec("chatkit", "chatkit"))
+    if not args.no_sdk:
+        ensure_bench_group()  # it runs the peer's mirror of our team
+        specs.append(ServerSpec("sdk", "sdk"))
     if not args.no_floor:
         specs.append(ServerSpec("floor", "floor"))
 

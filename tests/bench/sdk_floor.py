@@ -1,0 +1,66 @@
+"""The SDK floor: the least any server built on the Agents SDK and LiteLLM pays for the same reply.
+
+A bare ASGI app (no framework, no database, no event log, no ChatKit) under the same uvicorn: for each
+``POST /chatkit {"message": ...}`` it runs ``Runner.run_streamed`` on this project's agent team (rebuilt with stub
+tools by `tests.bench.chatkit_peer.mirror_team`, exactly what the ChatKit peer runs) with the SDK's ``LitellmModel``
+on the fake, and writes each text delta as our ``text`` frame, then ``done`` and ``data: [DONE]``. Nothing else:
+no persistence, no translation of the other events, no rejoin.
+
+Both this backend and the ChatKit peer pay this much per reply on top of their own work, so it bounds what either
+can reach: CPU per reply below the SDK floor is impossible without changing the Agents SDK or LiteLLM path.
+
+Run: ``python -m tests.bench.sdk_floor --port P --upstream http://127.0.0.1:FAKE/v1beta [--workers N]``
+(or set ``SDK_FLOOR_UPSTREAM``).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Any
+
+import backend  # noqa: F401  (the same LiteLLM/Agents environment as ours and the peer, before anything imports them)
+
+# isort: split
+from agents import Agent, ModelSettings, RunConfig, Runner
+from agents.extensions.models.litellm_model import LitellmModel
+
+from tests.bench.chatkit_peer import MODEL, mirror_team
+from tests.bench.serving import DONE, SSE_HEADERS, chat_message, frame, serve_peer
+
+RUN_CONFIG = RunConfig(tracing_disabled=True)
+
+_team: Agent[Any] | None = None
+
+
+def _build_team() -> None:
+    global _team
+    model = LitellmModel(MODEL, base_url=os.environ["SDK_FLOOR_UPSTREAM"], api_key="bench-key")
+    _team = mirror_team(model, ModelSettings(include_usage=True, extra_args={"timeout": 120.0}))
+
+
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The ASGI entry point."""
+    user_text = await chat_message(scope, receive, send, _build_team)
+    if user_text is None:
+        return
+    assert _team is not None
+    await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+    ids = {"conversation_id": str(uuid.uuid4()), "message_id": str(uuid.uuid4())}
+    await send({"type": "http.response.body", "more_body": True, "body": frame({"type": "start", **ids})})
+    result = Runner.run_streamed(_team, user_text, context=None, run_config=RUN_CONFIG)
+    async for event in result.stream_events():
+        if event.type == "raw_response_event" and event.data.type == "response.output_text.delta":
+            text = frame({"type": "text", "content": event.data.delta})
+            await send({"type": "http.response.body", "more_body": True, "body": text})
+    done = {"type": "done", **ids, "finish_reason": "stop"}
+    await send({"type": "http.response.body", "body": frame(done) + DONE, "more_body": False})
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve it with uvicorn."""
+    serve_peer(argv, module="sdk_floor", app="app", env_var="SDK_FLOOR_UPSTREAM", port=8003)
+
+
+if __name__ == "__main__":
+    main()
