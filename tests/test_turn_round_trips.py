@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from litestar import Litestar
 from sqlalchemy import event
 
 from backend.app import create_app
@@ -29,19 +30,34 @@ pytestmark = pytest.mark.timeout(60)
 class Counts:
     """What one turn cost the database."""
 
+    app: Litestar
     checkouts: int = 0
     transactions: int = 0
     statements: list[str] = field(default_factory=list)
 
+    def reset(self) -> None:
+        self.checkouts, self.transactions, self.statements[:] = 0, 0, []
+
     def summary(self) -> dict[str, int]:
         return {"checkouts": self.checkouts, "transactions": self.transactions, "statements": len(self.statements)}
+
+    async def settle(self) -> None:
+        """Wait until every turn has finished (its outcome is written after `done` is sent) and the database has
+        been quiet for a moment (the start-up's own sweeps are over)."""
+        async with asyncio.timeout(20):
+            while self.app.state.chat_service.runs:
+                await asyncio.sleep(0.02)
+            seen = -1
+            while seen != len(self.statements):
+                seen = len(self.statements)
+                await asyncio.sleep(0.3)
 
 
 @pytest.fixture
 async def counted(gemini_settings: Callable[..., Settings]) -> AsyncIterator[tuple[httpx.AsyncClient, Counts]]:
-    """A live app whose engine counts its work; the counts start empty once the app is up."""
-    counts = Counts()
+    """A live app whose engine counts its work, once its start-up work is over."""
     app = create_app(gemini_settings(heartbeat_seconds=60, event_flush_seconds=5))
+    counts = Counts(app)
     async with serve(app) as base, httpx.AsyncClient(base_url=base, timeout=30) as client:
         engine = app.state.database.engine.sync_engine
 
@@ -59,22 +75,21 @@ async def counted(gemini_settings: Callable[..., Settings]) -> AsyncIterator[tup
         event.listen(engine.pool, "checkout", on_checkout)
         event.listen(engine, "begin", on_begin)
         event.listen(engine, "before_cursor_execute", on_statement)
+        await counts.settle()
         yield client, counts
 
 
 async def run_turn(client: httpx.AsyncClient, counts: Counts, message: str) -> dict[str, int]:
     """One turn, to the end of its stream and its save; what it cost."""
-    counts.checkouts, counts.transactions, counts.statements[:] = 0, 0, []
+    counts.reset()
     stream = await chat(client, {"message": message})
     assert stream.types[-1] == "done", stream.types
-    await asyncio.sleep(0.5)  # the outcome is written after `done` is sent
+    await counts.settle()
     return counts.summary()
 
 
 async def test_a_new_conversations_tool_turn_stays_in_budget(counted, fake: FakeGemini, database_url):
     client, counts = counted
-    fake.script(text_turn("Hello."))
-    await run_turn(client, counts, "hello")  # the start-up's own database work (sweeps, heartbeat) is over after it
     fake.script(handoff_turn(), function_call_turn("list_tasks", {}), text_turn("You have no tasks."))
     cost = await run_turn(client, counts, "what are my tasks?")
     if database_url.startswith("postgresql"):
@@ -93,12 +108,12 @@ async def test_a_follow_up_turn_that_adds_a_task_stays_in_budget(counted, fake: 
     fake.script(text_turn("Hello."))
     first = await chat(client, {"message": "hello"})
     conversation_id = first.of("start")[0]["conversation_id"]
-    await asyncio.sleep(0.5)
+    await counts.settle()
     fake.script(handoff_turn(), function_call_turn("add_task", {"title": "buy milk"}), text_turn("Added."))
-    counts.checkouts, counts.transactions, counts.statements[:] = 0, 0, []
+    counts.reset()
     stream = await chat(client, {"message": "add buy milk", "conversation_id": conversation_id})
     assert stream.types[-1] == "done", stream.types
-    await asyncio.sleep(0.5)
+    await counts.settle()
     cost = counts.summary()
     # begin (1: lock the conversation, read its history, add both messages), the tool (1: INSERT ... RETURNING,
     # no read-back), finish (1).
