@@ -19,24 +19,28 @@ import os
 import uuid
 from typing import Any
 
-import backend  # noqa: F401  (the same LiteLLM/Agents environment as ours and the peer, before anything imports them)
-
-# isort: split
-from agents import Agent, ModelSettings, RunConfig, Runner
-from agents.extensions.models.litellm_model import LitellmModel
-
-from tests.bench.chatkit_peer import MODEL, mirror_team
 from tests.bench.serving import DONE, SSE_HEADERS, chat_message, frame, serve_peer
 
-RUN_CONFIG = RunConfig(tracing_disabled=True)
-
-_team: Agent[Any] | None = None
+# The Agents SDK and LiteLLM are imported in the workers' start-up, not here: with several workers uvicorn's spawned
+# children import this module first, and a slow import there gets them killed and respawned (see server.py).
+_team: Any = None
+_run: Any = None
 
 
 def _build_team() -> None:
-    global _team
+    global _team, _run
+    import backend  # noqa: F401  (the same LiteLLM/Agents environment as ours and the peer, before they load)
+
+    # isort: split
+    from agents import ModelSettings, RunConfig, Runner
+    from agents.extensions.models.litellm_model import LitellmModel
+
+    from tests.bench.chatkit_peer import MODEL, mirror_team
+
     model = LitellmModel(MODEL, base_url=os.environ["SDK_FLOOR_UPSTREAM"], api_key="bench-key")
     _team = mirror_team(model, ModelSettings(include_usage=True, extra_args={"timeout": 120.0}))
+    config = RunConfig(tracing_disabled=True)
+    _run = lambda text: Runner.run_streamed(_team, text, context=None, run_config=config)  # noqa: E731
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -44,11 +48,11 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     user_text = await chat_message(scope, receive, send, _build_team)
     if user_text is None:
         return
-    assert _team is not None
+    assert _run is not None
     await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
     ids = {"conversation_id": str(uuid.uuid4()), "message_id": str(uuid.uuid4())}
     await send({"type": "http.response.body", "more_body": True, "body": frame({"type": "start", **ids})})
-    result = Runner.run_streamed(_team, user_text, context=None, run_config=RUN_CONFIG)
+    result = _run(user_text)
     async for event in result.stream_events():
         if event.type == "raw_response_event" and event.data.type == "response.output_text.delta":
             text = frame({"type": "text", "content": event.data.delta})
