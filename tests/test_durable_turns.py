@@ -7,6 +7,7 @@ event log, text that databases cannot hold, and database outages while a reply e
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -229,7 +230,8 @@ async def test_events_are_logged_in_batches_not_one_statement_per_token(gemini_s
 
     def count(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
         if statement.lstrip().upper().startswith("INSERT INTO TURN_EVENTS"):
-            inserts.append(len(parameters) if executemany else 1)
+            # SQLite: one parameter set per row; PostgreSQL: the rows as one JSON array.
+            inserts.append(len(parameters) if executemany else len(json.loads(parameters["rows"])))
 
     async with serve(app) as base, httpx.AsyncClient(base_url=base, timeout=30) as client:
         event.listen(app.state.database.engine.sync_engine, "before_cursor_execute", count)

@@ -15,6 +15,7 @@ over: the assistant message keeps the text of its stored events and becomes `int
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
@@ -202,6 +203,15 @@ def _message_row(
 
 
 _NOTIFY = text("SELECT pg_notify(:channel, :ids)")
+# PostgreSQL: a batch of events as one statement whose rows arrive as one JSON parameter (about 2 µs of our CPU per
+# event, against 14 µs for `executemany`, which binds and sends each row on its own). The values are what
+# `TurnEvent`'s columns would store: `data` is the event's JSON as `payload` encodes it, through the same text policy
+# (`storable_text`).
+_TURN_EVENTS_FROM_JSON = text(
+    "INSERT INTO turn_events (message_id, id, type, data, created_at) "
+    "SELECT m, i, t, d, :created_at "
+    "FROM json_to_recordset(CAST(:rows AS json)) AS batch(m uuid, i integer, t text, d text)"
+)
 
 
 def _usage_json(usage: Usage) -> dict[str, int]:
@@ -586,14 +596,23 @@ class ConversationStore:
     async def _write_events(self, conn: AsyncConnection, batch: dict[uuid.UUID, list[StoredEvent]]) -> None:
         """Insert the events (Core, in the caller's transaction) and, on PostgreSQL, notify other processes."""
         now = utcnow()
-        rows = [
-            {"message_id": message_id, "id": e.id, "type": e.type, "data": e.data, "created_at": now}
-            for message_id, events in batch.items()
-            for e in events
-        ]
-        if not rows:
+        if not any(batch.values()):
             return
-        await conn.execute(_TURN_EVENTS_INSERT, rows)
+        if self.is_postgres:
+            rows = [
+                {"m": key, "i": e.id, "t": e.type, "d": storable_text(e.data)}
+                for key, events in ((str(m), events) for m, events in batch.items())
+                for e in events
+            ]
+            encoded = json.dumps(rows, ensure_ascii=False)
+            await conn.execute(_TURN_EVENTS_FROM_JSON, {"rows": encoded, "created_at": now})
+        else:
+            params = [
+                {"message_id": message_id, "id": e.id, "type": e.type, "data": e.data, "created_at": now}
+                for message_id, events in batch.items()
+                for e in events
+            ]
+            await conn.execute(_TURN_EVENTS_INSERT, params)
         if self.is_postgres:
             # Delivered on commit, to every process's listener; ids only (payloads are limited to 8000 bytes).
             ids = [str(message_id) for message_id in batch]
