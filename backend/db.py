@@ -96,10 +96,17 @@ def _closed_by_server(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
     connection = dbapi_connection.driver_connection  # the psycopg AsyncConnection
     if connection.closed or connection.broken:
         raise DisconnectionError("the pooled connection is closed")
-    poller = select.poll()
-    poller.register(connection.fileno(), select.POLLIN | select.POLLPRI)
-    if poller.poll(0):
+    if _readable(connection.fileno()):
         raise DisconnectionError("the server closed the pooled connection")
+
+
+def _readable(fd: int) -> bool:
+    """Whether the socket has something to read (or has ended), without waiting."""
+    if hasattr(select, "poll"):  # any descriptor number (select() stops at 1024)
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLPRI)
+        return bool(poller.poll(0))
+    return bool(select.select([fd], [], [], 0)[0])  # Windows
 
 
 def _postgres_options(settings: Settings) -> str:

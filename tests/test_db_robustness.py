@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -202,6 +203,21 @@ async def test_ready_answers_503_when_the_server_freezes(make_settings, database
             assert response.json() == DB_UNAVAILABLE
             assert (await client.get("/health")).json() == {"status": "ok"}
             proxy.thawed.set()  # let the app close its connections on shutdown
+
+
+@pytest.mark.parametrize("with_poll", [True, False], ids=["poll", "select"])
+def test_a_socket_is_readable_only_once_its_peer_wrote_or_closed(monkeypatch, with_poll):
+    if not with_poll:
+        monkeypatch.delattr(db_module.select, "poll")  # the Windows path
+    ours, server = socket.socketpair()
+    with ours, server:
+        assert not db_module._readable(ours.fileno())
+        server.sendall(b"E")  # e.g. PostgreSQL's FATAL before it closes the session
+        assert db_module._readable(ours.fileno())
+        ours.recv(1)
+        assert not db_module._readable(ours.fileno())
+        server.close()
+        assert db_module._readable(ours.fileno())
 
 
 async def backend_pids(database: Any, count: int) -> list[int]:
