@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from sqlalchemy import event, func
 from sqlalchemy.engine import make_url
@@ -229,7 +230,7 @@ async def test_events_are_logged_in_batches_not_one_statement_per_token(gemini_s
     inserts: list[int] = []
 
     def count(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
-        if statement.lstrip().upper().startswith("INSERT INTO TURN_EVENTS"):
+        if "INSERT INTO TURN_EVENTS" in statement.upper():
             # SQLite: one parameter set per row; PostgreSQL: the rows as one JSON array.
             inserts.append(len(parameters) if executemany else len(json.loads(parameters["rows"])))
 
@@ -240,6 +241,29 @@ async def test_events_are_logged_in_batches_not_one_statement_per_token(gemini_s
     assert sum(inserts) >= len(stream.events), "every event is logged"
     # 40 deltas over ~0.8 s, batched every 250 ms: a handful of statements, not one per event.
     assert len(inserts) <= len(stream.events) // 4, inserts
+
+
+async def test_a_batch_of_many_turns_is_logged_and_announced_for_every_one(db, database_url):
+    """More turns in one batch than one notification can name: every event is stored, every turn announced."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("notifications are PostgreSQL's")
+    from backend.chat.store import NOTIFY_CHANNEL, NOTIFY_IDS, ConversationStore, StoredEvent, TurnRequest
+
+    store = ConversationStore(
+        db, instance_id=uuid.uuid4(), stale_after_seconds=10, max_turn_seconds=60, history_max_items=10
+    )
+    turns = [await store.begin_turn(TurnRequest("u", f"m{i}", None)) for i in range(NOTIFY_IDS + 10)]
+    batch = {t.message_id: [StoredEvent(1, "text", '{"type":"text","content":"a"}')] for t in turns}
+    url = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as listener:
+        await listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        await store.append_events(batch)
+        announced: set[str] = set()
+        async for note in listener.notifies(timeout=5, stop_after=2):
+            announced.update(note.payload.split(","))
+    assert announced == {str(message_id) for message_id in batch}
+    for message_id in batch:
+        assert [e.id for e in await store.read_events(message_id, 0)] == [1]
 
 
 async def test_finished_turn_logs_are_pruned_but_messages_stay(client, fake, db):
