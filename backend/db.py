@@ -17,7 +17,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from litestar.datastructures import State
 from sqlalchemy import event, text
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -107,6 +107,11 @@ def _readable(fd: int) -> bool:
         poller.register(fd, select.POLLIN | select.POLLPRI)
         return bool(poller.poll(0))
     return bool(select.select([fd], [], [], 0)[0])  # Windows
+
+
+def libpq_dsn(url: str | URL) -> str:
+    """The libpq connection string of a PostgreSQL SQLAlchemy URL, for psycopg itself (e.g. a LISTEN connection)."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def _postgres_options(settings: Settings) -> str:

@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from backend import db as db_module
 from backend.app import create_app
-from backend.db import SchemaNotCurrentError, create_database, head_revision, schema_status
+from backend.db import SchemaNotCurrentError, create_database, head_revision, libpq_dsn, schema_status
 from backend.models import Conversation, Task, TaskCreate
 from backend.settings import PROJECT_ROOT, Settings, load_settings
 from backend.tasks import service as task_service
@@ -43,15 +43,11 @@ def is_postgres(url: str) -> bool:
     return url.startswith("postgresql")
 
 
-def libpq_url(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://")
-
-
 @asynccontextmanager
 async def table_locked(url: str, table: str) -> AsyncIterator[None]:
     """Hold the strongest lock on `table` (PostgreSQL) or the writer slot (SQLite) from a separate connection."""
     if is_postgres(url):
-        conn = await psycopg.AsyncConnection.connect(libpq_url(url))
+        conn = await psycopg.AsyncConnection.connect(libpq_dsn(url))
         try:
             await conn.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")  # opens a transaction
             yield
@@ -244,7 +240,7 @@ async def test_pooled_connections_the_server_closed_are_replaced_without_an_erro
     database = create_database(settings)
     try:
         before = await backend_pids(database, 3)
-        async with await psycopg.AsyncConnection.connect(libpq_url(database_url), autocommit=True) as admin:
+        async with await psycopg.AsyncConnection.connect(libpq_dsn(database_url), autocommit=True) as admin:
             await admin.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", (before,))
             for _ in range(100):  # the backends end (and close their sockets) a moment after the signal
                 gone = await admin.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (before,))

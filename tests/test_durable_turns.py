@@ -20,6 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlmodel import select
 
 from backend.app import create_app
+from backend.db import libpq_dsn
 from backend.models import ClientMessageId, Message
 from backend.settings import Settings
 from tests.conftest import SECRET, bearer, live, serve
@@ -254,8 +255,7 @@ async def test_a_batch_of_many_turns_is_logged_and_announced_for_every_one(db, d
     )
     turns = [await store.begin_turn(TurnRequest("u", f"m{i}", None)) for i in range(NOTIFY_IDS + 10)]
     batch = {t.message_id: [StoredEvent(1, "text", '{"type":"text","content":"a"}')] for t in turns}
-    url = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
-    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as listener:
+    async with await psycopg.AsyncConnection.connect(libpq_dsn(database_url), autocommit=True) as listener:
         await listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
         await store.append_events(batch)
         announced: set[str] = set()

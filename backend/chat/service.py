@@ -31,7 +31,7 @@ from backend.chat.schemas import ChatRequest
 from backend.chat.store import BegunTurn, ConversationStore, ExistingTurn, TurnRequest, make_title
 from backend.chat.turn import TurnLimits, TurnRun
 from backend.chat.widgets import widget_json
-from backend.db import Database
+from backend.db import Database, libpq_dsn
 from backend.errors import ConflictError, InvalidInputError, NotFoundError
 from backend.files.content import load_attachments
 from backend.files.service import check_attachment_count
@@ -105,8 +105,7 @@ class ChatService:
             history_max_items=settings.history_max_items,
             file_storage=self.file_storage,
         )
-        url = database.engine.url
-        dsn = url.set(drivername="postgresql").render_as_string(hide_password=False) if self.store.is_postgres else None
+        dsn = libpq_dsn(database.engine.url) if self.store.is_postgres else None
         self.hub = Hub(self.store, settings.event_flush_seconds, dsn)
         self.hub.on_stop = self._stop_local
         self.limits = TurnLimits(

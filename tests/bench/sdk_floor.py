@@ -23,12 +23,12 @@ from tests.bench.serving import DONE, SSE_HEADERS, chat_message, frame, serve_pe
 
 # The Agents SDK and LiteLLM are imported in the workers' start-up, not here: with several workers uvicorn's spawned
 # children import this module first, and a slow import there gets them killed and respawned (see server.py).
-_team: Any = None
 _run: Any = None
+"""Starts a run of the team on a user message (set at start-up)."""
 
 
 def _build_team() -> None:
-    global _team, _run
+    global _run
     import backend  # noqa: F401  (the same LiteLLM/Agents environment as ours and the peer, before they load)
 
     # isort: split
@@ -38,9 +38,9 @@ def _build_team() -> None:
     from tests.bench.chatkit_peer import MODEL, mirror_team
 
     model = LitellmModel(MODEL, base_url=os.environ["SDK_FLOOR_UPSTREAM"], api_key="bench-key")
-    _team = mirror_team(model, ModelSettings(include_usage=True, extra_args={"timeout": 120.0}))
+    team = mirror_team(model, ModelSettings(include_usage=True, extra_args={"timeout": 120.0}))
     config = RunConfig(tracing_disabled=True)
-    _run = lambda text: Runner.run_streamed(_team, text, context=None, run_config=config)  # noqa: E731
+    _run = lambda text: Runner.run_streamed(team, text, context=None, run_config=config)  # noqa: E731
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
