@@ -19,6 +19,7 @@ from backend.chat.model import build_model, warm_up
 from backend.chat.routes import ChatController
 from backend.chat.service import ChatService
 from backend.conversations.routes import ConversationController
+from backend.conversations.store import ConversationRows
 from backend.db import create_database, prepare_schema, provide_db_session
 from backend.errors import EXCEPTION_HANDLERS
 from backend.files.lifecycle import files_lifespan
@@ -68,6 +69,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             database, settings, build_agent(model, model_settings, mcp_servers=mcp_servers.agent_servers)
         )
         app.state.chat_service = chat_service
+        app.state.conversation_rows = ConversationRows(database, chat_service.file_storage)
         if settings.use_offline_model:
             log.warning(
                 "offline demo model: replies come from the built-in demo, not %s (set GEMINI_API_KEY to use it)",

@@ -103,7 +103,6 @@ class ChatService:
             stale_after_seconds=settings.stale_after_seconds,
             max_turn_seconds=settings.max_turn_seconds,
             history_max_items=settings.history_max_items,
-            file_storage=self.file_storage,
         )
         dsn = libpq_dsn(database.engine.url) if self.store.is_postgres else None
         self.hub = Hub(self.store, settings.event_flush_seconds, dsn)
