@@ -14,7 +14,6 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
 from backend.auth import USER_DEPENDENCY, auth_middleware
-from backend.chat.agent import build_agent
 from backend.chat.model import build_model, warm_up
 from backend.chat.routes import ChatController
 from backend.chat.service import ChatService
@@ -34,6 +33,7 @@ from backend.settings import Settings, get_settings
 from backend.system.routes import health, ready
 from backend.tasks.routes import TaskController
 from backend.tasks.widgets import register_task_actions
+from backend.team.agents import build_agent
 from backend.web.routes import WEB_HANDLERS
 
 log = logging.getLogger(__name__)

@@ -21,14 +21,14 @@ from agents import Agent, TResponseInputItem
 from agents.run_state import RunState
 
 from backend.chat import actions, history
-from backend.chat.agent import agents_by_name
 from backend.chat.context import ChatContext
 from backend.chat.events import DONE_FRAME, Done, Event, Start, Text, Usage, encode
 from backend.chat.events import Widget as WidgetEvent
 from backend.chat.live import Hub
 from backend.chat.reply import Reply
 from backend.chat.schemas import ChatRequest
-from backend.chat.store import BegunTurn, ConversationStore, ExistingTurn, TurnRequest, make_title
+from backend.chat.store import BegunTurn, ConversationStore, ExistingTurn, TurnRequest
+from backend.chat.team import agents_by_name
 from backend.chat.turn import TurnLimits, TurnRun
 from backend.chat.widgets import widget_json
 from backend.db import Database, libpq_dsn
@@ -41,7 +41,7 @@ from backend.settings import Settings
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ChatService", "StopResult", "Subscription", "make_title"]
+__all__ = ["ChatService", "StopResult", "Subscription"]
 
 STOP_WAIT_SECONDS = 10.0
 SHUTDOWN_WAIT_SECONDS = 10.0
@@ -87,7 +87,7 @@ class ChatService:
         Args:
             database: Where conversations, messages and the event log live.
             settings: Limits, intervals and the disconnect policy.
-            agent: The starting agent of the team (see `backend.chat.agent`): a new conversation starts with it; later
+            agent: The starting agent of the team (see `backend.team.agents`): a new conversation starts with it; later
                 turns start with the agent that answered last (see `start_agent`).
             instance_id: This process's id for run ownership (random by default).
             file_storage: Where attachment bytes live (built from the settings by default).
