@@ -14,7 +14,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from backend.chat.events import Error, Event, Usage, event_type, payload
-from backend.chat.reply import Part, Reply
+from backend.chat.pause import Part
+from backend.chat.reply import Reply
 from backend.files.service import StoredFile
 from backend.models import Message, MessageStatus
 

@@ -23,6 +23,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.chat.events import Usage
+from backend.chat.pause import cancelled
 from backend.chat.store.event_log import EventLog
 from backend.chat.store.lock import RunLock, released
 from backend.chat.store.rows import (
@@ -281,14 +282,7 @@ class TurnRows:
         for message in history:
             if message.status != MessageStatus.REQUIRES_ACTION:
                 continue
-            parts = [
-                {**p, "decision": "cancelled"}
-                if p.get("type") == "approval" and p.get("decision") is None
-                else {**p, "result": {"error": "cancelled"}}
-                if p.get("type") == "client_tool" and p.get("result") is None
-                else p
-                for p in message.parts
-            ]
+            parts = cancelled(message.parts)
             await session.exec(
                 update(Message)
                 .where(col(Message.id) == message.id)
