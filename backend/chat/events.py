@@ -26,6 +26,16 @@ ErrorCode = Literal[
 ]
 
 
+ToolOutput = dict[str, Any]
+"""What a tool call gave back, always a JSON object (`backend.chat.translate.tool_output` builds it).
+
+Our own tools' objects as they are (a failure has an `error` sentence); `{"text": ...}` when a tool answered text
+(an external MCP tool's text content, joined); `{"value": ...}` for any other JSON value (a client tool's array);
+`{"error": ..., "rejected": true}` when the user rejected the call.
+"""
+StartStatus = Literal["in_progress", "complete"]
+
+
 class Usage(msgspec.Struct, frozen=True):
     """Token usage of a whole turn (every model call in it)."""
 
@@ -40,7 +50,7 @@ class Start(msgspec.Struct, tag="start", tag_field="type"):
     conversation_id: str
     message_id: str
     title: str
-    status: str = "in_progress"
+    status: StartStatus = "in_progress"
 
 
 class Agent(msgspec.Struct, tag="agent", tag_field="type"):
@@ -70,11 +80,11 @@ class ToolCall(msgspec.Struct, tag="tool_call", tag_field="type"):
 
 
 class ToolResult(msgspec.Struct, tag="tool_result", tag_field="type"):
-    """A tool finished; `id` matches the `tool_call`, `result` is JSON."""
+    """A tool finished; `id` matches the `tool_call` (or `client_tool_call`), `result` is always a JSON object."""
 
     id: str
     name: str
-    result: Any
+    result: ToolOutput
 
 
 class Widget(msgspec.Struct, tag="widget", tag_field="type"):

@@ -29,6 +29,7 @@ from backend.chat.live import Hub
 from backend.chat.reply import Reply
 from backend.chat.schemas import ChatRequest
 from backend.chat.store import BegunTurn, ConversationStore, ExistingTurn, TurnRequest, make_title
+from backend.chat.translate import rejection_output
 from backend.chat.turn import TurnLimits, TurnRun
 from backend.chat.widgets import widget_json
 from backend.db import Database, libpq_dsn
@@ -47,7 +48,6 @@ STOP_WAIT_SECONDS = 10.0
 SHUTDOWN_WAIT_SECONDS = 10.0
 SWEEP_EVERY_BEATS = 2
 PRUNE_EVERY_SECONDS = 3600.0
-REJECTED = "The user rejected this action."
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,7 +297,7 @@ class ChatService:
             for item in state.get_interruptions():
                 decision = decisions.get(item.call_id or "")
                 if decision is not None and not decision.approve:
-                    state.reject(item, rejection_message=decision.reason or REJECTED)
+                    state.reject(item, rejection_message=rejection_output(decision.reason))
                 else:
                     state.approve(item)
             return state
