@@ -7,7 +7,7 @@ always opens with `start` and ends with `done` followed by the frame `data: [DON
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -26,13 +26,28 @@ ErrorCode = Literal[
 ]
 
 
-ToolOutput = dict[str, Any]
-"""What a tool call gave back, always a JSON object (`backend.chat.translate.tool_output` builds it).
-
-Our own tools' objects as they are (a failure has an `error` sentence); `{"text": ...}` when a tool answered text
-(an external MCP tool's text content, joined); `{"value": ...}` for any other JSON value (a client tool's array);
-`{"error": ..., "rejected": true}` when the user rejected the call.
-"""
+_TOOL_OUTPUT_DOC = (
+    "What a tool call gave back: always a JSON object. Our own tools' objects as they are (a failure has an `error` "
+    "sentence); `{text}` when a tool answered text (an external MCP tool's text content, joined); `{value}` for any "
+    "other JSON value (a client tool's array); `{error, rejected: true}` when the user rejected the call."
+)
+ToolOutput = Annotated[
+    dict[str, Any],
+    msgspec.Meta(
+        title="ToolOutput",
+        description=_TOOL_OUTPUT_DOC,
+        extra_json_schema={
+            "properties": {
+                "text": {"type": "string"},
+                "error": {"type": "string"},
+                "rejected": {"type": "boolean"},
+                "value": {},
+            },
+            "additionalProperties": True,
+        },
+    ),
+]
+"""A tool's result, built by `backend.chat.translate.tool_output` (see `_TOOL_OUTPUT_DOC`)."""
 StartStatus = Literal["in_progress", "complete"]
 
 
