@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Any
 
 from agents import Agent, FunctionTool, Model, ModelSettings, RunContextWrapper, Tool
 from agents.extensions.handoff_prompt import prompt_with_handoff_instructions
@@ -76,6 +77,10 @@ def function_tool_for(tool: TaskTool) -> FunctionTool:
         A function tool with the definition's name, description and JSON input schema.
     """
 
+    async def approval_needed(ctx: RunContextWrapper[ChatContext], arguments: dict[str, Any], _call_id: str) -> bool:
+        scope = ToolScope(user_id=ctx.context.user_id, database=ctx.context.database)
+        return await tool.approval_needed(scope, arguments)
+
     async def on_invoke(ctx: RunContextWrapper[ChatContext], raw_arguments: str) -> str:
         try:
             arguments = json.loads(raw_arguments or "{}")
@@ -99,7 +104,7 @@ def function_tool_for(tool: TaskTool) -> FunctionTool:
         params_json_schema=tool.input_schema(),
         on_invoke_tool=on_invoke,
         strict_json_schema=False,
-        needs_approval=tool.needs_approval,
+        needs_approval=tool.needs_approval if isinstance(tool.needs_approval, bool) else approval_needed,
     )
 
 
