@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -16,8 +17,9 @@ import pytest
 
 from backend import contract
 from backend.settings import PROJECT_ROOT, Settings
-from tests.conftest import live
+from tests.conftest import SECRET, live
 from tests.fakes.gemini import FakeGemini, error_turn, function_call_turn, handoff_turn, text_turn
+from tests.seeding import client_for
 from tests.sse import chat
 
 TYPES_PROJECT = PROJECT_ROOT / "tests" / "js" / "types"
@@ -142,3 +144,21 @@ async def test_a_recorded_transcript_type_checks_against_the_declarations(
     refused = type_check(tsc, tmp_path, transcript_source(wrong, [bare]))
     assert refused.returncode != 0
     assert refused.stdout.count("error TS") >= 3, refused.stdout
+
+
+# --- the API docs page works offline -----------------------------------------------------------------------------
+
+
+async def test_the_docs_page_loads_everything_from_this_server(make_settings: Callable[..., Settings]):
+    async with client_for(make_settings(auth_secret=SECRET)) as http:
+        page = await http.get("/schema/swagger")
+        assert page.status_code == 200, page.text
+        head = page.text.split("<body", 1)[0]
+        references = re.findall(r"""(?:src|href)=["']([^"']+)["']""", page.text)
+        assert len(references) >= 4 and all(r.startswith("/") and not r.startswith("//") for r in references)
+        assert "http://" not in head and "https://" not in head and "//cdn" not in page.text
+        assets = {reference: await http.get(reference) for reference in references}
+        assert all(a.status_code == 200 and len(a.content) > 500 for a in assets.values()), assets
+        (bundle,) = [a for reference, a in assets.items() if reference.endswith("/swagger-ui-bundle.js")]
+        assert "SwaggerUIBundle" in bundle.text
+        assert (await http.get("/schema-assets/%00x")).status_code == 404
