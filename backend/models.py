@@ -321,3 +321,17 @@ class TasksPublic(SQLModel):
 
     data: list[TaskPublic]
     next_cursor: str | None = None
+
+
+class StreamTicket(SQLModel, table=True):
+    """A short-lived, single-use ticket to rejoin one turn's stream without an `Authorization` header.
+
+    Only the SHA-256 of the ticket is stored; redeeming deletes the row, so a ticket works once (in any process).
+    """
+
+    __tablename__ = "stream_tickets"
+
+    id: str = Field(primary_key=True, max_length=64)
+    user_id: str = Field(max_length=255)
+    message_id: uuid.UUID = Field(sa_column_args=[ForeignKey("messages.id", ondelete="CASCADE")], nullable=False)
+    expires_at: datetime
