@@ -1,6 +1,8 @@
-"""The one place that turns Agents SDK stream events and run failures into our SSE events.
+"""Agents SDK stream events and run failures, translated into our SSE events.
 
-It also owns the shape of a tool's result (`tool_output`): every `tool_result.result` is a JSON object.
+The stream's events are translated here; a run's pause is not a stream event (the SDK reports it as the result's
+interruptions), and `backend.chat.pause` turns it into `approval_request` and `client_tool_call` events. This module
+also owns the one shape of a tool's result (`tool_output`): every `tool_result.result` is a JSON object.
 """
 
 from __future__ import annotations
