@@ -128,6 +128,7 @@ async def record(client: httpx.AsyncClient, fake: FakeGemini) -> tuple[list[dict
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # one run: the types do not depend on it
 async def test_a_recorded_transcript_type_checks_against_the_declarations(
     tsc: list[str], gemini_settings: Callable[..., Settings], fake: FakeGemini, tmp_path: Path
 ):
