@@ -72,7 +72,7 @@ class ChatController(Controller):
         data: JSONBody[ChatRequest],
     ) -> EventSourceResponse:
         """Send a message and stream the reply: `start`, `text`/`thinking`/`tool_call`/`tool_result`, `done`."""
-        subscription = await chat_service.send(user.id, data)
+        subscription = await chat_service.execute(user.id, data.to_command())
         return event_stream(chat_service, subscription)
 
     @get("/{message_id:uuid}/stream", operation_id="RejoinTurn", media_type="text/event-stream")

@@ -12,7 +12,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -22,8 +22,9 @@ from agents.run_state import RunState
 
 from backend.chat import actions, history
 from backend.chat.agent import agents_by_name
+from backend.chat.commands import AnswerPause, Command, Regenerate, SendMessage, WidgetAction
 from backend.chat.context import ChatContext
-from backend.chat.events import DONE_FRAME, Done, Event, Start, Text, Usage, encode
+from backend.chat.events import DONE_FRAME, Done, Event, Start, Text, Usage, encode, parse_frames
 from backend.chat.events import Widget as WidgetEvent
 from backend.chat.live import Hub
 from backend.chat.reply import Reply
@@ -32,7 +33,7 @@ from backend.chat.store import BegunTurn, ConversationStore, ExistingTurn, TurnR
 from backend.chat.turn import TurnLimits, TurnRun
 from backend.chat.widgets import widget_json
 from backend.db import Database, libpq_dsn
-from backend.errors import ConflictError, InvalidInputError, NotFoundError
+from backend.errors import ConflictError, InvalidInputError
 from backend.files.content import load_attachments
 from backend.files.service import check_attachment_count
 from backend.files.storage import FileStorage, create_storage
@@ -165,34 +166,59 @@ class ChatService:
 
     # --- starting, following and stopping turns ------------------------------------------------------------------
 
-    async def send(self, user_id: str, request: ChatRequest) -> Subscription:
-        """Handle `POST /chatkit` before any byte is streamed: a message, a widget action, or answers to a pause.
+    async def execute(self, user_id: str, command: Command) -> Subscription:
+        """Carry out an adapter's command before any byte is streamed; the subscription says what to stream.
 
         Raises:
             InvalidInputError: The message is over the configured limit, has too many attachments, or answers are
                 missing or invalid.
-            NotFoundError: The conversation, or an attached file, does not exist or is not the caller's.
+            NotFoundError: The conversation, the reply, or an attached file does not exist or is not the caller's.
             ConflictError: A run is already in progress, the idempotency key was used for another message, or the
                 answers name nothing pending.
         """
-        if request.action is not None:
-            return await self._act(user_id, request)
-        if request.message is None:
-            return await self._answer(user_id, request)
-        if len(request.message) > self.settings.max_message_chars:
+        if isinstance(command, SendMessage):
+            return await self._send(user_id, command)
+        if isinstance(command, AnswerPause):
+            return await self._answer(user_id, command)
+        if isinstance(command, WidgetAction):
+            return await self._act(user_id, command)
+        return await self._regenerate(user_id, command)
+
+    async def send(self, user_id: str, request: ChatRequest) -> Subscription:
+        """Handle a native `POST /chatkit` body (see `ChatRequest.to_command`)."""
+        return await self.execute(user_id, request.to_command())
+
+    async def _send(self, user_id: str, command: SendMessage) -> Subscription:
+        if len(command.text) > self.settings.max_message_chars:
             raise InvalidInputError(f"message: must be at most {self.settings.max_message_chars} characters")
-        check_attachment_count(request.attachments, self.settings.files_per_message_max)
+        check_attachment_count(list(command.attachments), self.settings.files_per_message_max)
         begun = await self.store.begin_turn(
             TurnRequest(
                 user_id=user_id,
-                message=request.message,
-                conversation_id=_conversation_id(request.thread_id),
-                client_message_id=request.client_message_id,
-                attachments=tuple(request.attachments),
+                message=command.text,
+                conversation_id=command.conversation_id,
+                client_message_id=command.client_message_id,
+                attachments=command.attachments,
+                create_missing=command.create_missing,
             )
         )
         if isinstance(begun, ExistingTurn):
             return Subscription(begun.message_id)
+        return await self._begin_run(user_id, begun)
+
+    async def _regenerate(self, user_id: str, command: Regenerate) -> Subscription:
+        begun = await self.store.begin_turn(
+            TurnRequest(
+                user_id=user_id,
+                message="",
+                conversation_id=command.conversation_id,
+                regenerate=command.message_id or uuid.UUID(int=0),
+            )
+        )
+        assert isinstance(begun, BegunTurn)  # no idempotency key, so never an existing turn
+        return await self._begin_run(user_id, begun)
+
+    async def _begin_run(self, user_id: str, begun: BegunTurn) -> Subscription:
         try:
             run_input = await self._input_of(begun)
         except Exception:
@@ -265,13 +291,16 @@ class ChatService:
         """
         return self._agent_named(next((m.agent for m in reversed(begun.history) if m.agent), None))
 
-    async def _answer(self, user_id: str, request: ChatRequest) -> Subscription:
+    async def _answer(self, user_id: str, command: AnswerPause) -> Subscription:
         """Resume a paused reply with the user's approvals and the browser's client-tool results."""
-        paused = await self.store.paused_turn(user_id, _required_id(request.thread_id))
+        paused = await self.store.paused_turn(user_id, command.conversation_id)
         approvals = {p["id"]: p for p in paused.parts if p.get("type") == "approval" and p.get("decision") is None}
         clients = {p["id"]: p for p in paused.parts if p.get("type") == "client_tool" and p.get("result") is None}
-        decisions = {d.id: d for d in request.approvals or []}
-        results = {r.id: r for r in request.client_tool_results or []}
+        decisions = {d.call_id: d for d in command.approvals}
+        results = {r.call_id: r for r in command.client_results}
+        if command.skip_settled:
+            decisions = {call_id: d for call_id, d in decisions.items() if call_id in approvals}
+            results = {call_id: r for call_id, r in results.items() if call_id in clients}
         unknown = (decisions.keys() - approvals.keys()) | (results.keys() - clients.keys())
         if unknown:
             raise ConflictError(
@@ -315,11 +344,10 @@ class ChatService:
         )
         return Subscription(paused.message_id, after=paused.last_event_id, run=run)
 
-    async def _act(self, user_id: str, request: ChatRequest) -> Subscription:
+    async def _act(self, user_id: str, command: WidgetAction) -> Subscription:
         """Route a widget action to its handler (never to the model) and stream what it changed."""
-        assert request.action is not None
-        conversation_id = _required_id(request.thread_id)
-        result = await actions.dispatch(self.database, user_id, conversation_id, request.action)
+        conversation_id = command.conversation_id
+        result = await actions.dispatch(self.database, user_id, conversation_id, command.action)
         widgets = {widget_id: widget_json(widget) for widget_id, widget in result.widgets.items()}
         message_id = await self.store.apply_action(user_id, conversation_id, widgets, result.reply)
         shown_id = message_id or uuid.UUID(int=0)
@@ -339,7 +367,29 @@ class ChatService:
         await self.store.turn_info(user_id, message_id)
         return Subscription(message_id, after=after)
 
-    async def stream(self, subscription: Subscription, shutdown: anyio.Event) -> AsyncIterator[bytes]:
+    async def running(self, user_id: str, conversation_id: uuid.UUID) -> Subscription | None:
+        """The conversation's running turn from its first event, or None when nothing runs in it.
+
+        Raises:
+            NotFoundError: The conversation does not exist or is not the caller's.
+        """
+        message_id = await self.store.running_turn(user_id, conversation_id)
+        return Subscription(message_id) if message_id is not None else None
+
+    async def events(self, subscription: Subscription, shutdown: anyio.Event) -> AsyncIterator[tuple[int, Event]]:
+        """The typed events of a subscription with their ids, for adapters that encode their own protocol.
+
+        The same stream as `stream` (same end, same disconnect and shutdown handling), decoded from our frames.
+        """
+        frames = self.stream(subscription, shutdown)
+        try:
+            async for data in frames:
+                for pair in parse_frames(data):
+                    yield pair
+        finally:
+            await frames.aclose()
+
+    async def stream(self, subscription: Subscription, shutdown: anyio.Event) -> AsyncGenerator[bytes]:
         """The SSE frames of a subscription, ending with `done` and `[DONE]`.
 
         If the client goes away, the turn goes on (`ON_DISCONNECT=continue`) or is cancelled if this request started
@@ -413,19 +463,3 @@ class ChatService:
             await self.store.recover_stale()
             status = await self.store.message_status(message_id)
         return status
-
-
-def _required_id(reference: str | None) -> uuid.UUID:
-    conversation_id = _conversation_id(reference)
-    if conversation_id is None:
-        raise InvalidInputError("thread_id is required")
-    return conversation_id
-
-
-def _conversation_id(reference: str | None) -> uuid.UUID | None:
-    if reference is None:
-        return None
-    try:
-        return uuid.UUID(reference)
-    except ValueError:
-        raise NotFoundError("Conversation not found.") from None

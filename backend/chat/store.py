@@ -105,6 +105,10 @@ class TurnRequest:
     conversation_id: uuid.UUID | None
     client_message_id: uuid.UUID | None = None
     attachments: tuple[uuid.UUID, ...] = ()
+    create_missing: bool = False
+    """Create the conversation under `conversation_id` if no conversation has that id (a client-chosen chat id)."""
+    regenerate: uuid.UUID | None = None
+    """Answer the last user message again instead of adding `message`, replacing this reply (the nil UUID: the last)."""
 
 
 @dataclass(slots=True)
@@ -298,6 +302,10 @@ class ConversationStore:
         try:
             return await self._begin(request)
         except IntegrityError:
+            if request.create_missing:  # two first messages to one new chat id: the other one created it
+                raise ConflictError(
+                    "A reply is already being generated in this conversation.", code="run_in_progress"
+                ) from None
             if request.client_message_id is None:
                 raise
             existing = await self._existing(request)  # a concurrent repeat won the race
@@ -337,8 +345,11 @@ class ConversationStore:
             try:
                 attached = await file_service.resolve_attachments(session, request.user_id, request.attachments)
                 conn = await session.connection()  # Core statements in the session's transaction
-                if request.conversation_id is None:
-                    conversation_id, title = uuid.uuid4(), make_title(request.message)
+                created = request.conversation_id is None or (
+                    request.create_missing and await session.get(Conversation, request.conversation_id) is None
+                )
+                if created:
+                    conversation_id, title = request.conversation_id or uuid.uuid4(), make_title(request.message)
                     await conn.execute(
                         insert(Conversation).values(
                             id=conversation_id,
@@ -350,6 +361,7 @@ class ConversationStore:
                     )
                     seq = 1
                 else:
+                    assert request.conversation_id is not None
                     conversation = await self._owned(session, request.user_id, request.conversation_id)
                     conversation_id, title = conversation.id, conversation.title
                     prior_run = conversation.run_id
@@ -371,12 +383,23 @@ class ConversationStore:
                         await self._interrupt(session, prior_run)
                     history, files = await self._history(session, conversation.id)
                     seq = history[-1].seq + 1 if history else 1
+                    if request.regenerate is not None:
+                        history = await self._drop_reply(session, history, request.regenerate, message_id)
+                        seq = history[-1].seq + 1
                     await self._cancel_pending_actions(session, history)
-                user_row = _message_row(user_message_id, conversation_id, seq, MessageRole.USER, request.message, now)
-                reply_row = _message_row(message_id, conversation_id, seq + 1, MessageRole.ASSISTANT, "", now)
-                # Core INSERTs in order (no unit of work to sort out): the messages, then what references them.
-                await conn.execute(_MESSAGES_INSERT, [user_row, reply_row])
-                user_message = Message.model_validate(user_row)  # model input only, not added to the session
+                if request.regenerate is not None:
+                    user_message = history.pop()
+                    user_message_id = user_message.id
+                    reply_row = _message_row(message_id, conversation_id, seq, MessageRole.ASSISTANT, "", now)
+                    await conn.execute(_MESSAGES_INSERT, [reply_row])
+                else:
+                    user_row = _message_row(
+                        user_message_id, conversation_id, seq, MessageRole.USER, request.message, now
+                    )
+                    reply_row = _message_row(message_id, conversation_id, seq + 1, MessageRole.ASSISTANT, "", now)
+                    # Core INSERTs in order (no unit of work to sort out): the messages, then what references them.
+                    await conn.execute(_MESSAGES_INSERT, [user_row, reply_row])
+                    user_message = Message.model_validate(user_row)  # model input only, not added to the session
                 if attached:
                     await file_service.attach(session, user_message_id, attached)
                     files[user_message_id] = attached
@@ -401,7 +424,7 @@ class ConversationStore:
                 user_message_id=user_message_id,
                 message_id=message_id,
                 history=[*history, user_message],
-                created=request.conversation_id is None,
+                created=created,
                 files=files,
             )
 
@@ -427,6 +450,44 @@ class ConversationStore:
             return history, {}
         by_message = await file_service.files_of_messages(session, with_files)
         return history, {message_id: by_message[message_id] for message_id in with_files if message_id in by_message}
+
+    async def _drop_reply(
+        self, session: AsyncSession, history: list[Message], reply_id: uuid.UUID, new_id: uuid.UUID
+    ) -> list[Message]:
+        """Delete the reply a regeneration replaces (the conversation's last; the nil UUID names it too).
+
+        Returns:
+            The history up to and including the user message it answered.
+
+        Raises:
+            NotFoundError: The reply is not the last message of this conversation (or not the caller's).
+        """
+        last = history[-1] if history else None
+        if (
+            last is None
+            or last.role != MessageRole.ASSISTANT
+            or (reply_id.int != 0 and last.id != reply_id)
+            or len(history) < 2
+            or history[-2].role != MessageRole.USER
+        ):
+            raise NotFoundError("Only the conversation's last reply can be regenerated; it was not found.")
+        await session.exec(delete(TurnEvent).where(col(TurnEvent.message_id) == last.id))
+        await session.exec(
+            update(ClientMessageId)
+            .where(col(ClientMessageId.assistant_message_id) == last.id)
+            .values(assistant_message_id=new_id)
+        )
+        await session.exec(delete(Message).where(col(Message.id) == last.id))
+        return history[:-1]
+
+    async def running_turn(self, user_id: str, conversation_id: uuid.UUID) -> uuid.UUID | None:
+        """The assistant message the conversation's turn is generating now, or None.
+
+        Raises:
+            NotFoundError: The conversation does not exist or is not the caller's.
+        """
+        async with self.database.sessions() as session:
+            return (await self._owned(session, user_id, conversation_id)).run_id
 
     async def _owned(self, session: AsyncSession, user_id: str, conversation_id: uuid.UUID) -> Conversation:
         conversation = await session.get(Conversation, conversation_id)
