@@ -367,14 +367,16 @@ class ChatService:
         await self.store.turn_info(user_id, message_id)
         return Subscription(message_id, after=after)
 
-    async def running(self, user_id: str, conversation_id: uuid.UUID) -> Subscription | None:
-        """The conversation's running turn from its first event, or None when nothing runs in it.
+    async def running(self, user_id: str, conversation_id: uuid.UUID, after: int = 0) -> Subscription | None:
+        """The conversation's running turn after event `after` (0: from its start), or None when nothing runs in it.
+
+        A conversation that does not exist yet runs nothing (a client may ask before its first message).
 
         Raises:
-            NotFoundError: The conversation does not exist or is not the caller's.
+            NotFoundError: The conversation is another user's.
         """
         message_id = await self.store.running_turn(user_id, conversation_id)
-        return Subscription(message_id) if message_id is not None else None
+        return Subscription(message_id, after=after) if message_id is not None else None
 
     async def events(self, subscription: Subscription, shutdown: anyio.Event) -> AsyncIterator[tuple[int, Event]]:
         """The typed events of a subscription with their ids, for adapters that encode their own protocol.

@@ -481,13 +481,18 @@ class ConversationStore:
         return history[:-1]
 
     async def running_turn(self, user_id: str, conversation_id: uuid.UUID) -> uuid.UUID | None:
-        """The assistant message the conversation's turn is generating now, or None.
+        """The assistant message the conversation's turn is generating now, or None (also for no such conversation).
 
         Raises:
-            NotFoundError: The conversation does not exist or is not the caller's.
+            NotFoundError: The conversation is another user's.
         """
         async with self.database.sessions() as session:
-            return (await self._owned(session, user_id, conversation_id)).run_id
+            conversation = await session.get(Conversation, conversation_id)
+        if conversation is None:
+            return None
+        if conversation.user_id != user_id:
+            raise NotFoundError(CONVERSATION_NOT_FOUND)
+        return conversation.run_id
 
     async def _owned(self, session: AsyncSession, user_id: str, conversation_id: uuid.UUID) -> Conversation:
         conversation = await session.get(Conversation, conversation_id)
