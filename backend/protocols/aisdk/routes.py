@@ -11,12 +11,13 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 import anyio
-from litestar import Controller, Response, delete, get, post
+from litestar import Controller, delete, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, JSONBody
 from litestar.status_codes import HTTP_204_NO_CONTENT
 from sse_starlette import EventSourceResponse
+from starlette.responses import Response as StarletteResponse
 
 from backend.auth import User
 from backend.chat.commands import AnswerPause
@@ -99,12 +100,12 @@ class AiSdkController(Controller):
         chat_id: FromPath[str],
         version: SdkVersion = None,
         last_event_id: LastEventId = None,
-    ) -> EventSourceResponse | Response[None]:
+    ) -> StarletteResponse:
         """Replay the chat's running reply from its `start` (or after `Last-Event-ID`) and follow it; 204 if none."""
         after = last_event_id or 0
         subscription = await chat_service.running(user.id, conversation_id_of(_checked_chat_id(chat_id)), after)
         if subscription is None:
-            return Response(content=None, status_code=HTTP_204_NO_CONTENT)
+            return StarletteResponse(status_code=HTTP_204_NO_CONTENT)  # the client's `reconnectToStream` gives null
         return ui_message_stream(chat_service, subscription, Encoder(_version(version), started=after > 0))
 
     @delete("/{chat_id:str}/stream", operation_id="AiSdkStopStream", status_code=HTTP_204_NO_CONTENT)
