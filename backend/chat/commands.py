@@ -21,8 +21,17 @@ __all__ = [
     "Decision",
     "Regenerate",
     "SendMessage",
+    "Upload",
     "WidgetAction",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """A file that comes with a message as bytes (not uploaded before); stored like `POST /api/files` stores it."""
+
+    filename: str | None
+    data: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +43,7 @@ class SendMessage:
         conversation_id: The conversation to continue; None starts a new one.
         client_message_id: An idempotency key: a repeat never starts a second turn.
         attachments: Ids of the caller's uploaded files.
+        uploads: Files sent inline; each is checked and stored like an upload, then attached.
         create_missing: With a `conversation_id`: create the conversation under that id if it does not exist yet
             (a client that names its chats itself, like the AI SDK's `useChat`). Another user's id is still 404.
     """
@@ -42,6 +52,7 @@ class SendMessage:
     conversation_id: uuid.UUID | None = None
     client_message_id: uuid.UUID | None = None
     attachments: tuple[uuid.UUID, ...] = ()
+    uploads: tuple[Upload, ...] = ()
     create_missing: bool = False
 
 

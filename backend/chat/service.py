@@ -22,7 +22,7 @@ from agents.run_state import RunState
 
 from backend.chat import actions, history
 from backend.chat.agent import agents_by_name
-from backend.chat.commands import AnswerPause, Command, Regenerate, SendMessage, WidgetAction
+from backend.chat.commands import AnswerPause, Command, Regenerate, SendMessage, Upload, WidgetAction
 from backend.chat.context import ChatContext
 from backend.chat.events import DONE_FRAME, Done, Event, Start, Text, Usage, encode, parse_frames
 from backend.chat.events import Widget as WidgetEvent
@@ -35,7 +35,7 @@ from backend.chat.widgets import widget_json
 from backend.db import Database, libpq_dsn
 from backend.errors import ConflictError, InvalidInputError
 from backend.files.content import load_attachments
-from backend.files.service import check_attachment_count
+from backend.files.service import check_attachment_count, upload_file
 from backend.files.storage import FileStorage, create_storage
 from backend.models import MessageStatus
 from backend.settings import Settings
@@ -191,20 +191,33 @@ class ChatService:
     async def _send(self, user_id: str, command: SendMessage) -> Subscription:
         if len(command.text) > self.settings.max_message_chars:
             raise InvalidInputError(f"message: must be at most {self.settings.max_message_chars} characters")
-        check_attachment_count(list(command.attachments), self.settings.files_per_message_max)
+        placeholders = [uuid.UUID(int=0)] * len(command.uploads)  # the uploads' ids, before they are stored
+        check_attachment_count([*command.attachments, *placeholders], self.settings.files_per_message_max)
+        attachments = command.attachments + await self._store_uploads(user_id, command.uploads)
         begun = await self.store.begin_turn(
             TurnRequest(
                 user_id=user_id,
                 message=command.text,
                 conversation_id=command.conversation_id,
                 client_message_id=command.client_message_id,
-                attachments=command.attachments,
+                attachments=attachments,
                 create_missing=command.create_missing,
             )
         )
         if isinstance(begun, ExistingTurn):
             return Subscription(begun.message_id)
         return await self._begin_run(user_id, begun)
+
+    async def _store_uploads(self, user_id: str, uploads: tuple[Upload, ...]) -> tuple[uuid.UUID, ...]:
+        """Store files sent inline with every limit of `POST /api/files` (the sweep removes any a failed turn left)."""
+        ids: list[uuid.UUID] = []
+        for upload in uploads:
+            async with self.database.sessions() as session:
+                stored = await upload_file(
+                    session, self.file_storage, self.settings, user_id, upload.filename, upload.data
+                )
+            ids.append(stored.id)
+        return tuple(ids)
 
     async def _regenerate(self, user_id: str, command: Regenerate) -> Subscription:
         begun = await self.store.begin_turn(
