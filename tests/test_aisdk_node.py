@@ -29,7 +29,7 @@ def node_suite() -> Path:
     """The Node suite with its dependencies installed (`npm ci` from the lockfile, only when they are missing)."""
     if shutil.which("node") is None or shutil.which("npm") is None:
         pytest.skip("node and npm are needed for the AI SDK client tests")
-    if not (SUITE / "node_modules" / "ai7").is_dir():
+    if not all((SUITE / "node_modules" / name).is_dir() for name in ("ai", "ai5", "ai6", "ai7")):
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=SUITE, check=True, timeout=300)
     return SUITE
 

@@ -203,6 +203,23 @@ for (const version of VERSIONS) {
       assert.equal(after, null, 'no running turn: 204, and the client gets null');
     });
 
+    test('regenerate replaces the last reply', async () => {
+      await script(text('First.'), text('Second.'));
+      const chat = makeChat(ai, { id: newChatId(), transport: transportFor(ai, version) });
+      await chat.sendMessage({ text: 'say something' });
+      const firstId = chat.messages.at(-1).id;
+      await chat.regenerate();
+      assert.equal(chat.error, undefined, String(chat.error));
+      assert.equal(chat.messages.length, 2);
+      assert.equal(textOf(chat.messages.at(-1)), 'Second.');
+      assert.notEqual(chat.messages.at(-1).id, firstId);
+      const stored = await api(`/api/conversations/${chat.messages.at(-1).metadata.conversationId}`);
+      assert.deepEqual(
+        stored.body.messages.map((m) => m.content),
+        ['say something', 'Second.'],
+      );
+    });
+
     if (version >= 6) {
       test('Chat.resumeStream replays the running reply without duplicating it', async () => {
         const words = Array.from({ length: 20 }, (_, i) => `r${i} `);
