@@ -123,6 +123,7 @@ Event = (
 
 DONE_FRAME = b"data: [DONE]\n\n"
 _encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(Event)  # built once: `msgspec.json.decode(data, type=Event)` costs ~35 us a call
 
 
 def event_type(event: Event) -> str:
@@ -150,7 +151,7 @@ def encode(event: Event, event_id: int) -> bytes:
 
 def decode(data: str | bytes) -> Event:
     """Parse the JSON of one frame back into its typed event (for clients, tests and the turn takeover)."""
-    event: Event = msgspec.json.decode(data, type=Event)
+    event: Event = _decoder.decode(data)
     return event
 
 
