@@ -87,6 +87,19 @@ for (const version of VERSIONS) {
       assert.ok(widget.id, 'the widget part carries the widget id');
       assert.equal(textOf(reply), 'Two tasks.');
       assert.equal(chat.messages.length, 2);
+
+      // A widget action is a body field; its answer is a message of its own with the widget under the same id.
+      const { body } = await api('/api/tasks?limit=100');
+      const bread = body.data.find((task) => task.title === 'bread');
+      const action = { type: 'tasks.toggle', payload: { task_id: bread.id, completed: !bread.completed } };
+      await chat.sendMessage(undefined, { body: { action } });
+      assert.equal(chat.error, undefined, String(chat.error));
+      const acted = chat.messages.at(-1);
+      assert.notEqual(acted.id, reply.id);
+      const updated = acted.parts.find((p) => p.type === 'data-widget');
+      assert.equal(updated.id, widget.id);
+      const after = await api(`/api/tasks/${bread.id}`);
+      assert.equal(after.body.completed, !bread.completed);
     });
 
     for (const approve of [true, false]) {
