@@ -83,20 +83,33 @@ class Conversation(ConversationBase, table=True):
     run_expires_at: datetime | None = Field(default=None)
     run_owner: uuid.UUID | None = Field(default=None)
     run_cancel_requested: bool = Field(default=False)
+    archived: bool = Field(default=False)
 
 
 class ConversationUpdate(SQLModel):
-    """PATCH body: rename."""
+    """PATCH body: rename, archive or unarchive (at least one field; omitted fields stay as they are)."""
 
-    title: str = Field(min_length=1, max_length=TITLE_MAX)
+    title: str | None = Field(default=None, min_length=1, max_length=TITLE_MAX)
+    archived: bool | None = Field(default=None, description="Hide from the default list (`?archived=true` shows).")
 
     _trim = field_validator("title", mode="before")(_trimmed)
+    _bool = field_validator("archived", mode="before")(_real_bool)
+
+    @model_validator(mode="after")
+    def _some_change(self) -> ConversationUpdate:
+        for name in ("title", "archived"):
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise ValueError(f"{name} may be omitted but not null")
+        if not self.model_fields_set & {"title", "archived"}:
+            raise ValueError("send a title, archived, or both")
+        return self
 
 
 class ConversationPublic(ConversationBase):
     """A conversation as the API returns it."""
 
     id: uuid.UUID
+    archived: bool = False
     created_at: datetime
     updated_at: datetime
 

@@ -985,16 +985,21 @@ class ConversationStore:
 
     # --- REST writes ---------------------------------------------------------------------------------------------
 
-    async def rename_conversation(self, user_id: str, conversation_id: uuid.UUID, title: str) -> Conversation:
-        """Set a conversation's title.
+    async def update_conversation(
+        self, user_id: str, conversation_id: uuid.UUID, *, title: str | None = None, archived: bool | None = None
+    ) -> Conversation:
+        """Set a conversation's title (which counts as an update) and whether it is archived (which does not).
 
         Raises:
             NotFoundError: If it does not exist or belongs to another user.
         """
         async with self.database.sessions() as session:
             conversation = await self._owned(session, user_id, conversation_id)
-            conversation.title = title
-            conversation.updated_at = utcnow()
+            if title is not None:
+                conversation.title = title
+                conversation.updated_at = utcnow()
+            if archived is not None:
+                conversation.archived = archived
             session.add(conversation)
             await session.commit()
             await session.refresh(conversation)  # as stored (see backend.storable)
