@@ -27,6 +27,13 @@ def _trimmed(value: str | None) -> str | None:
     return value.strip() if isinstance(value, str) else value
 
 
+def _no_nulls(patch: SQLModel, names: tuple[str, ...]) -> None:
+    """A PATCH body may omit these fields but not send them as null."""
+    for name in names:
+        if name in patch.model_fields_set and getattr(patch, name) is None:
+            raise ValueError(f"{name} may be omitted but not null")
+
+
 def _real_bool(value: object) -> object:
     # Litestar validates bodies with strict=False, overriding field-level strict: 0 and "yes" would pass as bools.
     if value is not None and not isinstance(value, bool):
@@ -97,9 +104,7 @@ class ConversationUpdate(SQLModel):
 
     @model_validator(mode="after")
     def _some_change(self) -> ConversationUpdate:
-        for name in ("title", "archived"):
-            if name in self.model_fields_set and getattr(self, name) is None:
-                raise ValueError(f"{name} may be omitted but not null")
+        _no_nulls(self, ("title", "archived"))
         if not self.model_fields_set & {"title", "archived"}:
             raise ValueError("send a title, archived, or both")
         return self
@@ -291,9 +296,7 @@ class TaskUpdate(SQLModel):
 
     @model_validator(mode="after")
     def _no_nulls(self) -> TaskUpdate:
-        for name in ("title", "completed"):
-            if name in self.model_fields_set and getattr(self, name) is None:
-                raise ValueError(f"{name} may be omitted but not null")
+        _no_nulls(self, ("title", "completed"))
         return self
 
 
