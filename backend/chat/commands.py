@@ -10,19 +10,21 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from pydantic import JsonValue
-
+from backend.chat.pause import Approved, ClientResult, Decision, Rejected
 from backend.chat.widgets import Action
 
 __all__ = [
     "AnswerPause",
+    "Approved",
     "ClientResult",
     "Command",
     "Decision",
     "Regenerate",
+    "Rejected",
     "SendMessage",
     "Upload",
     "WidgetAction",
+    "decision",
 ]
 
 
@@ -56,21 +58,9 @@ class SendMessage:
     create_missing: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """The user's answer to a tool approval."""
-
-    call_id: str
-    approve: bool
-    reason: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ClientResult:
-    """The browser's result of a client-side tool call."""
-
-    call_id: str
-    result: JsonValue
+def decision(call_id: str, approve: bool, reason: str | None = None) -> Decision:
+    """The user's answer to the approval of tool call `call_id`."""
+    return Approved(call_id, reason) if approve else Rejected(call_id, reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +69,8 @@ class AnswerPause:
 
     Attributes:
         conversation_id: The conversation whose last reply is paused.
-        approvals: Decisions, by tool call id.
-        client_results: Results, by tool call id.
+        approvals: The user's decisions (`Approved`, `Rejected`; see `backend.chat.pause`).
+        client_results: The browser's results (`ClientResult`).
         skip_settled: Ignore answers to calls that wait for nothing (a client that resends its whole message, with
             the tool results it already had, like the AI SDK). Without it such an answer is a `not_pending` conflict.
     """

@@ -7,7 +7,7 @@ import uuid
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
-from backend.chat.commands import AnswerPause, ClientResult, Command, Decision, SendMessage, WidgetAction
+from backend.chat.commands import AnswerPause, ClientResult, Command, SendMessage, WidgetAction, decision
 from backend.chat.widgets import Action
 from backend.errors import NotFoundError
 
@@ -122,7 +122,7 @@ class ChatRequest(BaseModel):
             return WidgetAction(conversation_id, self.action)
         return AnswerPause(
             conversation_id,
-            approvals=tuple(Decision(d.id, d.approve, d.reason) for d in self.approvals or ()),
+            approvals=tuple(decision(d.id, d.approve, d.reason) for d in self.approvals or ()),
             client_results=tuple(ClientResult(r.id, r.result) for r in self.client_tool_results or ()),
         )
 

@@ -25,6 +25,7 @@ from backend.chat.commands import (
     SendMessage,
     Upload,
     WidgetAction,
+    decision,
 )
 from backend.chat.widgets import Action
 from backend.errors import InvalidInputError
@@ -191,14 +192,14 @@ def _answers(conversation_id: uuid.UUID, message: Message) -> AnswerPause:
         if not part.is_tool or not call_id:
             continue
         if part.state == "approval-responded" and part.approval is not None and part.approval.approved is not None:
-            approvals.append(Decision(call_id, part.approval.approved, part.approval.reason))
+            approvals.append(decision(call_id, part.approval.approved, part.approval.reason))
         elif part.state == "output-available":
             results.append(ClientResult(call_id, part.output))
             output = part.output
             if isinstance(output, dict) and isinstance(output.get("approved"), bool):
                 reason = output.get("reason")
                 approvals.append(
-                    Decision(
+                    decision(
                         call_id,
                         bool(output["approved"]),
                         reason[:MAX_REASON_CHARS] if isinstance(reason, str) else None,

@@ -20,7 +20,7 @@ from sse_starlette import EventSourceResponse
 from starlette.responses import Response as StarletteResponse
 
 from backend.auth import User
-from backend.chat.commands import AnswerPause
+from backend.chat.commands import AnswerPause, Rejected
 from backend.chat.routes import LastEventId, provide_chat_service, sse_response
 from backend.chat.service import ChatService, Subscription
 from backend.errors import NotFoundError
@@ -81,7 +81,7 @@ class AiSdkController(Controller):
         command = data.to_command()
         subscription = await chat_service.execute(user.id, command)
         denied = (
-            frozenset(d.call_id for d in command.approvals if not d.approve)
+            frozenset(d.id for d in command.approvals if isinstance(d, Rejected))
             if isinstance(command, AnswerPause)
             else frozenset()
         )
