@@ -28,6 +28,7 @@ from backend.loopwatch import LoopWatch
 from backend.mcp.client import McpServers
 from backend.mcp.server import TaskMcpServer
 from backend.openapi import document_api
+from backend.protocols.aisdk.routes import AiSdkController
 from backend.settings import Settings, get_settings
 from backend.system.routes import health, ready
 from backend.tasks.routes import TaskController
@@ -101,6 +102,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             health,
             ready,
             ChatController,
+            AiSdkController,
             ConversationController,
             TaskController,
             task_mcp.mount(),

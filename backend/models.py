@@ -30,6 +30,13 @@ def _trimmed(value: str | None) -> str | None:
     return value.strip() if isinstance(value, str) else value
 
 
+def _no_nulls(patch: SQLModel, names: tuple[str, ...]) -> None:
+    """A PATCH body may omit these fields but not send them as null."""
+    for name in names:
+        if name in patch.model_fields_set and getattr(patch, name) is None:
+            raise ValueError(f"{name} may be omitted but not null")
+
+
 def _real_bool(value: object) -> object:
     # Litestar validates bodies with strict=False, overriding field-level strict: 0 and "yes" would pass as bools.
     if value is not None and not isinstance(value, bool):
@@ -86,22 +93,36 @@ class Conversation(ConversationBase, table=True):
     run_expires_at: datetime | None = Field(default=None)
     run_owner: uuid.UUID | None = Field(default=None)
     run_cancel_requested: bool = Field(default=False)
+    archived: bool = Field(default=False)
 
 
 class ConversationUpdate(SQLModel):
-    """PATCH body: rename. Unknown fields are refused (422 naming them), never silently ignored."""
+    """PATCH body: rename, archive or unarchive (at least one field; omitted fields stay as they are).
+
+    Unknown fields are refused (422 naming them), never silently ignored.
+    """
 
     model_config = REQUEST_BODY
 
-    title: str = Field(min_length=1, max_length=TITLE_MAX)
+    title: str | None = Field(default=None, min_length=1, max_length=TITLE_MAX)
+    archived: bool | None = Field(default=None, description="Hide from the default list (`?archived=true` shows).")
 
     _trim = field_validator("title", mode="before")(_trimmed)
+    _bool = field_validator("archived", mode="before")(_real_bool)
+
+    @model_validator(mode="after")
+    def _some_change(self) -> ConversationUpdate:
+        _no_nulls(self, ("title", "archived"))
+        if not self.model_fields_set & {"title", "archived"}:
+            raise ValueError("send a title, archived, or both")
+        return self
 
 
 class ConversationPublic(ConversationBase):
     """A conversation as the API returns it."""
 
     id: uuid.UUID
+    archived: bool = False
     created_at: datetime
     updated_at: datetime
 
@@ -287,9 +308,7 @@ class TaskUpdate(SQLModel):
 
     @model_validator(mode="after")
     def _no_nulls(self) -> TaskUpdate:
-        for name in ("title", "completed"):
-            if name in self.model_fields_set and getattr(self, name) is None:
-                raise ValueError(f"{name} may be omitted but not null")
+        _no_nulls(self, ("title", "completed"))
         return self
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Annotated
 
 import anyio
@@ -65,10 +66,25 @@ def provide_chat_service(state: State) -> ChatService:
 
 def event_stream(chat_service: ChatService, subscription: Subscription) -> EventSourceResponse:
     """The SSE response of a subscription, with keep-alives, proxy headers and shutdown handling."""
+    return sse_response(chat_service, lambda shutdown: chat_service.stream(subscription, shutdown))
+
+
+def sse_response(
+    chat_service: ChatService,
+    frames: Callable[[anyio.Event], AsyncIterator[bytes]],
+    headers: Mapping[str, str] | None = None,
+) -> EventSourceResponse:
+    """An SSE response of pre-encoded frames (any protocol's), with keep-alives, proxy headers and shutdown handling.
+
+    Args:
+        chat_service: The chat service (its settings give the keep-alive interval).
+        frames: Makes the frames, given the event set when the server shuts down.
+        headers: Response headers to add to `STREAM_HEADERS`.
+    """
     shutdown = anyio.Event()
     return EventSourceResponse(
-        chat_service.stream(subscription, shutdown),
-        headers=STREAM_HEADERS,
+        frames(shutdown),
+        headers={**STREAM_HEADERS, **(headers or {})},
         sep="\n",  # keep-alive comments framed like our data frames (sse-starlette defaults to CRLF)
         ping=chat_service.settings.keepalive_seconds,
         send_timeout=SEND_TIMEOUT_SECONDS,
@@ -92,7 +108,7 @@ class ChatController(Controller):
         data: JSONBody[ChatRequest],
     ) -> EventSourceResponse:
         """Send a message and stream the reply: `start`, `text`/`thinking`/`tool_call`/`tool_result`, `done`."""
-        subscription = await chat_service.send(user.id, data)
+        subscription = await chat_service.execute(user.id, data.to_command())
         return event_stream(chat_service, subscription)
 
     @get("/{message_id:uuid}/stream", operation_id="RejoinTurn", media_type="text/event-stream")

@@ -7,7 +7,9 @@ import uuid
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
+from backend.chat.commands import AnswerPause, ClientResult, Command, SendMessage, WidgetAction, decision
 from backend.chat.widgets import Action
+from backend.errors import NotFoundError
 
 MAX_CLIENT_RESULT_BYTES = 16 * 1024
 MAX_ANSWERS = 20
@@ -109,3 +111,35 @@ class ChatRequest(BaseModel):
         if self.message is None and self.attachments:
             self.message = ""  # attachments alone are a message with no text
         return self
+
+    def to_command(self) -> Command:
+        """The engine command this body asks for (the native protocol's adapter).
+
+        Raises:
+            NotFoundError: `thread_id` is not a conversation id (so it cannot be the caller's).
+        """
+        conversation_id = _conversation_id(self.thread_id)
+        if self.message is not None:
+            return SendMessage(
+                text=self.message,
+                conversation_id=conversation_id,
+                client_message_id=self.client_message_id,
+                attachments=tuple(self.attachments),
+            )
+        assert conversation_id is not None  # checked by `_one_kind`
+        if self.action is not None:
+            return WidgetAction(conversation_id, self.action)
+        return AnswerPause(
+            conversation_id,
+            approvals=tuple(decision(d.id, d.approve, d.reason) for d in self.approvals or ()),
+            client_results=tuple(ClientResult(r.id, r.result) for r in self.client_tool_results or ()),
+        )
+
+
+def _conversation_id(reference: str | None) -> uuid.UUID | None:
+    if reference is None:
+        return None
+    try:
+        return uuid.UUID(reference)
+    except ValueError:
+        raise NotFoundError("Conversation not found.") from None
