@@ -1,7 +1,7 @@
 """stream tickets: short-lived, single-use credentials to rejoin a stream from an EventSource
 
-Revision ID: 0004_tickets
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-07 09:40:00
 
 """
@@ -13,8 +13,8 @@ import sqlmodel
 
 from alembic import op
 
-revision: str = "0004_tickets"
-down_revision: str | None = "0003"
+revision: str = "0005"
+down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
