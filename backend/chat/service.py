@@ -266,7 +266,8 @@ class ChatService:
         """Resume a paused reply with the user's approvals and the browser's client-tool results."""
         paused = await self.store.paused_turn(user_id, _required_id(request.thread_id))
         answers = answers_to(paused.parts, request.approvals, request.client_tool_results)
-        await self.store.resume_turn(paused)
+        parts = answers.fold(paused.parts)
+        await self.store.resume_turn(paused, parts)  # the decisions are stored before the run starts
         stored = PausedState.of(paused.run_state)
         start_agent = self._agent_named(stored.start_agent)
         run = self._run(
@@ -276,7 +277,7 @@ class ChatService:
             message_id=paused.message_id,
             title=paused.title,
             run_input=Resume(start_agent, stored, answers),
-            reply=Reply(answers.fold(paused.parts), paused.agent),
+            reply=Reply(parts, paused.agent),
             first_event_id=paused.last_event_id + 1,
             client_results=answers.client_results(),
         )

@@ -54,13 +54,13 @@ class Takeover:
             .order_by(col(TurnEvent.id))
         )
         stored = rows.all()
+        # The stored parts hold the reply up to its last pause; the log's last segment (from its last `start`) is what
+        # the dead run added since. Earlier segments are in the parts already.
+        events = [decode(data) for _, data in stored]
+        last_start = max((i for i, event in enumerate(events) if isinstance(event, Start)), default=len(events))
         reply = Reply(message.parts, message.agent)
-        segment_start = 0
-        for event_id, data in stored:
-            event = decode(data)
-            if isinstance(event, Start):
-                segment_start = event_id
-            if segment_start and not isinstance(event, Done | Error):
+        for event in events[last_start:]:
+            if not isinstance(event, Done | Error):
                 reply.add(event)
         last = stored[-1][0] if stored else 0
         finals = [
