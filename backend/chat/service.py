@@ -112,6 +112,8 @@ class ChatService:
         )
         self.runs: dict[uuid.UUID, TurnRun] = {}
         self._background: list[asyncio.Task[None]] = []
+        self.leftovers: set[asyncio.Task[None]] = set()
+        """Tasks that runs left behind (closing replies whose save failed), cancelled at shutdown."""
 
     # --- process lifecycle ---------------------------------------------------------------------------------------
 
@@ -131,9 +133,10 @@ class ChatService:
             await asyncio.wait(tasks, timeout=SHUTDOWN_WAIT_SECONDS)
         with contextlib.suppress(Exception):
             await self.hub.flush()
-        for task in self._background:
+        leftovers = [*self._background, *self.leftovers]
+        for task in leftovers:
             task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await asyncio.gather(*leftovers, return_exceptions=True)
 
     def shutdown_runs(self) -> None:
         """The server is going away: cut every run short (each ends with `server_shutdown` and is stored)."""
@@ -215,7 +218,7 @@ class ChatService:
             begun.user_message_id,
             self.settings.history_attachment_bytes,
         )
-        return history.to_agent_input(begun.history, self.settings.history_max_items, attachments)  # type: ignore[return-value]
+        return history.to_agent_input(begun.history, self.settings.history_max_items, attachments)
 
     def _run(
         self,
@@ -245,6 +248,7 @@ class ChatService:
             reply=reply,
             first_event_id=first_event_id,
             client_results=client_results,
+            background=self.leftovers,
         )
         self.runs[run.message_id] = run
         run.start().add_done_callback(lambda _task: self.runs.pop(run.message_id, None))
