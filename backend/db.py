@@ -159,7 +159,7 @@ def create_database(settings: Settings) -> Database:
         )
     engine = create_async_engine(url, **kwargs)
     if is_sqlite:
-        on_connect, on_begin = _sqlite_listeners(math.ceil(busy_timeout * 1000))
+        on_connect, on_begin = _sqlite_listeners(math.ceil(settings.sqlite_busy_timeout_seconds * 1000))
         event.listen(engine.sync_engine, "connect", on_connect)
         event.listen(engine.sync_engine, "begin", on_begin)
     else:

@@ -26,6 +26,8 @@ from backend.models import Conversation, Instance, Message, MessageStatus, TurnE
 
 log = logging.getLogger(__name__)
 
+_NOTIFY_STOP = text("SELECT pg_notify(:channel, :id)")
+
 
 class Takeover:
     """This process's heartbeat, and the takeover and stopping of turns wherever they run."""
@@ -164,8 +166,7 @@ class Takeover:
                 .values(run_cancel_requested=True)
             )
             if self.events.is_postgres:
-                await session.exec(  # type: ignore[call-overload]
-                    text("SELECT pg_notify(:channel, :id)"), params={"channel": STOP_CHANNEL, "id": str(run_id)}
-                )
+                conn = await session.connection()  # a Core statement in the session's transaction
+                await conn.execute(_NOTIFY_STOP, {"channel": STOP_CHANNEL, "id": str(run_id)})
             await session.commit()
             return run_id
