@@ -248,8 +248,8 @@ async def test_rest_renames_and_deletes_only_the_owners_conversation(db):
     store, rows = await alive_store(db), ConversationRows(db)
     turn = await begun(store)
     with pytest.raises(NotFoundError):
-        await rows.rename_conversation("mallory", turn.conversation_id, "mine now")
-    assert (await rows.rename_conversation(USER, turn.conversation_id, "Plans")).title == "Plans"
+        await rows.update_conversation("mallory", turn.conversation_id, title="mine now")
+    assert (await rows.update_conversation(USER, turn.conversation_id, title="Plans")).title == "Plans"
     with pytest.raises(NotFoundError):
         await rows.delete_conversation("mallory", turn.conversation_id)
     await rows.delete_conversation(USER, turn.conversation_id)
