@@ -103,7 +103,8 @@ class AiSdkController(Controller):
     ) -> StarletteResponse:
         """Replay the chat's running reply from its `start` (or after `Last-Event-ID`) and follow it; 204 if none."""
         after = last_event_id or 0
-        subscription = await chat_service.running(user.id, conversation_id_of(user.id, _checked_chat_id(chat_id)), after)
+        conversation_id = conversation_id_of(user.id, _checked_chat_id(chat_id))
+        subscription = await chat_service.running(user.id, conversation_id, after)
         if subscription is None:
             return StarletteResponse(status_code=HTTP_204_NO_CONTENT)  # the client's `reconnectToStream` gives null
         return ui_message_stream(chat_service, subscription, Encoder(_version(version), started=after > 0))
