@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import assert_never
 
 import anyio
 from agents import Agent, TResponseInputItem
@@ -26,7 +27,6 @@ from backend.chat.events import Widget as WidgetEvent
 from backend.chat.live import Hub
 from backend.chat.pause import PausedState, Resume, answers_to
 from backend.chat.reply import Reply
-from backend.chat.schemas import ChatRequest
 from backend.chat.store import BegunTurn, ConversationStore, ExistingTurn, TurnRequest
 from backend.chat.team import agents_by_name
 from backend.chat.turn import TurnLimits, TurnRun
@@ -173,17 +173,17 @@ class ChatService:
             ConflictError: A run is already in progress, the idempotency key was used for another message, or the
                 answers name nothing pending.
         """
-        if isinstance(command, SendMessage):
-            return await self._send(user_id, command)
-        if isinstance(command, AnswerPause):
-            return await self._answer(user_id, command)
-        if isinstance(command, WidgetAction):
-            return await self._act(user_id, command)
-        return await self._regenerate(user_id, command)
-
-    async def send(self, user_id: str, request: ChatRequest) -> Subscription:
-        """Handle a native `POST /chatkit` body (see `ChatRequest.to_command`)."""
-        return await self.execute(user_id, request.to_command())
+        match command:
+            case SendMessage():
+                return await self._send(user_id, command)
+            case AnswerPause():
+                return await self._answer(user_id, command)
+            case WidgetAction():
+                return await self._act(user_id, command)
+            case Regenerate():
+                return await self._regenerate(user_id, command)
+            case _:
+                assert_never(command)
 
     async def _send(self, user_id: str, command: SendMessage) -> Subscription:
         if len(command.text) > self.settings.max_message_chars:
