@@ -17,6 +17,9 @@ from backend.storable import SafeJSON, SafeString, SafeText
 TITLE_MAX = 200
 NOTES_MAX = 4000
 
+REQUEST_BODY = SQLModel.model_config | {"extra": "forbid"}
+"""The config of a JSON request body: an unknown field is a 422 that names it, never silently ignored."""
+
 
 def utcnow() -> datetime:
     """Return the current time as a timezone-aware UTC datetime."""
@@ -94,7 +97,12 @@ class Conversation(ConversationBase, table=True):
 
 
 class ConversationUpdate(SQLModel):
-    """PATCH body: rename, archive or unarchive (at least one field; omitted fields stay as they are)."""
+    """PATCH body: rename, archive or unarchive (at least one field; omitted fields stay as they are).
+
+    Unknown fields are refused (422 naming them), never silently ignored.
+    """
+
+    model_config = REQUEST_BODY
 
     title: str | None = Field(default=None, min_length=1, max_length=TITLE_MAX)
     archived: bool | None = Field(default=None, description="Hide from the default list (`?archived=true` shows).")
@@ -276,7 +284,9 @@ class TaskBase(SQLModel):
 
 
 class TaskCreate(TaskBase):
-    """POST body."""
+    """POST body. Unknown fields are refused (422 naming them)."""
+
+    model_config = REQUEST_BODY
 
     completed: bool = False
 
@@ -285,7 +295,9 @@ class TaskCreate(TaskBase):
 
 
 class TaskUpdate(SQLModel):
-    """PATCH body: every field optional."""
+    """PATCH body: every field optional; unknown fields are refused (422 naming them)."""
+
+    model_config = REQUEST_BODY
 
     title: str | None = Field(default=None, min_length=1, max_length=TITLE_MAX)
     notes: str | None = Field(default=None, max_length=NOTES_MAX)
@@ -328,3 +340,17 @@ class TasksPublic(SQLModel):
 
     data: list[TaskPublic]
     next_cursor: str | None = None
+
+
+class StreamTicket(SQLModel, table=True):
+    """A short-lived, single-use ticket to rejoin one turn's stream without an `Authorization` header.
+
+    Only the SHA-256 of the ticket is stored; redeeming deletes the row, so a ticket works once (in any process).
+    """
+
+    __tablename__ = "stream_tickets"
+
+    id: str = Field(primary_key=True, max_length=64)
+    user_id: str = Field(max_length=255)
+    message_id: uuid.UUID = Field(sa_column_args=[ForeignKey("messages.id", ondelete="CASCADE")], nullable=False)
+    expires_at: datetime

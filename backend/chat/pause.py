@@ -28,14 +28,13 @@ from agents.run_state import RunState
 from backend.chat.client_tools import CLIENT_TOOL_NAMES
 from backend.chat.context import ChatContext, context_json
 from backend.chat.events import ApprovalRequest, ClientToolCall, FinishReason
-from backend.chat.translate import parse_json
+from backend.chat.translate import parse_json, rejection_output
 from backend.errors import ConflictError, InvalidInputError
 
 Part = dict[str, Any]
 Ask = ApprovalRequest | ClientToolCall
 """What a paused turn waits for: a tool call to approve, or a tool the browser runs."""
 
-REJECTED = "The user rejected this action."
 MAX_RESULT_BYTES = 16 * 1024  # a client tool's result, as JSON
 NO_RESULT = {"error": "cancelled"}
 
@@ -271,7 +270,7 @@ class Resume:
             decision = self.answers.decisions.get(item.call_id or "")
             match decision:
                 case Rejected(reason=reason):
-                    state.reject(item, rejection_message=reason or REJECTED)
+                    state.reject(item, rejection_message=rejection_output(reason))
                 case Approved() | None:
                     state.approve(item)
                 case _:

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Annotated
 
 import anyio
+import msgspec
 from litestar import Controller, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
@@ -14,6 +15,7 @@ from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from sse_starlette import EventSourceResponse
 
 from backend.auth import User
+from backend.chat import tickets
 from backend.chat.schemas import ChatRequest
 from backend.chat.service import ChatService, Subscription
 
@@ -36,6 +38,24 @@ After = Annotated[
         description="Resume after this event id (for clients that cannot set headers).",
     ),
 ]
+
+
+StreamTicket = Annotated[
+    str | None,
+    QueryParameter(
+        name="ticket",
+        max_length=100,
+        description="A stream ticket from `POST /chatkit/{message_id}/ticket`, in place of the bearer token (JWT mode, "
+        "for a browser `EventSource`). Single use, valid for a minute.",
+    ),
+]
+
+
+class TicketPublic(msgspec.Struct):
+    """A stream ticket: pass it as `?ticket=` to `GET /chatkit/{message_id}/stream` within `expires_in` seconds."""
+
+    ticket: str
+    expires_in: int
 
 
 def provide_chat_service(state: State) -> ChatService:
@@ -99,8 +119,18 @@ class ChatController(Controller):
         message_id: FromPath[uuid.UUID],
         last_event_id: LastEventId = None,
         after: After = None,
+        ticket: StreamTicket = None,
     ) -> EventSourceResponse:
         """Replay an assistant message's turn after `Last-Event-ID` (or `?after=`), then follow it live to `done`."""
         start_after = last_event_id if last_event_id is not None else after or 0
         subscription = await chat_service.rejoin(user.id, message_id, start_after)
         return event_stream(chat_service, subscription)
+
+    @post("/{message_id:uuid}/ticket", operation_id="MintStreamTicket", status_code=200)
+    async def ticket(
+        self, user: NamedDependency[User], chat_service: NamedDependency[ChatService], message_id: FromPath[uuid.UUID]
+    ) -> TicketPublic:
+        """A short-lived, single-use ticket to rejoin this message's stream without an `Authorization` header."""
+        await chat_service.rejoin(user.id, message_id, 0)  # yours, or 404
+        minted = await tickets.mint(chat_service.database, user.id, message_id)
+        return TicketPublic(ticket=minted.ticket, expires_in=minted.expires_in)

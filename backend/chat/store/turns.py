@@ -61,9 +61,14 @@ log = logging.getLogger(__name__)
 TITLE_CHARS = 50
 
 
+UNTITLED = "New conversation"
+
+
 def make_title(message: str) -> str:
     """A conversation title from its first message: one line, about 50 characters, cut at a word boundary."""
     flat = " ".join(message.split())
+    if not flat:
+        return UNTITLED  # attachments without text
     if len(flat) <= TITLE_CHARS:
         return flat
     cut = flat[:TITLE_CHARS].rsplit(" ", 1)[0] if " " in flat[:TITLE_CHARS] else flat[:TITLE_CHARS]
