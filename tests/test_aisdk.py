@@ -183,7 +183,8 @@ async def test_an_approval_request_uses_only_chunks_the_version_knows(
     assert resumed.events[0]["messageId"] == reply_id
     denied = resumed.of("tool-output-denied")
     if version == 5:
-        assert not denied and resumed.of("tool-output-available")[0]["output"] == "keep it"
+        output = resumed.of("tool-output-available")[0]["output"]
+        assert not denied and output == {"error": "keep it", "rejected": True}
     else:
         assert denied == [{"type": "tool-output-denied", "toolCallId": call_id}]
     assert text_of(resumed) == "Kept it."
