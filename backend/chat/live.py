@@ -24,19 +24,14 @@ import psycopg
 from sqlalchemy.exc import IntegrityError
 
 from backend.chat.events import Done, Usage, encode, frame
-from backend.chat.store import NOTIFY_CHANNEL, STOP_CHANNEL, ConversationStore, StoredEvent, is_transient
+from backend.chat.finish import finish_of
+from backend.chat.store import NOTIFY_CHANNEL, STOP_CHANNEL, ConversationStore, StoredEvent
+from backend.errors import is_database_unavailable
 from backend.models import MessageStatus
 
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0
-_FINISH_BY_STATUS = {
-    MessageStatus.COMPLETE: "stop",
-    MessageStatus.CANCELLED: "cancelled",
-    MessageStatus.ERROR: "error",
-    MessageStatus.INTERRUPTED: "interrupted",
-    MessageStatus.REQUIRES_ACTION: "approval_required",
-}
 
 
 class LiveTurn:
@@ -139,7 +134,7 @@ class Hub:
         try:
             await self.store.append_events(batch)
         except Exception as error:
-            if not is_transient(error) and not isinstance(error, IntegrityError):
+            if not is_database_unavailable(error) and not isinstance(error, IntegrityError):
                 log.error("could not write the event log: %s; %d turn(s) lost events", type(error).__name__, len(batch))
                 return
             log.warning("could not write the event log (%s); will retry", type(error).__name__)
@@ -195,8 +190,7 @@ class Hub:
                 status = await self.store.message_status(message_id)
                 if status != MessageStatus.IN_PROGRESS:
                     if last_type != "done":  # a log with no ending (a turn from before the log existed)
-                        finish = _FINISH_BY_STATUS.get(status, "cancelled") if status is not None else "cancelled"
-                        done = Done("", str(message_id), finish, Usage())  # type: ignore[arg-type]
+                        done = Done("", str(message_id), finish_of(status), Usage())
                         yield last + 1, encode(done, last + 1)
                     return
             if events and last_type != "done":
