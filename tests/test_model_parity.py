@@ -20,11 +20,11 @@ import httpx
 import pytest
 from agents import Runner
 
-from backend.chat.agent import build_agent
 from backend.chat.litellm_guard import GuardedLitellmModel
 from backend.chat.litellm_model import FinishChunkLitellmModel
 from backend.chat.model import build_model
 from backend.settings import Settings, load_settings
+from backend.team.agents import build_agent
 from tests import files_samples as samples
 from tests.conftest import live
 from tests.fakes.gemini import (

@@ -82,9 +82,9 @@ async def layer_litellm(base: str, n: int) -> int:
 
 
 def _agent(base: str, source: str = "finish_chunk") -> Any:
-    from backend.chat.agent import build_agent
     from backend.chat.model import build_model
     from backend.settings import load_settings
+    from backend.team.agents import build_agent
 
     settings = load_settings(
         gemini_api_key="bench-key",
