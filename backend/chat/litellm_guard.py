@@ -34,8 +34,8 @@ to a real Gemini stream, or the finish chunk stops carrying the usage), so nothi
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from typing import Any, Literal
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, Literal, cast
 
 from agents import Handoff, ModelSettings, Tool, TResponseInputItem
 from agents.agent_output import AgentOutputSchemaBase
@@ -168,13 +168,15 @@ class GuardedStream:
         self._watching = False
         self._watched: Any = None
         self._make_call: Any = None
-        make_call: Any = getattr(inner, "make_call", None)  # LiteLLM's coroutine function, untyped
+        make_call = getattr(inner, "make_call", None)
         if getattr(inner, "completion_stream", None) is not None:
             self._watch(inner.completion_stream)
         elif callable(make_call):
             # LiteLLM opens the Gemini HTTP stream lazily, on the first chunk.
+            opener = cast("Callable[..., Awaitable[Any]]", make_call)
+
             async def make_call_and_watch(*args: Any, **kwargs: Any) -> Any:
-                iterator = await make_call(*args, **kwargs)
+                iterator = await opener(*args, **kwargs)
                 self._watch(iterator)
                 return iterator
 
