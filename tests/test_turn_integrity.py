@@ -6,6 +6,7 @@ Real uvicorn, the real Agents SDK and LiteLLM against the fake Gemini, on SQLite
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 
 from backend.settings import Settings
 from tests.conftest import live
-from tests.fakes.gemini import FakeGemini, function_call_turn, handoff_turn
+from tests.fakes.gemini import FakeGemini, function_call_turn, handoff_turn, text_turn
 from tests.sse import chat
 from tests.test_agent_ui import detail, well_formed
 
@@ -66,3 +67,21 @@ async def test_two_answers_for_the_same_id_in_one_request_are_422(client: httpx.
     assert (await chat(client, results)).status == 422
     assert (await detail(client, conversation_id))["messages"][1]["status"] == "requires_action"
     assert [t["title"] for t in (await client.get("/api/tasks")).json()["data"]] == ["milk"]
+
+
+# --- 13. a lone surrogate in a tool call's arguments -----------------------------------------------------------------
+
+
+async def test_a_lone_surrogate_in_tool_arguments_is_replayed_as_storable_text(
+    client: httpx.AsyncClient, fake: FakeGemini
+):
+    fake.script(handoff_turn(), function_call_turn("add_task", {"title": "milk \ud800 now"}), text_turn("Added."))
+    added = well_formed(await chat(client, {"message": "add milk"}))
+    assert added.text == "Added.", added.of("error")
+    conversation_id = added.events[0]["conversation_id"]
+    fake.script(text_turn("You have one task."))
+    again = well_formed(await chat(client, {"message": "what do I have?", "thread_id": conversation_id}))
+    assert again.of("error") == [] and again.text == "You have one task."
+    replayed = str(fake.requests[-1]["contents"])
+    assert "milk \ufffd now" in replayed
+    assert uuid.UUID(again.events[0]["message_id"])

@@ -18,9 +18,19 @@ attaching to a real Gemini stream), so the guard can never silently turn itself 
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from agents.extensions.models.litellm_model import LitellmModel
+from agents.items import TResponseStreamEvent
+from openai.types.responses import (
+    ResponseCompletedEvent,
+    ResponseFunctionToolCall,
+    ResponseOutputItemAddedEvent,
+    ResponseOutputItemDoneEvent,
+)
+
+from backend.storable import storable_json_text
 
 
 class TruncatedStreamError(Exception):
@@ -112,3 +122,26 @@ class GuardedLitellmModel(LitellmModel):
             response, stream = fetched
             return response, _FinishGuard(stream)
         return fetched
+
+    async def stream_response(self, *args: Any, **kwargs: Any) -> AsyncIterator[TResponseStreamEvent]:
+        """The model's stream, each tool call's arguments under the text policy (`storable_json_text`).
+
+        The SDK fingerprints and replays a call's arguments as UTF-8; a lone surrogate the model sent (escaped in its
+        JSON) would end the turn with an error there, and again whenever the history is replayed.
+        """
+        async for event in super().stream_response(*args, **kwargs):
+            yield storable_calls(event)
+
+
+def storable_calls(event: TResponseStreamEvent) -> TResponseStreamEvent:
+    """The event with the arguments of the tool calls it carries made storable (in place)."""
+    if isinstance(event, ResponseOutputItemAddedEvent | ResponseOutputItemDoneEvent):
+        items: list[object] = [event.item]
+    elif isinstance(event, ResponseCompletedEvent):
+        items = list(event.response.output)
+    else:
+        return event
+    for item in items:
+        if isinstance(item, ResponseFunctionToolCall):
+            item.arguments = storable_json_text(item.arguments)
+    return event
