@@ -25,6 +25,7 @@ from backend.chat.agent import agents_by_name
 from backend.chat.context import ChatContext
 from backend.chat.events import DONE_FRAME, Done, Event, Start, Text, Usage, encode
 from backend.chat.events import Widget as WidgetEvent
+from backend.chat.lease import Lease
 from backend.chat.live import Hub
 from backend.chat.reply import Reply
 from backend.chat.schemas import ChatRequest
@@ -106,7 +107,9 @@ class ChatService:
             file_storage=self.file_storage,
         )
         dsn = libpq_dsn(database.engine.url) if self.store.is_postgres else None
-        self.hub = Hub(self.store, settings.event_flush_seconds, dsn)
+        self.lease = Lease(self.store, settings.stale_after_seconds)
+        self.lease.on_lost = self._lose_local
+        self.hub = Hub(self.store, settings.event_flush_seconds, dsn, self.lease)
         self.hub.on_stop = self._stop_local
         self.limits = TurnLimits(
             max_turns=settings.max_turns,
@@ -149,7 +152,7 @@ class ChatService:
         retention = timedelta(hours=self.settings.event_retention_hours)
         while True:
             try:
-                await self.store.heartbeat()
+                await self.lease.renew()
                 for message_id in await self.store.cancel_requests():
                     self._stop_local(message_id)
                 if beats % SWEEP_EVERY_BEATS == 0:
@@ -237,6 +240,7 @@ class ChatService:
         run = TurnRun(
             store=self.store,
             hub=self.hub,
+            lease=self.lease,
             agent=agent,
             user_id=user_id,
             database=self.database,
@@ -319,9 +323,10 @@ class ChatService:
         """Route a widget action to its handler (never to the model) and stream what it changed."""
         assert request.action is not None
         conversation_id = _required_id(request.thread_id)
-        result = await actions.dispatch(self.database, user_id, conversation_id, request.action)
-        widgets = {widget_id: widget_json(widget) for widget_id, widget in result.widgets.items()}
-        message_id = await self.store.apply_action(user_id, conversation_id, widgets, result.reply)
+        async with self.store.action(user_id, conversation_id) as action:
+            result = await actions.dispatch(action.database, user_id, conversation_id, request.action)
+            widgets = {widget_id: widget_json(widget) for widget_id, widget in result.widgets.items()}
+            message_id = await action.record(widgets, result.reply)
         shown_id = message_id or uuid.UUID(int=0)
         events: list[Event] = [Start(str(conversation_id), str(shown_id), "", status="complete")]
         events += [WidgetEvent(widget_id, widget) for widget_id, widget in widgets.items()]
@@ -371,6 +376,11 @@ class ChatService:
         run = self.runs.get(message_id)
         if run is not None:
             run.cancel("stopped")
+
+    def _lose_local(self, message_id: uuid.UUID) -> None:
+        run = self.runs.get(message_id)
+        if run is not None:
+            run.lose()
 
     async def stop(self, user_id: str, conversation_id: uuid.UUID) -> StopResult:
         """Stop the conversation's running turn, wherever it runs; idempotent.

@@ -19,15 +19,16 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from sqlalchemy import ColumnElement, Update, and_, delete, exists, insert, or_, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -61,6 +62,11 @@ STOP_CHANNEL = "chat_stop"
 INTERRUPTED = Error("interrupted", "The server running this reply stopped. Send the message again.", retryable=True)
 UNSAVED = Error("internal", "The reply could not be saved.", retryable=True)
 _T = TypeVar("_T")
+Saved = Literal["saved", "lost", "unsaved"]
+
+
+class TurnLostError(Exception):
+    """This process no longer runs the turn: another process took it over while this one was stalled."""
 
 
 def make_title(message: str) -> str:
@@ -166,6 +172,76 @@ class TurnInfo:
     running: bool
 
 
+def _is_reply_of(conversation_id: uuid.UUID) -> ColumnElement[bool]:
+    """The conversation's assistant messages (newest first: order by `seq` descending)."""
+    return and_(col(Message.conversation_id) == conversation_id, col(Message.role) == MessageRole.ASSISTANT)
+
+
+def _pending_items(parts: Sequence[Part]) -> str:
+    """The items a paused reply waits for, named for the user (`approval call_1 (delete_task)`)."""
+    waiting = [
+        f"{'approval' if p.get('type') == 'approval' else 'client tool'} {p.get('id')} ({p.get('name')})"
+        for p in parts
+        if (p.get("type") == "approval" and p.get("decision") is None)
+        or (p.get("type") == "client_tool" and p.get("result") is None)
+    ]
+    return ", ".join(waiting) or "a pending item"
+
+
+@dataclass(frozen=True, slots=True)
+class ActionTransaction:
+    """One widget action's transaction (see `ConversationStore.action`)."""
+
+    database: Database
+    """For the action's handler: its sessions join the transaction (a handler's commit only ends a savepoint)."""
+    conversation_id: uuid.UUID
+    history_max_items: int
+
+    async def record(self, widgets: dict[str, dict[str, object]], reply: str | None) -> uuid.UUID | None:
+        """Store what the action changed: every stored copy of its widgets, and its short reply as a message.
+
+        Returns:
+            The id of the assistant message holding the reply, or None without a reply.
+        """
+        now = utcnow()
+        async with self.database.sessions() as session:
+            recent = (
+                await session.exec(
+                    select(Message)
+                    .where(Message.conversation_id == self.conversation_id)
+                    .order_by(col(Message.seq).desc())
+                    .limit(self.history_max_items)
+                )
+            ).all()
+            for message in recent:
+                if not any(p.get("type") == "widget" and p.get("id") in widgets for p in message.parts):
+                    continue
+                parts = [
+                    {**p, "widget": widgets[p["id"]]} if p.get("type") == "widget" and p.get("id") in widgets else p
+                    for p in message.parts
+                ]
+                await session.exec(update(Message).where(col(Message.id) == message.id).values(parts=parts))
+            message_id = None
+            if reply:
+                message_id = uuid.uuid4()
+                session.add(
+                    Message(
+                        id=message_id,
+                        conversation_id=self.conversation_id,
+                        seq=(recent[0].seq + 1) if recent else 1,
+                        role=MessageRole.ASSISTANT,
+                        content=reply,
+                        parts=[{"type": "text", "text": reply}],
+                        created_at=now,
+                    )
+                )
+                await session.exec(
+                    update(Conversation).where(col(Conversation.id) == self.conversation_id).values(updated_at=now)
+                )
+            await session.commit()
+            return message_id
+
+
 def _released(conversation_id: uuid.UUID, message_id: uuid.UUID) -> Update:
     """The statement that frees a conversation's run lock if `message_id`'s turn still holds it."""
     return (
@@ -216,6 +292,22 @@ _LOG_AND_NOTIFY = text(
 )
 NOTIFY_IDS = 150
 """Message ids per notification (a payload holds at most 8000 bytes)."""
+
+
+def _outcome_values(outcome: Outcome) -> dict[str, object]:
+    """The columns of an assistant message that an outcome sets."""
+    reply = outcome.reply
+    return {
+        "status": outcome.status,
+        "content": reply.text,
+        "parts": reply.parts(),
+        "tool_calls": reply.tool_calls(),
+        "agent": reply.agent,
+        "error_code": outcome.error_code,
+        "usage": _usage_json(outcome.usage),
+        "items": outcome.items,
+        "run_state": outcome.run_state,
+    }
 
 
 def _usage_json(usage: Usage) -> dict[str, int]:
@@ -459,6 +551,8 @@ class ConversationStore:
     async def paused_turn(self, user_id: str, conversation_id: uuid.UUID) -> PausedTurn:
         """The conversation's reply that waits for approvals or client-tool results.
 
+        Found by its status, not its place: it is the last message unless an action landed while its turn still ran.
+
         Raises:
             NotFoundError: The conversation does not exist or is not the caller's.
             ConflictError: Nothing waits for an answer (`nothing_pending`).
@@ -468,12 +562,16 @@ class ConversationStore:
             message = (
                 await session.exec(
                     select(Message)
-                    .where(Message.conversation_id == conversation_id, Message.role == MessageRole.ASSISTANT)
+                    .where(
+                        Message.conversation_id == conversation_id,
+                        Message.role == MessageRole.ASSISTANT,
+                        Message.status == MessageStatus.REQUIRES_ACTION,
+                    )
                     .order_by(col(Message.seq).desc())
                     .limit(1)
                 )
             ).first()
-            if message is None or message.status != MessageStatus.REQUIRES_ACTION or not message.run_state:
+            if message is None or not message.run_state:
                 raise ConflictError("Nothing in this conversation waits for an answer.", code="nothing_pending")
             last_event = (
                 await session.exec(
@@ -528,52 +626,42 @@ class ConversationStore:
 
     # --- widget actions ------------------------------------------------------------------------------------------
 
-    async def apply_action(
-        self, user_id: str, conversation_id: uuid.UUID, widgets: dict[str, dict[str, object]], reply: str | None
-    ) -> uuid.UUID | None:
-        """Store what a widget action changed: every stored copy of its widgets, and its short reply as a message.
+    @asynccontextmanager
+    async def action(self, user_id: str, conversation_id: uuid.UUID) -> AsyncIterator[ActionTransaction]:
+        """A widget action's transaction, under the conversation's row lock: it commits when the block ends.
 
-        Returns:
-            The id of the assistant message holding the reply, or None without a reply.
+        The handler's writes (through `ActionTransaction.database`) and what `ActionTransaction.record` stores commit
+        together or not at all, and the reply's sequence number is allocated under the lock that a new turn takes
+        too, so concurrent actions and messages queue instead of colliding.
+
+        Raises:
+            NotFoundError: The conversation does not exist or is not the caller's.
+            ConflictError: A reply in it waits for the user's answer (`answer_pending`): an action now would put
+                its reply after the paused one, which must stay the conversation's last message until answered.
         """
-        now = utcnow()
-        async with self.database.sessions() as session:
-            await self._owned(session, user_id, conversation_id)
-            recent = (
-                await session.exec(
-                    select(Message)
-                    .where(Message.conversation_id == conversation_id)
-                    .order_by(col(Message.seq).desc())
-                    .limit(self.history_max_items)
+        async with self.database.engine.connect() as conn, conn.begin():
+            owner = (
+                await conn.execute(
+                    select(Conversation.user_id)
+                    .where(col(Conversation.id) == conversation_id)
+                    .with_for_update(key_share=True)
                 )
-            ).all()
-            for message in recent:
-                if not any(p.get("type") == "widget" and p.get("id") in widgets for p in message.parts):
-                    continue
-                parts = [
-                    {**p, "widget": widgets[p["id"]]} if p.get("type") == "widget" and p.get("id") in widgets else p
-                    for p in message.parts
-                ]
-                await session.exec(update(Message).where(col(Message.id) == message.id).values(parts=parts))
-            message_id = None
-            if reply:
-                message_id = uuid.uuid4()
-                session.add(
-                    Message(
-                        id=message_id,
-                        conversation_id=conversation_id,
-                        seq=(recent[0].seq + 1) if recent else 1,
-                        role=MessageRole.ASSISTANT,
-                        content=reply,
-                        parts=[{"type": "text", "text": reply}],
-                        created_at=now,
-                    )
+            ).first()
+            if owner is None or owner[0] != user_id:
+                raise NotFoundError(CONVERSATION_NOT_FOUND)
+            newest = select(Message.status, Message.parts).where(_is_reply_of(conversation_id))
+            latest = (await conn.execute(newest.order_by(col(Message.seq).desc()).limit(1))).first()
+            if latest is not None and latest[0] == MessageStatus.REQUIRES_ACTION:
+                raise ConflictError(
+                    f"A reply in this conversation waits for your answer to {_pending_items(latest[1])}. Answer it "
+                    "(or send a new message) before using a widget.",
+                    code="answer_pending",
                 )
-                await session.exec(
-                    update(Conversation).where(col(Conversation.id) == conversation_id).values(updated_at=now)
-                )
-            await session.commit()
-            return message_id
+            sessions = async_sessionmaker(
+                bind=conn, class_=AsyncSession, expire_on_commit=False, join_transaction_mode="create_savepoint"
+            )
+            database = Database(engine=self.database.engine, sessions=sessions, reads=sessions)
+            yield ActionTransaction(database, conversation_id, self.history_max_items)
 
     # --- the event log -------------------------------------------------------------------------------------------
 
@@ -635,6 +723,19 @@ class ConversationStore:
             )
             return [StoredEvent(i, t, d) for i, t, d in rows.all()]
 
+    async def last_event(self, message_id: uuid.UUID) -> StoredEvent | None:
+        """A turn's last logged event (None if its log is empty)."""
+        async with self.database.sessions() as session:
+            row = (
+                await session.exec(
+                    select(TurnEvent.id, TurnEvent.type, TurnEvent.data)
+                    .where(col(TurnEvent.message_id) == message_id)
+                    .order_by(col(TurnEvent.id).desc())
+                    .limit(1)
+                )
+            ).first()
+        return StoredEvent(*row) if row is not None else None
+
     async def prune_events(self, older_than: timedelta) -> int:
         """Delete the event logs of finished turns begun more than `older_than` ago; the messages stay.
 
@@ -660,7 +761,7 @@ class ConversationStore:
         events: Sequence[StoredEvent],
         *,
         retry_seconds: float,
-    ) -> bool:
+    ) -> Saved:
         """Write a turn's outcome and its last events once, then release its lock, whatever happens to the save.
 
         Idempotent: only a message still `in_progress` is written, so a second call (from another path) is a no-op.
@@ -668,51 +769,95 @@ class ConversationStore:
         memory.
 
         Returns:
-            False if the outcome could not be stored (the caller tells the user; `abandon` finishes the message later).
+            `saved` (or the conversation was deleted meanwhile: nothing to keep); `lost` if the turn is no longer this
+            process's (another process took it over: nothing was written); `unsaved` if the outcome could not be
+            stored (the caller tells the user and closes the message with `close_unsaved`).
         """
-        saved = released = False
+        result: Saved = "unsaved"
         try:
             await self._retrying(
                 lambda: self._write_outcome(conversation_id, message_id, outcome, events),
                 retry_seconds,
                 "save the reply",
             )
-            saved = released = True  # the release is the last statement of the same transaction
-        except IntegrityError:
-            log.info("conversation %s was deleted during its run; the reply was dropped", conversation_id)
-            saved = True
+            result = "saved"  # the release is the last statement of the same transaction
+        except TurnLostError:
+            if not await self._conversation_exists(conversation_id):
+                log.info("conversation %s was deleted during its run; the reply was dropped", conversation_id)
+                return "saved"
+            log.warning("turn %s was taken over by another process; its outcome was not stored", message_id)
+            return "lost"
+        except IntegrityError as error:
+            if not await self._conversation_exists(conversation_id):
+                log.info("conversation %s was deleted during its run; the reply was dropped", conversation_id)
+                return "saved"
+            log.error("could not save the reply of conversation %s: %s", conversation_id, type(error).__name__)
         except Exception as error:
             log.error("could not save the reply of conversation %s: %s", conversation_id, type(error).__name__)
         finally:
-            if not released:  # whatever happened to the save, in a statement (and transaction) of its own
+            if result != "saved":  # whatever happened to the save, in a statement (and transaction) of its own
                 try:
                     await self._retrying(lambda: self.release(conversation_id, message_id), 2.0, "release the run lock")
                 except Exception as error:
                     log.warning("could not release the run lock of %s: %s", conversation_id, type(error).__name__)
-        return saved
+        return result
+
+    async def _conversation_exists(self, conversation_id: uuid.UUID) -> bool:
+        """Whether the conversation is still there (True when that cannot be read: assume it is)."""
+        try:
+            async with self.database.sessions() as session:
+                found = await session.exec(select(Conversation.id).where(col(Conversation.id) == conversation_id))
+                return found.first() is not None
+        except Exception:
+            return True
 
     async def _write_outcome(
         self, conversation_id: uuid.UUID, message_id: uuid.UUID, outcome: Outcome, events: Sequence[StoredEvent]
     ) -> None:
-        reply = outcome.reply
+        """The final save, in one transaction: the message first, then its last events, then the lock's release.
+
+        A takeover interrupts the message in the transaction that takes the lock, so a message no longer `in_progress`
+        means the turn is not this process's any more (nothing is written); on PostgreSQL the UPDATE waits for a
+        takeover that is committing and then sees its result.
+
+        Raises:
+            TurnLostError: The message is no longer `in_progress` (taken over, or deleted with its conversation).
+        """
         async with self.database.engine.begin() as conn:  # Core: no unit of work on the hot path
-            if events:
-                await self._write_events(conn, {message_id: list(events)})
-            await conn.execute(
+            written = await conn.execute(
                 update(Message)
                 .where(col(Message.id) == message_id, col(Message.status) == MessageStatus.IN_PROGRESS)
-                .values(
-                    status=outcome.status,
-                    content=reply.text,
-                    parts=reply.parts(),
-                    tool_calls=reply.tool_calls(),
-                    agent=reply.agent,
-                    error_code=outcome.error_code,
-                    usage=_usage_json(outcome.usage),
-                    items=outcome.items,
-                    run_state=outcome.run_state,
-                )
+                .values(**_outcome_values(outcome))
             )
+            if written.rowcount != 1:
+                raise TurnLostError(message_id)
+            if events:
+                await self._write_events(conn, {message_id: list(events)})
+            await conn.execute(_released(conversation_id, message_id))
+
+    async def close_unsaved(
+        self, conversation_id: uuid.UUID, message_id: uuid.UUID, outcome: Outcome, events: Sequence[StoredEvent]
+    ) -> None:
+        """Close a reply whose final save failed, with the whole reply held in memory, and free its lock.
+
+        In one transaction: the message gets the reply, the log the events its clients were sent that it does not
+        hold yet, and the run lock is released. Nothing is written to a message that is no longer `in_progress`
+        (another process took it over).
+        """
+        async with self.database.engine.begin() as conn:
+            closed = await conn.execute(
+                update(Message)
+                .where(col(Message.id) == message_id, col(Message.status) == MessageStatus.IN_PROGRESS)
+                .values(**_outcome_values(outcome))
+            )
+            if closed.rowcount == 1 and events:
+                logged = await conn.execute(
+                    select(TurnEvent.id).where(
+                        col(TurnEvent.message_id) == message_id, col(TurnEvent.id) >= min(e.id for e in events)
+                    )
+                )
+                have = set(logged.scalars().all())
+                await self._write_events(conn, {message_id: [e for e in events if e.id not in have]})
             await conn.execute(_released(conversation_id, message_id))
 
     async def _retrying(self, attempt: Callable[[], Awaitable[_T]], seconds: float, what: str) -> _T:
@@ -836,6 +981,21 @@ class ConversationStore:
             await session.exec(delete(Instance).where(col(Instance.heartbeat_at) < now - timedelta(hours=1)))
             await session.commit()
 
+    async def owned_turns(self, message_ids: set[uuid.UUID]) -> set[uuid.UUID]:
+        """Which of these turns this process still runs (holds the run lock of).
+
+        A locking read: a takeover that is committing is waited for, so a turn it takes is never reported as owned.
+        """
+        async with self.database.sessions() as session:
+            rows = await session.exec(
+                select(Conversation.run_id)
+                .where(col(Conversation.run_id).in_(message_ids), col(Conversation.run_owner) == self.instance_id)
+                .with_for_update(read=True)
+            )
+            owned = {run_id for run_id in rows.all() if run_id is not None}
+            await session.commit()
+        return owned
+
     async def cancel_requests(self) -> list[uuid.UUID]:
         """Running turns of this process that someone asked to stop (the fallback to the stop notification)."""
         async with self.database.sessions() as session:
@@ -907,14 +1067,8 @@ class ConversationStore:
         """The conversation's newest assistant message and its status, or None if it has none."""
         async with self.database.sessions() as session:
             await self._owned(session, user_id, conversation_id)
-            row = (
-                await session.exec(
-                    select(Message.id, Message.status)
-                    .where(col(Message.conversation_id) == conversation_id, col(Message.role) == MessageRole.ASSISTANT)
-                    .order_by(col(Message.seq).desc())
-                    .limit(1)
-                )
-            ).first()
+            newest = select(Message.id, Message.status).where(_is_reply_of(conversation_id))
+            row = (await session.exec(newest.order_by(col(Message.seq).desc()).limit(1))).first()
         return (row[0], MessageStatus(row[1])) if row is not None else None
 
     # --- REST writes ---------------------------------------------------------------------------------------------
