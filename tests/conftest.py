@@ -28,6 +28,7 @@ from tests.seeding import client_for
 
 SECRET = "test-secret-that-is-at-least-32-bytes-long"
 TABLES = (
+    "stream_tickets",
     "turn_events",
     "client_message_ids",
     "message_files",
