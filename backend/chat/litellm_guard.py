@@ -45,7 +45,15 @@ from agents.models.chatcmpl_stream_handler import ChatCmplStreamHandler
 from agents.models.interface import ModelTracing
 from agents.tracing import GenerationSpanData, Span
 from litellm.types.utils import UnreportedUsage
-from openai.types.responses import Response
+from openai.types.responses import (
+    Response,
+    ResponseCompletedEvent,
+    ResponseFunctionToolCall,
+    ResponseOutputItemAddedEvent,
+    ResponseOutputItemDoneEvent,
+)
+
+from backend.storable import storable_json_text
 
 __all__ = [
     "ChatCmplStreamHandler",
@@ -55,6 +63,7 @@ __all__ = [
     "TruncatedStreamError",
     "fetch_stream",
     "finish_usage",
+    "storable_calls",
     "stream_events",
 ]
 
@@ -262,3 +271,26 @@ class GuardedLitellmModel(LitellmModel):
             response, stream = fetched
             return response, GuardedStream(stream)
         return fetched
+
+    async def stream_response(self, *args: Any, **kwargs: Any) -> AsyncIterator[TResponseStreamEvent]:
+        """The model's stream, each tool call's arguments under the text policy (`storable_calls`)."""
+        async for event in super().stream_response(*args, **kwargs):
+            yield storable_calls(event)
+
+
+def storable_calls(event: TResponseStreamEvent) -> TResponseStreamEvent:
+    """The event with the arguments of the tool calls it carries made storable (in place).
+
+    The SDK fingerprints and replays a call's arguments as UTF-8; a lone surrogate the model sent (escaped in its
+    JSON) would end the turn with an error there, and again whenever the history is replayed.
+    """
+    if isinstance(event, ResponseOutputItemAddedEvent | ResponseOutputItemDoneEvent):
+        items: list[object] = [event.item]
+    elif isinstance(event, ResponseCompletedEvent):
+        items = list(event.response.output)
+    else:
+        return event
+    for item in items:
+        if isinstance(item, ResponseFunctionToolCall):
+            item.arguments = storable_json_text(item.arguments)
+    return event
