@@ -32,7 +32,7 @@ from agents.items import TResponseStreamEvent
 from agents.models.interface import ModelTracing
 from agents.usage import RequestUsage
 
-from backend.chat.litellm_guard import GuardedStream, fetch_stream, stream_events
+from backend.chat.litellm_guard import GuardedStream, fetch_stream, storable_calls, stream_events
 
 __all__ = ["USAGE_SOURCES", "FinishChunkLitellmModel", "UsageSource", "call_cost"]
 
@@ -132,7 +132,7 @@ class FinishChunkLitellmModel(LitellmModel):
                             "input_tokens": usage.input_tokens,
                             "output_tokens": usage.output_tokens,
                         }
-                    yield event
+                    yield storable_calls(event)
             except asyncio.CancelledError:
                 cancelled = True
                 self._close_in_background(stream)

@@ -44,6 +44,7 @@ from backend.chat.store import INTERRUPTED, UNSAVED, ConversationStore, Outcome,
 from backend.chat.translate import StreamTranslator, classify_error
 from backend.chat.widgets import WidgetError, validate_widget, widget_json
 from backend.db import Database
+from backend.models import MessageStatus
 
 log = logging.getLogger(__name__)
 
