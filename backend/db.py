@@ -12,11 +12,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
+import sqlmodel
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from litestar.datastructures import State
-from sqlalchemy import event, text
+from sqlalchemy import event, func, text
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -186,6 +187,22 @@ async def provide_db_session(state: State) -> AsyncIterator[AsyncSession]:
     """Yield one session per request. Never use it inside an SSE body: Litestar closes it before streaming."""
     async with get_database(state).sessions() as session:
         yield session
+
+
+async def serialize_on(session: AsyncSession, key: str) -> None:
+    """Make the session's transaction the only one working on `key` until it commits or rolls back.
+
+    For a check followed by a write that must be one atomic step (a quota: sum, then insert). PostgreSQL takes a
+    transaction-level advisory lock on the key's hash (waits count against `lock_timeout`; two keys sharing a hash
+    only wait for each other). SQLite needs nothing: every writing transaction starts with `BEGIN IMMEDIATE` and holds
+    the one writer slot (see `_sqlite_listeners`), so its check already runs under the lock.
+
+    Args:
+        session: A writing session (from `Database.sessions`), before the check's first read.
+        key: What to serialise on, e.g. `file-quota:<user id>`.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        await session.exec(sqlmodel.select(func.pg_advisory_xact_lock(func.hashtextextended(key, 0))))
 
 
 def alembic_config(connection: Connection | None = None, url: str | None = None) -> Config:

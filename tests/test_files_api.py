@@ -12,6 +12,7 @@ import httpx
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
+from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.app import create_app
@@ -205,6 +206,24 @@ async def test_quota(make_settings: Callable[..., Settings]) -> None:
         await client.delete(f"/api/files/{first.json()['id']}")
         again = await client.post("/api/files", files=upload_body(b"c" * 1500, "c.txt"))
         assert again.status_code == 201
+
+
+@pytest.mark.parametrize("storage", STORAGES)
+async def test_the_quota_holds_under_concurrent_uploads(
+    make_settings: Callable[..., Settings], db: Database, storage: str
+) -> None:
+    """Issue 18 §4: 20 uploads of 300 KB at once against a 1 MB quota stored 2.1 MB on PostgreSQL."""
+    quota, size = 1_000_000, 300_000
+    settings = make_settings(file_quota_bytes=quota, file_storage=storage, file_max_bytes=size)
+    async with client_for(settings) as client:
+        responses = await asyncio.gather(
+            *(client.post("/api/files", files=upload_body(bytes([97 + i % 26]) * size, f"{i}.txt")) for i in range(20))
+        )
+    statuses = sorted(response.status_code for response in responses)
+    assert statuses == [201] * (quota // size) + [413] * (20 - quota // size), [r.text for r in responses]
+    async with db.sessions() as session:
+        sizes = (await session.exec(select(File.size))).all()
+    assert sum(sizes) <= quota and len(sizes) == quota // size
 
 
 async def test_the_quota_is_per_user(make_settings: Callable[..., Settings]) -> None:

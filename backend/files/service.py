@@ -13,6 +13,7 @@ from sqlalchemy import exists, func
 from sqlmodel import col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from backend.db import serialize_on
 from backend.errors import AppError, InvalidInputError, NotFoundError
 from backend.files.models import File, MessageFile
 from backend.files.sniff import sanitize_filename, sniff_content_type
@@ -94,6 +95,7 @@ async def upload_file(
             "Only PNG, JPEG, WebP and GIF images, PDF, plain text, Markdown and CSV files are accepted."
         )
     if settings.file_quota_bytes:
+        await serialize_on(session, f"file-quota:{user_id}")  # the sum and the insert below are one step per user
         used = (await session.exec(select(func.coalesce(func.sum(File.size), 0)).where(File.user_id == user_id))).one()
         if used + len(data) > settings.file_quota_bytes:
             raise PayloadTooLargeError(
