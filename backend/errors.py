@@ -114,6 +114,17 @@ class HeadersTooLargeError(AppError):
     code = "headers_too_large"
 
 
+class RateLimitedError(AppError):
+    """The user already has as many requests of this kind running as allowed; `Retry-After` says when to try again."""
+
+    status_code = HTTP_429_TOO_MANY_REQUESTS
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_seconds: int) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+
 class UnavailableError(AppError):
     """A dependency (the database) cannot be reached."""
 
@@ -214,7 +225,8 @@ def _unauthorized_message(exc: NotAuthorizedException) -> tuple[str, str]:
 
 def app_error_handler(_: Request[Any, Any, Any], exc: AppError) -> Response[dict[str, Any]]:
     """Map a service error to its status and code."""
-    return error_response(exc.status_code, exc.code, exc.message)
+    headers = {"Retry-After": str(exc.retry_after_seconds)} if isinstance(exc, RateLimitedError) else None
+    return error_response(exc.status_code, exc.code, exc.message, headers=headers)
 
 
 def unauthorized_handler(_: Request[Any, Any, Any], exc: NotAuthorizedException) -> Response[dict[str, Any]]:

@@ -165,7 +165,19 @@ class Settings(BaseSettings):
     file_unattached_ttl_seconds: float = Field(default=24 * 3600.0, gt=0)
     file_sweep_interval_seconds: float = Field(default=600.0, gt=0)
     file_quota_bytes: int = Field(default=0, ge=0, description="Total upload bytes per user; 0 means no quota.")
-    history_attachment_bytes: int = Field(default=8 * 1024 * 1024, ge=0)
+    message_attachment_bytes: int = Field(
+        default=10 * 1024 * 1024,
+        ge=1,
+        description="Most bytes of all attachments of one chat message together (413 attachments_too_large above).",
+    )
+    history_attachment_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=0,
+        description="Budget for re-sending earlier messages' attachments; the new message's own files use it up first.",
+    )
+    max_turns_per_user: int = Field(
+        default=3, ge=0, description="Most replies one user may have running at once (429 above); 0: no limit."
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -10,7 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -340,8 +340,9 @@ def test_python_m_backend_refuses_an_unmigrated_database_with_one_line(tmp_path:
 
 
 @pytest.fixture
-async def live(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+async def live(make_settings: Callable[..., Settings]) -> AsyncIterator[httpx.AsyncClient]:
     limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
+    settings = make_settings(max_turns_per_user=0)  # the 200 streams are one user's: no per-user limit here
     async with serve(create_app(settings)) as base, httpx.AsyncClient(base_url=base, timeout=120, limits=limits) as c:
         yield c
 

@@ -34,7 +34,7 @@ from backend.chat.widgets import widget_json
 from backend.db import Database, libpq_dsn
 from backend.errors import ConflictError, InvalidInputError, NotFoundError
 from backend.files.content import load_attachments
-from backend.files.service import check_attachment_count
+from backend.files.service import check_message_attachments
 from backend.files.storage import FileStorage, create_storage
 from backend.models import MessageStatus
 from backend.settings import Settings
@@ -104,6 +104,7 @@ class ChatService:
             max_turn_seconds=settings.max_turn_seconds,
             history_max_items=settings.history_max_items,
             file_storage=self.file_storage,
+            max_turns_per_user=settings.max_turns_per_user,
         )
         dsn = libpq_dsn(database.engine.url) if self.store.is_postgres else None
         self.hub = Hub(self.store, settings.event_flush_seconds, dsn)
@@ -181,7 +182,15 @@ class ChatService:
             return await self._answer(user_id, request)
         if len(request.message) > self.settings.max_message_chars:
             raise InvalidInputError(f"message: must be at most {self.settings.max_message_chars} characters")
-        check_attachment_count(request.attachments, self.settings.files_per_message_max)
+        if request.attachments:
+            async with self.database.reads() as session:
+                await check_message_attachments(
+                    session,
+                    user_id,
+                    request.attachments,
+                    max_files=self.settings.files_per_message_max,
+                    max_bytes=self.settings.message_attachment_bytes,
+                )
         begun = await self.store.begin_turn(
             TurnRequest(
                 user_id=user_id,
@@ -218,7 +227,11 @@ class ChatService:
             begun.user_message_id,
             self.settings.history_attachment_bytes,
         )
-        return history.to_agent_input(begun.history, self.settings.history_max_items, attachments)  # type: ignore[return-value]
+        # Base64 of up to MESSAGE_ATTACHMENT_BYTES (in short pieces, see `backend.files.content`): off the event loop.
+        run_input = await asyncio.to_thread(
+            history.to_agent_input, begun.history, self.settings.history_max_items, attachments
+        )
+        return run_input  # type: ignore[return-value]
 
     def _run(
         self,

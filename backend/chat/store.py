@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TypeVar
 
-from sqlalchemy import ColumnElement, Update, and_, delete, exists, insert, or_, text, update
+from sqlalchemy import ColumnElement, Update, and_, delete, exists, func, insert, or_, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -33,8 +33,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.chat.events import Done, Error, Event, Start, Usage, decode, event_type, payload
 from backend.chat.reply import Part, Reply
-from backend.db import Database
-from backend.errors import ConflictError, NotFoundError
+from backend.db import Database, serialize_on
+from backend.errors import ConflictError, NotFoundError, RateLimitedError
 from backend.files import service as file_service
 from backend.files.models import MessageFile
 from backend.files.service import StoredFile
@@ -52,6 +52,9 @@ from backend.models import (
 from backend.storable import storable_text
 
 log = logging.getLogger(__name__)
+
+TURN_RETRY_AFTER_SECONDS = 5
+"""The `Retry-After` of a turn refused for `MAX_TURNS_PER_USER`: about how long a short reply runs."""
 
 CONVERSATION_NOT_FOUND = "Conversation not found."
 MESSAGE_NOT_FOUND = "Message not found."
@@ -238,6 +241,7 @@ class ConversationStore:
         max_turn_seconds: float,
         history_max_items: int,
         file_storage: FileStorage | None = None,
+        max_turns_per_user: int = 0,
     ) -> None:
         """Create the store.
 
@@ -249,6 +253,7 @@ class ConversationStore:
             history_max_items: How many recent messages to load as model input.
             file_storage: Where attachment bytes live; the bytes of files deleted with a conversation are discarded
                 there after the commit (None: nothing to discard beyond the database).
+            max_turns_per_user: Most turns one user may have running at once, in all processes (0: no limit).
         """
         self.database = database
         self.instance_id = instance_id
@@ -256,6 +261,7 @@ class ConversationStore:
         self.lock_ttl = timedelta(seconds=max_turn_seconds + 60)
         self.history_max_items = history_max_items
         self.file_storage = file_storage
+        self.max_turns_per_user = max_turns_per_user
         self.is_postgres = database.engine.dialect.name == "postgresql"
 
     # --- the run lock --------------------------------------------------------------------------------------------
@@ -305,6 +311,29 @@ class ConversationStore:
                 raise
             return existing
 
+    async def _check_running_turns(self, session: AsyncSession, user_id: str, now: datetime) -> None:
+        """Refuse a turn while the user has `max_turns_per_user` running (in any process).
+
+        The count and the lock the caller then takes are one step per user: the transaction is serialised on the
+        user (`serialize_on`), so concurrent requests see each other's turns.
+
+        Raises:
+            RateLimitedError: 429 `rate_limited`, with a `Retry-After`.
+        """
+        await serialize_on(session, f"turns:{user_id}")
+        running = (
+            await session.exec(
+                select(func.count())
+                .select_from(Conversation)
+                .where(col(Conversation.user_id) == user_id, ~self._lock_is_free(now))
+            )
+        ).one()
+        if running >= self.max_turns_per_user:
+            raise RateLimitedError(
+                f"You already have {running} replies running; wait for one to finish.",
+                retry_after_seconds=TURN_RETRY_AFTER_SECONDS,
+            )
+
     async def _existing(self, request: TurnRequest) -> ExistingTurn | None:
         async with self.database.sessions() as session:
             row = (
@@ -336,6 +365,8 @@ class ConversationStore:
         async with self.database.sessions() as session:
             try:
                 attached = await file_service.resolve_attachments(session, request.user_id, request.attachments)
+                if self.max_turns_per_user:
+                    await self._check_running_turns(session, request.user_id, now)
                 conn = await session.connection()  # Core statements in the session's transaction
                 if request.conversation_id is None:
                     conversation_id, title = uuid.uuid4(), make_title(request.message)

@@ -156,19 +156,39 @@ async def delete_file(session: AsyncSession, storage: FileStorage, user_id: str,
 # --- seams for the chat turn ---------------------------------------------------------------------------------------
 
 
-def check_attachment_count(ids: Sequence[uuid.UUID], limit: int) -> None:
-    """Refuse a message with more attachments than `FILES_PER_MESSAGE_MAX`.
+async def check_message_attachments(
+    session: AsyncSession, user_id: str, ids: Sequence[uuid.UUID], *, max_files: int, max_bytes: int
+) -> None:
+    """Refuse a message with too many attachments, or too many bytes of them together.
+
+    `MESSAGE_ATTACHMENT_BYTES` keeps a turn's model input under the provider's request limit.
+
+    Unknown and other users' ids count for nothing here; the turn refuses them (404) when it resolves them.
 
     Args:
+        session: A session to read file sizes with.
+        user_id: The sender.
         ids: The attachment ids of one message.
-        limit: `settings.files_per_message_max`.
+        max_files: `settings.files_per_message_max`.
+        max_bytes: `settings.message_attachment_bytes`.
 
     Raises:
-        InvalidInputError: With code `too_many_attachments` (422).
+        InvalidInputError: `too_many_attachments` (422).
+        PayloadTooLargeError: `attachments_too_large` (413).
     """
-    if len(ids) > limit:
+    unique = list(dict.fromkeys(ids))
+    if len(ids) > max_files:
         raise InvalidInputError(
-            f"attachments: at most {limit} files per message (got {len(ids)}).", code="too_many_attachments"
+            f"attachments: at most {max_files} files per message (got {len(ids)}).", code="too_many_attachments"
+        )
+    if not unique:
+        return
+    query = select(func.coalesce(func.sum(File.size), 0)).where(col(File.id).in_(unique), File.user_id == user_id)
+    total = (await session.exec(query)).one()
+    if total > max_bytes:
+        raise PayloadTooLargeError(
+            f"attachments: at most {max_bytes} bytes per message together (these are {total}).",
+            code="attachments_too_large",
         )
 
 
