@@ -87,6 +87,12 @@ class Settings(BaseSettings):
     db_lock_timeout_seconds: float = Field(
         default=5.0, gt=0, description="PostgreSQL `lock_timeout`: give up waiting for a row or table lock."
     )
+    db_call_timeout_seconds: float = Field(
+        default=8.0,
+        gt=0,
+        description="PostgreSQL: give up on any one round trip (a statement, a fetch, a commit) after this; 503. "
+        "Above the statement and lock timeouts, so the server's own answer comes first; this bounds a frozen server.",
+    )
     sqlite_busy_timeout_seconds: float = Field(
         default=30.0,
         gt=0,
