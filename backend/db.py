@@ -6,17 +6,21 @@ import asyncio
 import logging
 import math
 import select
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
+import psycopg
+import sqlmodel
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from litestar.datastructures import State
-from sqlalchemy import event, text
+from sqlalchemy import event, func, text
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -114,6 +118,77 @@ def libpq_dsn(url: str | URL) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+TCP_KEEPALIVE = {"keepalives": "1", "keepalives_idle": "5", "keepalives_interval": "2", "keepalives_count": "3"}
+"""libpq keepalives: an idle connection whose peer vanished (a host gone, a network dropping packets) is found dead
+in about 5 + 2 x 3 = 11 s, instead of the kernel's two hours."""
+
+
+def _with_tcp_bounds(url: URL, settings: Settings) -> URL:
+    """Add libpq's keepalive and `tcp_user_timeout` parameters to a PostgreSQL URL.
+
+    Every connection derived from it has them: the pool's and the LISTEN connection's. `tcp_user_timeout` closes a
+    connection whose sent data stays unacknowledged that long: a network that drops packets without a reset. A frozen
+    server whose kernel still acknowledges (a stopped process, a stalled proxy) is bounded by `BoundedAsyncConnection`.
+    """
+    user_timeout_ms = math.ceil(settings.db_call_timeout_seconds * 1000)
+    return url.update_query_dict({**TCP_KEEPALIVE, "tcp_user_timeout": str(user_timeout_ms)})
+
+
+_unbounded: ContextVar[bool] = ContextVar("db_unbounded", default=False)
+"""Set by `unbounded_calls` (migrations): this task's calls have no call timeout."""
+
+
+class BoundedAsyncConnection(psycopg.AsyncConnection[Any]):
+    """A psycopg connection whose every round trip (statement, fetch, commit, rollback) ends within `call_timeout`.
+
+    psycopg runs each of them through `wait`; past the deadline its own timeout ends the wait at once (no cancel
+    request, which against a frozen server would wait seconds more), the connection is closed (its protocol state
+    is unknown, and the pool replaces a closed connection at checkout), and the caller gets an `OperationalError`,
+    which the app answers with 503 `database_unavailable` (`backend.errors.is_database_unavailable`).
+    """
+
+    call_timeout: float | None = None
+
+    async def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:  # noqa: ASYNC109
+        """Consume `gen` on the connection, within the call timeout."""
+        bound = None if _unbounded.get() else self.call_timeout
+        if timeout is None:
+            timeout = bound
+        try:
+            return await super().wait(gen, interval, timeout)
+        except psycopg.OperationalError as error:
+            if type(error).__name__ != "_WaitTimeout":
+                raise
+            self.pgconn.finish()
+            log.warning("the database did not answer within %s s; connection closed", timeout)
+            raise psycopg.OperationalError(f"the database did not answer within {timeout} s") from None
+
+
+@contextmanager
+def unbounded_calls() -> Iterator[None]:
+    """Lift the call timeout for this task's database calls (a migration may rewrite a big table)."""
+    token = _unbounded.set(True)
+    try:
+        yield
+    finally:
+        _unbounded.reset(token)
+
+
+def _postgres_connector(url: URL, settings: Settings) -> Callable[[], Awaitable[psycopg.AsyncConnection[Any]]]:
+    """The pool's connection factory: libpq parameters from the URL, timeouts from the settings."""
+    dsn = libpq_dsn(url)
+    call_timeout = settings.db_call_timeout_seconds
+    connect_timeout = math.ceil(settings.db_connect_timeout_seconds)  # libpq counts whole seconds (and at least 2)
+    options = _postgres_options(settings)
+
+    async def connect() -> psycopg.AsyncConnection[Any]:
+        connection = await BoundedAsyncConnection.connect(dsn, connect_timeout=connect_timeout, options=options)
+        connection.call_timeout = call_timeout
+        return connection
+
+    return connect
+
+
 def _postgres_options(settings: Settings) -> str:
     """Build the libpq `options` setting the server-side statement and lock timeouts (in ms) for each session."""
     statement_ms = math.ceil(settings.db_statement_timeout_seconds * 1000)
@@ -147,15 +222,12 @@ def create_database(settings: Settings) -> Database:
         if url.database and url.database != ":memory:":
             kwargs["pool_timeout"] = SQLITE_POOL_TIMEOUT_SECONDS
     else:
+        url = _with_tcp_bounds(url, settings)
         kwargs.update(
             pool_size=10,
             max_overflow=20,
             pool_timeout=POSTGRES_POOL_TIMEOUT_SECONDS,
-            connect_args={
-                # libpq counts whole seconds (and at least 2).
-                "connect_timeout": math.ceil(settings.db_connect_timeout_seconds),
-                "options": _postgres_options(settings),
-            },
+            async_creator=_postgres_connector(url, settings),
         )
     engine = create_async_engine(url, **kwargs)
     if is_sqlite:
@@ -188,6 +260,22 @@ async def provide_db_session(state: State) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+async def serialize_on(session: AsyncSession, key: str) -> None:
+    """Make the session's transaction the only one working on `key` until it commits or rolls back.
+
+    For a check followed by a write that must be one atomic step (a quota: sum, then insert). PostgreSQL takes a
+    transaction-level advisory lock on the key's hash (waits count against `lock_timeout`; two keys sharing a hash
+    only wait for each other). SQLite needs nothing: every writing transaction starts with `BEGIN IMMEDIATE` and holds
+    the one writer slot (see `_sqlite_listeners`), so its check already runs under the lock.
+
+    Args:
+        session: A writing session (from `Database.sessions`), before the check's first read.
+        key: What to serialise on, e.g. `file-quota:<user id>`.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        await session.exec(sqlmodel.select(func.pg_advisory_xact_lock(func.hashtextextended(key, 0))))
+
+
 def alembic_config(connection: Connection | None = None, url: str | None = None) -> Config:
     """Build the Alembic config from `pyproject.toml`, optionally bound to a live connection or a URL.
 
@@ -212,12 +300,17 @@ async def upgrade_to_head(database: Database) -> None:
     def _upgrade(sync_conn: Connection) -> None:
         command.upgrade(alembic_config(connection=sync_conn), "head")
 
+    with unbounded_calls():
+        await _upgrade_on(database, _upgrade)
+    log.info("database schema is at the latest migration")
+
+
+async def _upgrade_on(database: Database, upgrade: Callable[[Connection], None]) -> None:
     async with database.engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             # A migration may rewrite a big table: lift the per-statement cap for this transaction only.
             await conn.execute(text("SET LOCAL statement_timeout = 0"))
-        await conn.run_sync(_upgrade)
-    log.info("database schema is at the latest migration")
+        await conn.run_sync(upgrade)
 
 
 @lru_cache(maxsize=1)

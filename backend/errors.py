@@ -9,6 +9,7 @@ from typing import Any
 from litestar import MediaType, Request, Response
 from litestar.exceptions import (
     HTTPException,
+    InternalServerException,
     NotAuthorizedException,
     SerializationException,
     ValidationException,
@@ -24,6 +25,7 @@ from litestar.status_codes import (
     HTTP_415_UNSUPPORTED_MEDIA_TYPE,
     HTTP_421_MISDIRECTED_REQUEST,
     HTTP_422_UNPROCESSABLE_ENTITY,
+    HTTP_429_TOO_MANY_REQUESTS,
     HTTP_431_REQUEST_HEADER_FIELDS_TOO_LARGE,
     HTTP_500_INTERNAL_SERVER_ERROR,
     HTTP_503_SERVICE_UNAVAILABLE,
@@ -112,6 +114,17 @@ class HeadersTooLargeError(AppError):
     code = "headers_too_large"
 
 
+class RateLimitedError(AppError):
+    """The user already has as many requests of this kind running as allowed; `Retry-After` says when to try again."""
+
+    status_code = HTTP_429_TOO_MANY_REQUESTS
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_seconds: int) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+
 class UnavailableError(AppError):
     """A dependency (the database) cannot be reached."""
 
@@ -126,9 +139,34 @@ _CODES_BY_STATUS = {
     HTTP_405_METHOD_NOT_ALLOWED: "method_not_allowed",
     HTTP_409_CONFLICT: "conflict",
     HTTP_413_REQUEST_ENTITY_TOO_LARGE: "payload_too_large",
+    HTTP_415_UNSUPPORTED_MEDIA_TYPE: "unsupported_media_type",
+    HTTP_421_MISDIRECTED_REQUEST: "invalid_host",
     HTTP_422_UNPROCESSABLE_ENTITY: "validation_error",
+    HTTP_429_TOO_MANY_REQUESTS: "rate_limited",
     HTTP_503_SERVICE_UNAVAILABLE: "service_unavailable",
 }
+
+
+_MESSAGES_BY_STATUS = {
+    HTTP_404_NOT_FOUND: "No such resource.",
+    HTTP_405_METHOD_NOT_ALLOWED: "This method is not allowed here.",
+    HTTP_413_REQUEST_ENTITY_TOO_LARGE: "The request body is too large.",
+}
+
+
+def message_for_status(status: int) -> str:
+    """A generic, safe sentence for an error status whose own text we do not pass on."""
+    if status >= HTTP_500_INTERNAL_SERVER_ERROR:
+        unavailable = status == HTTP_503_SERVICE_UNAVAILABLE
+        return "The service is unavailable." if unavailable else "An internal error occurred."
+    return _MESSAGES_BY_STATUS.get(status, "The request is invalid.")
+
+
+def code_for_status(status: int) -> str:
+    """The error code our body uses for a status that no handler named more precisely (`bad_request` if unknown)."""
+    if status >= HTTP_500_INTERNAL_SERVER_ERROR and status != HTTP_503_SERVICE_UNAVAILABLE:
+        return "internal"
+    return _CODES_BY_STATUS.get(status, "bad_request")
 
 
 def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
@@ -187,7 +225,8 @@ def _unauthorized_message(exc: NotAuthorizedException) -> tuple[str, str]:
 
 def app_error_handler(_: Request[Any, Any, Any], exc: AppError) -> Response[dict[str, Any]]:
     """Map a service error to its status and code."""
-    return error_response(exc.status_code, exc.code, exc.message)
+    headers = {"Retry-After": str(exc.retry_after_seconds)} if isinstance(exc, RateLimitedError) else None
+    return error_response(exc.status_code, exc.code, exc.message, headers=headers)
 
 
 def unauthorized_handler(_: Request[Any, Any, Any], exc: NotAuthorizedException) -> Response[dict[str, Any]]:
@@ -200,7 +239,16 @@ def unauthorized_handler(_: Request[Any, Any, Any], exc: NotAuthorizedException)
     return error_response(HTTP_401_UNAUTHORIZED, code, message, headers={"WWW-Authenticate": challenge})
 
 
-def http_error_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+CLIENT_DISCONNECTED_DETAIL = "client disconnected prematurely"
+"""What Litestar's `Request.stream()` raises (as a 500 `InternalServerException`) when the client leaves mid-body."""
+
+
+def is_client_abort(exc: HTTPException) -> bool:
+    """Tell the client's disconnect while its body was read from a server fault (tests/test_files_api.py pins it)."""
+    return isinstance(exc, InternalServerException) and exc.detail == CLIENT_DISCONNECTED_DETAIL
+
+
+def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
     """Map Litestar's own errors (routing, body size, parsing, validation) to our body shape."""
     status = exc.status_code
     if isinstance(exc, ValidationException) and _body_missing(exc):
@@ -209,17 +257,16 @@ def http_error_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Respons
         return error_response(HTTP_422_UNPROCESSABLE_ENTITY, "validation_error", _describe_validation(exc))
     if status == HTTP_400_BAD_REQUEST and isinstance(exc.__cause__, SerializationException):
         return error_response(status, "malformed_json", MALFORMED_JSON)
+    if is_client_abort(exc):
+        # Nobody reads this answer; the server did nothing wrong (a closed tab, a dropped network mid-upload).
+        log.info("client aborted the request while sending its body: %s %s", request.method, request.url.path)
+        return error_response(HTTP_400_BAD_REQUEST, "client_aborted", "The client disconnected.")
     if status >= HTTP_500_INTERNAL_SERVER_ERROR:
         log.error("internal error: %s", type(exc).__name__, exc_info=exc)
         return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "internal", "An internal error occurred.")
-    messages = {
-        HTTP_404_NOT_FOUND: "No such resource.",
-        HTTP_405_METHOD_NOT_ALLOWED: "This method is not allowed here.",
-        HTTP_413_REQUEST_ENTITY_TOO_LARGE: "The request body is too large.",
-    }
-    message = messages.get(status) or exc.detail or "The request is invalid."
+    message = _MESSAGES_BY_STATUS.get(status) or exc.detail or "The request is invalid."
     # Keep Litestar's headers: a 405 must say which methods are allowed (`Allow`, RFC 9110).
-    return error_response(status, _CODES_BY_STATUS.get(status, "bad_request"), message, headers=exc.headers)
+    return error_response(status, code_for_status(status), message, headers=exc.headers)
 
 
 def database_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:

@@ -87,6 +87,12 @@ class Settings(BaseSettings):
     db_lock_timeout_seconds: float = Field(
         default=5.0, gt=0, description="PostgreSQL `lock_timeout`: give up waiting for a row or table lock."
     )
+    db_call_timeout_seconds: float = Field(
+        default=8.0,
+        gt=0,
+        description="PostgreSQL: give up on any one round trip (a statement, a fetch, a commit) after this; 503. "
+        "Above the statement and lock timeouts, so the server's own answer comes first; this bounds a frozen server.",
+    )
     sqlite_busy_timeout_seconds: float = Field(
         default=30.0,
         gt=0,
@@ -173,7 +179,19 @@ class Settings(BaseSettings):
     file_unattached_ttl_seconds: float = Field(default=24 * 3600.0, gt=0)
     file_sweep_interval_seconds: float = Field(default=600.0, gt=0)
     file_quota_bytes: int = Field(default=0, ge=0, description="Total upload bytes per user; 0 means no quota.")
-    history_attachment_bytes: int = Field(default=8 * 1024 * 1024, ge=0)
+    message_attachment_bytes: int = Field(
+        default=10 * 1024 * 1024,
+        ge=1,
+        description="Most bytes of all attachments of one chat message together (413 attachments_too_large above).",
+    )
+    history_attachment_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=0,
+        description="Budget for re-sending earlier messages' attachments; the new message's own files use it up first.",
+    )
+    max_turns_per_user: int = Field(
+        default=3, ge=0, description="Most replies one user may have running at once (429 above); 0: no limit."
+    )
 
     @field_validator("database_url")
     @classmethod

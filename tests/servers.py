@@ -11,6 +11,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import IO
 
 import httpx
 
@@ -55,11 +56,18 @@ def server_env(database_url: str, gemini_base: str, **extra: str) -> dict[str, s
 
 
 @asynccontextmanager
-async def server_process(env: dict[str, str]) -> AsyncIterator[ServerProcess]:
-    """Start a server process, wait until it answers `/health`, and stop it (SIGKILL if need be) afterwards."""
+async def server_process(env: dict[str, str], stderr: IO[bytes] | None = None) -> AsyncIterator[ServerProcess]:
+    """Start a server process, wait until it answers `/health`, and stop it (SIGKILL if need be) afterwards.
+
+    Its log lines go to `stderr` (a file opened for writing), or to this process's stderr.
+    """
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "backend"], env={**env, "PORT": str(port)}, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL
+        [sys.executable, "-m", "backend"],
+        env={**env, "PORT": str(port)},
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
     )
     server = ServerProcess(process, f"http://127.0.0.1:{port}")
     try:

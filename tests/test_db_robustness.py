@@ -10,7 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from backend.models import Conversation, Task, TaskCreate
 from backend.settings import PROJECT_ROOT, Settings, load_settings
 from backend.tasks import service as task_service
 from tests.conftest import serve
+from tests.fakes.tcpproxy import TcpProxy
 from tests.seeding import client_for, count_rows, loopback_client
 from tests.sse import chat
 
@@ -139,66 +140,26 @@ async def test_sql_parameters_stay_out_of_errors(settings):
         await database.dispose()
 
 
-class FreezableProxy:
-    """A TCP relay to PostgreSQL that can freeze: it keeps every connection open but passes no more bytes, which is
-    what a SIGSTOPped server looks like to its clients (the kernel still accepts and acknowledges)."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.target = (host, port)
-        self.frozen = asyncio.Event()
-        self.thawed = asyncio.Event()
-        self.server: asyncio.Server | None = None
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    async def __aenter__(self) -> int:
-        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        return self.server.sockets[0].getsockname()[1]
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.server is not None
-        self.server.close()
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
-        for source, sink in ((reader, upstream_writer), (upstream_reader, writer)):
-            task = asyncio.create_task(self._pipe(source, sink))
-            self.tasks.add(task)
-
-    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-        try:
-            while data := await source.read(65536):
-                if self.frozen.is_set():
-                    await self.thawed.wait()  # hold the connection open, pass nothing until thawed
-                sink.write(data)
-                await sink.drain()
-        finally:
-            sink.close()
-
-
 @pytest.mark.timeout(25)  # hang guard: the connect and statement timeouts below are 60 s, so only /ready's deadline
 async def test_ready_answers_503_when_the_server_freezes(make_settings, database_url):
     if not is_postgres(database_url):
         pytest.skip("a frozen server is a PostgreSQL failure; SQLite is in-process")
     url = httpx.URL(database_url.replace("postgresql+psycopg", "http"))
-    proxy = FreezableProxy(url.host, url.port or 5432)
-    async with proxy as port:
+    async with TcpProxy(url.host, url.port or 5432) as proxy:
         settings = make_settings(
-            database_url=database_url.replace(f"{url.host}:{url.port}", f"127.0.0.1:{port}"),
+            database_url=database_url.replace(f"{url.host}:{url.port}", f"127.0.0.1:{proxy.port}"),
             db_connect_timeout_seconds=60,
             db_statement_timeout_seconds=60,
         )
         # Real uvicorn in this event loop: the proxy runs here too (the in-process test client blocks this loop).
         async with serve(create_app(settings)) as base, httpx.AsyncClient(base_url=base, timeout=60) as client:
             assert (await client.get("/ready")).json() == {"status": "ready"}
-            proxy.frozen.set()
+            proxy.freeze()
             response = await client.get("/ready")
             assert response.status_code == 503
             assert response.json() == DB_UNAVAILABLE
             assert (await client.get("/health")).json() == {"status": "ok"}
-            proxy.thawed.set()  # let the app close its connections on shutdown
+            proxy.thaw()  # let the app close its connections on shutdown
 
 
 @pytest.mark.parametrize("with_poll", [True, False], ids=["poll", "select"])
@@ -340,8 +301,9 @@ def test_python_m_backend_refuses_an_unmigrated_database_with_one_line(tmp_path:
 
 
 @pytest.fixture
-async def live(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+async def live(make_settings: Callable[..., Settings]) -> AsyncIterator[httpx.AsyncClient]:
     limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
+    settings = make_settings(max_turns_per_user=0)  # the 200 streams are one user's: no per-user limit here
     async with serve(create_app(settings)) as base, httpx.AsyncClient(base_url=base, timeout=120, limits=limits) as c:
         yield c
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -11,6 +12,7 @@ import httpx
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
+from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.app import create_app
@@ -206,6 +208,24 @@ async def test_quota(make_settings: Callable[..., Settings]) -> None:
         assert again.status_code == 201
 
 
+@pytest.mark.parametrize("storage", STORAGES)
+async def test_the_quota_holds_under_concurrent_uploads(
+    make_settings: Callable[..., Settings], db: Database, storage: str
+) -> None:
+    """Issue 18 §4: 20 uploads of 300 KB at once against a 1 MB quota stored 2.1 MB on PostgreSQL."""
+    quota, size = 1_000_000, 300_000
+    settings = make_settings(file_quota_bytes=quota, file_storage=storage, file_max_bytes=size)
+    async with client_for(settings) as client:
+        responses = await asyncio.gather(
+            *(client.post("/api/files", files=upload_body(bytes([97 + i % 26]) * size, f"{i}.txt")) for i in range(20))
+        )
+    statuses = sorted(response.status_code for response in responses)
+    assert statuses == [201] * (quota // size) + [413] * (20 - quota // size), [r.text for r in responses]
+    async with db.sessions() as session:
+        sizes = (await session.exec(select(File.size))).all()
+    assert sum(sizes) <= quota and len(sizes) == quota // size
+
+
 async def test_the_quota_is_per_user(make_settings: Callable[..., Settings]) -> None:
     async with client_for(make_settings(file_quota_bytes=1000, auth_secret="s" * 32)) as client:
 
@@ -231,7 +251,6 @@ async def test_the_quota_is_per_user(make_settings: Callable[..., Settings]) -> 
             {"files": [("file", ("a.txt", b"hi", "text/plain")), ("file", ("b.txt", b"yo", "text/plain"))]},
             "validation_error",
         ),
-        ({"json": {"file": "aGk="}}, "validation_error"),
         ({"files": {"file": ("a.txt", b"", "text/plain")}}, "empty_file"),
     ],
 )
@@ -239,6 +258,17 @@ async def test_malformed_uploads_are_422(client: AsyncTestClient[Litestar], kwar
     response = await client.post("/api/files", **kwargs)
     assert response.status_code == 422, response.text
     assert response.json()["error"]["code"] == code
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"json": {"file": "aGk="}}, {"content": b"hi", "headers": {"Content-Type": "text/plain"}}, {"content": b"hi"}],
+)
+async def test_a_body_that_is_not_multipart_is_415(client: AsyncTestClient[Litestar], kwargs: dict) -> None:
+    """As on every body route (README: "uploads need multipart/form-data"), a wrong media type is 415."""
+    response = await client.post("/api/files", **kwargs)
+    assert response.status_code == 415, response.text
+    assert response.json()["error"]["code"] == "unsupported_media_type"
 
 
 async def test_another_users_file_is_404_everywhere(auth_client: AsyncTestClient[Litestar], db: Database) -> None:
@@ -345,3 +375,31 @@ def test_storage_defaults_to_local_on_sqlite_and_database_elsewhere() -> None:
     assert load_settings(database_url=postgres).file_storage_backend == "database"
     assert load_settings(database_url=postgres, file_storage="local").file_storage_backend == "local"
     assert load_settings(database_url=sqlite, file_storage="database").file_storage_backend == "database"
+
+
+async def test_a_client_that_leaves_mid_upload_is_logged_at_info_without_a_traceback(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """The client's abort is not a server error: no ERROR line and no traceback, one INFO line instead."""
+    from tests.test_http_guard import captured_logs
+
+    async with serve(create_app(make_settings(log_level="INFO"))) as base:
+        port = int(base.rsplit(":", 1)[1])
+        with captured_logs() as logs:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            part = b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n' + b"x" * 4096
+            writer.write(
+                b"POST /api/files HTTP/1.1\r\nHost: 127.0.0.1:" + str(port).encode() + b"\r\n"
+                b"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 400000\r\n\r\n" + part
+            )
+            await writer.drain()
+            await asyncio.sleep(0.5)  # the handler is now reading the body
+            writer.transport.abort()
+            for _ in range(100):
+                if any("client" in r.getMessage() and "abort" in r.getMessage() for r in logs.records):
+                    break
+                await asyncio.sleep(0.05)
+            await reader.read()
+    assert [r.getMessage() for r in logs.records if r.levelno >= logging.ERROR] == []
+    aborts = [r for r in logs.records if "abort" in r.getMessage()]
+    assert len(aborts) == 1 and aborts[0].levelno == logging.INFO and aborts[0].exc_info is None

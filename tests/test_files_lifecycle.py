@@ -176,9 +176,16 @@ async def test_resolve_attach_and_list_attachments(db: Database, settings: Setti
         assert await file_service.resolve_attachments(session, "local", []) == []
 
 
-def test_check_attachment_count() -> None:
-    ids = [uuid.uuid4() for _ in range(3)]
-    file_service.check_attachment_count(ids, 3)
-    with pytest.raises(InvalidInputError) as raised:
-        file_service.check_attachment_count(ids, 2)
-    assert raised.value.status_code == 422 and raised.value.code == "too_many_attachments"
+async def test_check_message_attachments(db: Database) -> None:
+    async with db.sessions() as session:
+        files = [File(user_id="local", name=f"{i}.txt", content_type="text/plain", size=400) for i in range(3)]
+        session.add_all([*files, File(user_id="other", name="x.txt", content_type="text/plain", size=10_000)])
+        await session.commit()
+        ids = [f.id for f in files]
+        await file_service.check_message_attachments(session, "local", ids, max_files=3, max_bytes=1200)
+        with pytest.raises(InvalidInputError) as raised:
+            await file_service.check_message_attachments(session, "local", ids, max_files=2, max_bytes=1200)
+        assert raised.value.status_code == 422 and raised.value.code == "too_many_attachments"
+        with pytest.raises(file_service.PayloadTooLargeError) as too_big:
+            await file_service.check_message_attachments(session, "local", ids, max_files=3, max_bytes=1199)
+        assert too_big.value.status_code == 413 and too_big.value.code == "attachments_too_large"

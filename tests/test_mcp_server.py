@@ -164,3 +164,50 @@ async def test_local_mode_refuses_a_rebound_host_name(settings):
             headers={"Accept": "application/json, text/event-stream", "Host": "evil.example.com"},
         )
     assert response.status_code == 421
+    assert response.json()["error"]["code"] == "invalid_host"
+
+
+MCP_ACCEPT = {"Accept": "application/json, text/event-stream"}
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+}
+
+
+async def test_get_is_405_in_stateless_mode_not_an_endless_stream(base):
+    """A GET would open a server-to-client stream that never sends a byte; stateless mode has nothing to send."""
+    async with httpx.AsyncClient(base_url=base, timeout=httpx.Timeout(10, read=5)) as raw:
+        response = await raw.get("/mcp", headers={**bearer("alice"), "Accept": "text/event-stream"})
+        deleted = await raw.delete("/mcp", headers={**bearer("alice"), **MCP_ACCEPT})
+    assert response.status_code == 405
+    assert response.json()["error"]["code"] == "method_not_allowed"
+    assert response.headers["allow"] == "POST"
+    assert deleted.status_code == 405 and deleted.json()["error"]["code"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "content", "status", "code"),
+    [
+        ("/mcp/nowhere", {**MCP_ACCEPT, "Content-Type": "application/json"}, b"{}", 404, "not_found"),
+        ("/mcp", {**MCP_ACCEPT, "Content-Type": "text/plain"}, b"{}", 415, "unsupported_media_type"),
+    ],
+)
+async def test_mcp_refusals_are_our_json_error_body(base, path, headers, content, status, code):
+    async with httpx.AsyncClient(base_url=base) as raw:
+        response = await raw.post(path, content=content, headers={**bearer("alice"), **headers})
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.json()["error"]["code"] == code
+
+
+async def test_jwt_mode_behind_a_reverse_proxy_accepts_the_public_host_name(make_settings):
+    """Loopback HOST behind a proxy: the proxy forwards `Host: chat.example.com`; the Host check is local mode's."""
+    settings = make_settings(auth_secret=SECRET, host="127.0.0.1")
+    async with serve(create_app(settings)) as url, httpx.AsyncClient(base_url=url) as raw:
+        response = await raw.post(
+            "/mcp", json=INITIALIZE, headers={**bearer("alice"), **MCP_ACCEPT, "Host": "chat.example.com"}
+        )
+    assert response.status_code == 200, response.text
+    assert response.json()["result"]["serverInfo"]["name"] == "chatkit-tasks"

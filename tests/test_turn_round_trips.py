@@ -97,11 +97,13 @@ async def test_a_new_conversations_tool_turn_stays_in_budget(counted, fake: Fake
     if database_url.startswith("postgresql"):
         # begin (1 transaction: the conversation and both messages), the tool's read (autocommit: no transaction),
         # finish (1 transaction: the events with their notification in one statement, the reply, the lock's release).
-        assert cost == {"checkouts": 3, "transactions": 2, "statements": 6}, counts.statements
+        # MAX_TURNS_PER_USER adds 2 to begin: the per-user advisory lock, then the count of the user's running turns.
+        assert cost == {"checkouts": 3, "transactions": 2, "statements": 6 + 2}, counts.statements
     else:
         # SQLite has no notification; its BEGINs are statements, and the read is a transaction too (a plain BEGIN,
         # not BEGIN IMMEDIATE: it does not queue for the writer slot).
-        assert cost == {"checkouts": 3, "transactions": 3, "statements": 9}, counts.statements
+        # MAX_TURNS_PER_USER adds 1 to begin: the count of the user's running turns (BEGIN IMMEDIATE serialises).
+        assert cost == {"checkouts": 3, "transactions": 3, "statements": 9 + 1}, counts.statements
         assert counts.statements.count("BEGIN") == 1
 
 
@@ -120,9 +122,9 @@ async def test_a_follow_up_turn_that_adds_a_task_stays_in_budget(counted, fake: 
     # begin (1: lock the conversation, read its history, add both messages), the tool (1: INSERT ... RETURNING,
     # no read-back), finish (1).
     if database_url.startswith("postgresql"):
-        assert cost == {"checkouts": 3, "transactions": 3, "statements": 8}, counts.statements
+        assert cost == {"checkouts": 3, "transactions": 3, "statements": 8 + 2}, counts.statements  # + the turn limit
     else:
-        assert cost == {"checkouts": 3, "transactions": 3, "statements": 11}, counts.statements
+        assert cost == {"checkouts": 3, "transactions": 3, "statements": 11 + 1}, counts.statements  # + the turn limit
     assert [s for s in counts.statements if "tasks" in s] == [
         next(s for s in counts.statements if "INSERT INTO tasks" in s)
     ]

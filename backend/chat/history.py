@@ -84,6 +84,14 @@ def to_agent_input(
     return cast("list[TResponseInputItem]", items)
 
 
+def carries_files(items: Sequence[Any]) -> bool:
+    """Whether model input built by `to_agent_input` carries attachments (a user message as content parts)."""
+    return any(
+        isinstance(item, dict) and item.get("role") == "user" and isinstance(item.get("content"), list)
+        for item in items
+    )
+
+
 def turn_items(new_items: Sequence[RunItem], text: str, status: MessageStatus) -> list[dict[str, Any]]:
     """The input items that replay a finished (or interrupted) assistant turn to the model later.
 

@@ -35,7 +35,7 @@ from backend.chat.widgets import widget_json
 from backend.db import Database, libpq_dsn
 from backend.errors import InvalidInputError
 from backend.files.content import load_attachments
-from backend.files.service import check_attachment_count, upload_file
+from backend.files.service import check_message_attachments, upload_file
 from backend.files.storage import FileStorage, create_storage
 from backend.models import MessageStatus
 from backend.settings import Settings
@@ -103,6 +103,7 @@ class ChatService:
             stale_after_seconds=settings.stale_after_seconds,
             max_turn_seconds=settings.max_turn_seconds,
             history_max_items=settings.history_max_items,
+            max_turns_per_user=settings.max_turns_per_user,
         )
         dsn = libpq_dsn(database.engine.url) if self.store.is_postgres else None
         self.lease = Lease(self.store, settings.stale_after_seconds)
@@ -194,8 +195,16 @@ class ChatService:
     async def _send(self, user_id: str, command: SendMessage) -> Subscription:
         if len(command.text) > self.settings.max_message_chars:
             raise InvalidInputError(f"message: must be at most {self.settings.max_message_chars} characters")
-        placeholders = [uuid.UUID(int=0)] * len(command.uploads)  # the uploads' ids, before they are stored
-        check_attachment_count([*command.attachments, *placeholders], self.settings.files_per_message_max)
+        if command.attachments or command.uploads:
+            async with self.database.reads() as session:
+                await check_message_attachments(
+                    session,
+                    user_id,
+                    command.attachments,
+                    max_files=self.settings.files_per_message_max,
+                    max_bytes=self.settings.message_attachment_bytes,
+                    inline_sizes=[len(upload.data) for upload in command.uploads],
+                )
         attachments = command.attachments + await self._store_uploads(user_id, command.uploads)
         begun = await self.store.begin_turn(
             TurnRequest(
@@ -260,7 +269,10 @@ class ChatService:
             begun.user_message_id,
             self.settings.history_attachment_bytes,
         )
-        return history.to_agent_input(begun.history, self.settings.history_max_items, attachments)
+        # Base64 of up to MESSAGE_ATTACHMENT_BYTES (in short pieces, see `backend.files.content`): off the event loop.
+        return await asyncio.to_thread(
+            history.to_agent_input, begun.history, self.settings.history_max_items, attachments
+        )
 
     def _run(
         self,

@@ -44,6 +44,7 @@ from backend.chat.store import INTERRUPTED, UNSAVED, ConversationStore, Outcome,
 from backend.chat.translate import StreamTranslator, classify_error
 from backend.chat.widgets import WidgetError, validate_widget, widget_json
 from backend.db import Database
+from backend.memory import collect_soon
 from backend.models import MessageStatus
 
 log = logging.getLogger(__name__)
@@ -284,6 +285,9 @@ class TurnRun:
                 self.live.publish(frame(event.id, event.data.encode()), end=event.type == "done")
             self.hub.close(self.live)
             self.lease.held.discard(self.message_id)
+            if isinstance(self.run_input, list) and history.carries_files(self.run_input):
+                self.run_input, self.result = [], None  # the run is over; nothing reads them again
+                collect_soon()  # the SDK's and LiteLLM's copies are held in reference cycles: see backend.memory
 
     def _ids(self) -> tuple[str, str]:
         return str(self.conversation_id), str(self.message_id)

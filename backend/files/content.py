@@ -77,8 +77,20 @@ def attached_descriptions(content: object) -> list[str]:
     return found
 
 
+ENCODE_CHUNK_BYTES = 3 * 64 * 1024
+"""Base64 is encoded in pieces of this many bytes (a multiple of 3, so no piece is padded). Each piece is one short
+C call, so a thread encoding a large file lets go of the GIL between pieces and never holds the event loop for long
+(one call over 10 MiB would hold it for tens of milliseconds)."""
+
+
 def _data_url(content_type: str, data: bytes) -> str:
-    return f"data:{content_type};base64,{base64.b64encode(data).decode('ascii')}"
+    view = memoryview(data)
+    pieces = [f"data:{content_type};base64,"]
+    pieces += [
+        base64.b64encode(view[at : at + ENCODE_CHUNK_BYTES]).decode("ascii")
+        for at in range(0, len(data), ENCODE_CHUNK_BYTES)
+    ]
+    return "".join(pieces)
 
 
 def file_parts(file: StoredFile, data: bytes) -> list[ResponseInputContentParam]:
@@ -167,7 +179,9 @@ async def load_attachments(
         storage: The storage backend.
         files: Message id -> its attachments, oldest message first (from the conversation store).
         current_message_id: The new user message; its files are always sent.
-        budget_bytes: `HISTORY_ATTACHMENT_BYTES`, for the earlier messages' files (see `history_selection`).
+        budget_bytes: `HISTORY_ATTACHMENT_BYTES`: the new message's files use it up first, the earlier messages'
+            files get what is left (see `history_selection`). So a turn's attachments come to at most the larger of
+            this and `MESSAGE_ATTACHMENT_BYTES`, which keeps the model request under the provider's limit.
 
     Returns:
         Message id -> its attachments with bytes (or None where left out); empty when nothing is attached.
@@ -175,7 +189,8 @@ async def load_attachments(
     if not files:
         return {}
     earlier = [message_files for message_id, message_files in files.items() if message_id != current_message_id]
-    resend = history_selection(earlier, budget_bytes)
+    current_bytes = sum(f.size for f in files.get(current_message_id, ()))
+    resend = history_selection(earlier, max(0, budget_bytes - current_bytes))
     wanted = {f.id for f in files.get(current_message_id, ())} | resend
     data: dict[uuid.UUID, bytes] = {}
     async with database.sessions() as session:

@@ -15,7 +15,7 @@ from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT, HTTP_41
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.auth import User
-from backend.errors import InvalidInputError
+from backend.errors import InvalidInputError, UnsupportedMediaTypeError
 from backend.files import service as file_service
 from backend.files.models import FilePublic
 from backend.files.sniff import IMAGE_TYPES
@@ -58,12 +58,15 @@ async def read_upload(request: Request[Any, Any, Any], max_bytes: int) -> tuple[
 
     Raises:
         PayloadTooLargeError: `file_too_large`.
-        InvalidInputError: Not a multipart body with exactly one file in the field `file`.
+        UnsupportedMediaTypeError: Not a multipart body (415, as every body route answers a wrong media type).
+        InvalidInputError: Not exactly one file in the field `file`.
     """
     if (request.content_length or 0) > max_bytes + FORM_OVERHEAD_BYTES:
         raise file_service.too_large(max_bytes)
     if request.content_type[0] != "multipart/form-data":
-        raise InvalidInputError("file: send multipart/form-data with one file in the field 'file'.")
+        raise UnsupportedMediaTypeError(
+            "Send the body as multipart/form-data (Content-Type: multipart/form-data), one file in the field 'file'."
+        )
     try:
         form = await request.form()
     except HTTPException as error:

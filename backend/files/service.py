@@ -13,6 +13,7 @@ from sqlalchemy import exists, func
 from sqlmodel import col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from backend.db import serialize_on
 from backend.errors import AppError, InvalidInputError, NotFoundError
 from backend.files.models import File, MessageFile
 from backend.files.sniff import sanitize_filename, sniff_content_type
@@ -95,6 +96,7 @@ async def upload_file(
             "Only PNG, JPEG, WebP and GIF images, PDF, plain text, Markdown and CSV files are accepted."
         )
     if settings.file_quota_bytes:
+        await serialize_on(session, f"file-quota:{user_id}")  # the sum and the insert below are one step per user
         used = (await session.exec(select(func.coalesce(func.sum(File.size), 0)).where(File.user_id == user_id))).one()
         if used + len(data) > settings.file_quota_bytes:
             raise PayloadTooLargeError(
@@ -152,19 +154,47 @@ async def delete_file(session: AsyncSession, storage: FileStorage, user_id: str,
 # --- seams for the chat turn ---------------------------------------------------------------------------------------
 
 
-def check_attachment_count(ids: Sequence[uuid.UUID], limit: int) -> None:
-    """Refuse a message with more attachments than `FILES_PER_MESSAGE_MAX`.
+async def check_message_attachments(
+    session: AsyncSession,
+    user_id: str,
+    ids: Sequence[uuid.UUID],
+    *,
+    max_files: int,
+    max_bytes: int,
+    inline_sizes: Sequence[int] = (),
+) -> None:
+    """Refuse a message with too many attachments, or too many bytes of them together.
+
+    `MESSAGE_ATTACHMENT_BYTES` keeps a turn's model input under the provider's request limit.
+
+    Unknown and other users' ids count for nothing here; the turn refuses them (404) when it resolves them.
 
     Args:
+        session: A session to read file sizes with.
+        user_id: The sender.
         ids: The attachment ids of one message.
-        limit: `settings.files_per_message_max`.
+        max_files: `settings.files_per_message_max`.
+        max_bytes: `settings.message_attachment_bytes`.
+        inline_sizes: The sizes of files sent inline with the message, not stored yet (they count too).
 
     Raises:
-        InvalidInputError: With code `too_many_attachments` (422).
+        InvalidInputError: `too_many_attachments` (422).
+        PayloadTooLargeError: `attachments_too_large` (413).
     """
-    if len(ids) > limit:
+    unique = list(dict.fromkeys(ids))  # a repeated id is one attachment
+    count = len(unique) + len(inline_sizes)
+    if count > max_files:
         raise InvalidInputError(
-            f"attachments: at most {limit} files per message (got {len(ids)}).", code="too_many_attachments"
+            f"attachments: at most {max_files} files per message (got {count}).", code="too_many_attachments"
+        )
+    total = sum(inline_sizes)
+    if unique:
+        query = select(func.coalesce(func.sum(File.size), 0)).where(col(File.id).in_(unique), File.user_id == user_id)
+        total += (await session.exec(query)).one()
+    if total > max_bytes:
+        raise PayloadTooLargeError(
+            f"attachments: at most {max_bytes} bytes per message together (these are {total}).",
+            code="attachments_too_large",
         )
 
 

@@ -8,27 +8,39 @@ from the request scope (never from a header or an argument) and acts only for th
 
 The transport is stateless (`stateless_http=True`, JSON responses): every POST carries a whole request, no MCP session
 lives in process memory, so any worker can answer any request and no sticky routing is needed. Our tools never send
-server-initiated messages, which is all that statefulness would add.
+server-initiated messages, which is all that statefulness would add. So only POST is served: a GET (which would open
+a server-to-client stream that never sends a byte and never ends) and a DELETE (no session to end) get `405`, which
+the MCP specification allows and its clients expect.
+
+Refusals speak the app's JSON error body. The `Host` and `Origin` checks are the app's own (`backend.http_guard`, local
+mode only), so MCP's DNS-rebinding middleware is off: behind a reverse proxy in JWT mode, a public `Host` is fine. A
+refusal the `mcp` package still answers in plain text (a wrong path, a body over its size cap) is rewritten into our
+body; its JSON-RPC errors stay as they are, for MCP clients read those.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from litestar import asgi
+from litestar.exceptions import MethodNotAllowedException
 from litestar.handlers import ASGIRouteHandler
-from litestar.types import Receive, Scope, Send
+from litestar.types import HTTPResponseBodyEvent, HTTPResponseStartEvent, Message, Receive, Scope, Send
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
+from mcp.server.transport_security import TransportSecuritySettings
 from pydantic_core import PydanticUndefined
 from starlette.types import ASGIApp
 
 from backend.auth import User
 from backend.db import Database
+from backend.errors import UnsupportedMediaTypeError, code_for_status, error_body, message_for_status
+from backend.http_guard import content_type_matches
 from backend.tasks.tools import TASK_TOOLS, JsonObject, TaskTool, ToolScope
 
 MCP_PATH = "/mcp"
@@ -61,7 +73,12 @@ class TaskMcpServer:
     def _build_asgi_app(self) -> ASGIApp:
         # Each call makes a fresh session manager (`self.mcp.session_manager`), which can run only once.
         return self.mcp.streamable_http_app(
-            streamable_http_path="/", stateless_http=True, json_response=True, host=self.host
+            streamable_http_path="/",
+            stateless_http=True,
+            json_response=True,
+            host=self.host,
+            # `backend.http_guard` checks Host and Origin in local mode, and answers in our error body.
+            transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
         )
 
     @asynccontextmanager
@@ -81,7 +98,12 @@ class TaskMcpServer:
 
         @asgi(MCP_PATH, is_mount=True, copy_scope=True)
         async def mcp_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
-            await self.asgi_app(scope, receive, send)  # type: ignore[arg-type]
+            if scope.get("method") != "POST":
+                raise MethodNotAllowedException(headers={"Allow": "POST"})
+            content_type = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"content-type"), "")
+            if not content_type_matches(content_type, "application/json"):
+                raise UnsupportedMediaTypeError("Send the body as application/json (Content-Type: application/json).")
+            await self.asgi_app(scope, receive, json_errors(send))  # type: ignore[arg-type]
 
         return mcp_endpoint
 
@@ -118,3 +140,35 @@ class TaskMcpServer:
         }
         handler.__name__ = tool.name
         return handler
+
+
+def json_errors(send: Send) -> Send:
+    """Wrap `send` so that an error response that is not JSON goes out as our error body (same status)."""
+    held: HTTPResponseStartEvent | None = None
+
+    async def wrapped(message: Message) -> None:
+        nonlocal held
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", []))
+            content_type = next((bytes(v) for k, v in headers if bytes(k).lower() == b"content-type"), b"")
+            if message["status"] >= 400 and not content_type.startswith(b"application/json"):
+                held = message  # its plain-text body is dropped below
+                return
+        elif held is not None and message["type"] == "http.response.body":
+            if message.get("more_body", False):
+                return
+            status = held["status"]
+            body = json.dumps(error_body(code_for_status(status), message_for_status(status))).encode()
+            kept = [(k, v) for k, v in held.get("headers", []) if bytes(k).lower() not in _REPLACED_HEADERS]
+            kept += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+            start: HTTPResponseStartEvent = {"type": "http.response.start", "status": status, "headers": kept}
+            end: HTTPResponseBodyEvent = {"type": "http.response.body", "body": body, "more_body": False}
+            await send(start)
+            await send(end)
+            return
+        await send(message)
+
+    return wrapped
+
+
+_REPLACED_HEADERS = frozenset({b"content-type", b"content-length"})

@@ -199,6 +199,7 @@ def server_env(*, port: int, workers: int, database_url: str, fake_port: int, lo
         OFFLINE_MODEL="false",
         LOG_LEVEL=log_level,
         PYTHONUNBUFFERED="1",
+        MAX_TURNS_PER_USER="0",  # every stream of the load is the one local user
     )
     env.pop("MODEL", None)
     return env

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, exists, insert, update
+from sqlalchemy import delete, exists, func, insert, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -42,8 +42,8 @@ from backend.chat.store.rows import (
 )
 from backend.chat.store.takeover import Takeover
 from backend.conversations.service import CONVERSATION_NOT_FOUND, get_conversation
-from backend.db import Database
-from backend.errors import ConflictError, NotFoundError
+from backend.db import Database, serialize_on
+from backend.errors import ConflictError, NotFoundError, RateLimitedError
 from backend.files import service as file_service
 from backend.files.models import MessageFile
 from backend.files.service import StoredFile
@@ -59,6 +59,9 @@ from backend.models import (
 from backend.storable import storable_text
 
 log = logging.getLogger(__name__)
+
+TURN_RETRY_AFTER_SECONDS = 5
+"""The `Retry-After` of a turn refused for `MAX_TURNS_PER_USER`: about how long a short reply runs."""
 
 TITLE_CHARS = 50
 
@@ -131,7 +134,14 @@ class TurnRows:
     """The rows of turns: their conversation's lock, their messages, their pauses and their outcomes."""
 
     def __init__(
-        self, database: Database, lock: RunLock, events: EventLog, takeover: Takeover, *, history_max_items: int
+        self,
+        database: Database,
+        lock: RunLock,
+        events: EventLog,
+        takeover: Takeover,
+        *,
+        history_max_items: int,
+        max_turns_per_user: int = 0,
     ) -> None:
         """Write turns to `database` under `lock`, logging their last events in `events`.
 
@@ -141,8 +151,10 @@ class TurnRows:
             events: The event log (a turn's last events go in the transaction of its outcome).
             takeover: Closes a stale turn found when a new one begins.
             history_max_items: How many recent messages to load as model input.
+            max_turns_per_user: Most turns one user may have running at once, in all processes (0: no limit).
         """
         self.database = database
+        self.max_turns_per_user = max_turns_per_user
         self.lock = lock
         self.events = events
         self.takeover = takeover
@@ -204,6 +216,29 @@ class TurnRows:
             )
         return ExistingTurn(conversation_id=conversation_id, message_id=key.assistant_message_id)
 
+    async def _check_running_turns(self, session: AsyncSession, user_id: str, now: datetime) -> None:
+        """Refuse a turn while the user has `max_turns_per_user` running (in any process).
+
+        The count and the lock the caller then takes are one step per user: the transaction is serialised on the
+        user (`serialize_on`), so concurrent requests see each other's turns.
+
+        Raises:
+            RateLimitedError: 429 `rate_limited`, with a `Retry-After`.
+        """
+        await serialize_on(session, f"turns:{user_id}")
+        running = (
+            await session.exec(
+                select(func.count())
+                .select_from(Conversation)
+                .where(col(Conversation.user_id) == user_id, ~self.lock.is_free(now))
+            )
+        ).one()
+        if running >= self.max_turns_per_user:
+            raise RateLimitedError(
+                f"You already have {running} replies running; wait for one to finish.",
+                retry_after_seconds=TURN_RETRY_AFTER_SECONDS,
+            )
+
     async def _begin(self, request: TurnRequest) -> BegunTurn:
         now = utcnow()
         message_id, user_message_id = uuid.uuid4(), uuid.uuid4()
@@ -212,6 +247,8 @@ class TurnRows:
         async with self.database.sessions() as session:
             try:
                 attached = await file_service.resolve_attachments(session, request.user_id, request.attachments)
+                if self.max_turns_per_user:
+                    await self._check_running_turns(session, request.user_id, now)
                 conn = await session.connection()  # Core statements in the session's transaction
                 created = request.conversation_id is None or (
                     request.create_missing and await session.get(Conversation, request.conversation_id) is None
