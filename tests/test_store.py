@@ -236,12 +236,15 @@ async def test_a_widget_action_replaces_every_stored_copy_and_adds_its_reply(db)
     outcome = Outcome(MessageStatus.COMPLETE, Reply([widget]))
     await store.finish_turn(turn.conversation_id, turn.message_id, outcome, [], retry_seconds=1)
     new = {"type": "card", "children": [{"type": "text", "value": "x"}]}
-    reply_id = await store.apply_action(USER, turn.conversation_id, {"tasks": new}, "Toggled.")
+    async with store.action(USER, turn.conversation_id) as action:
+        reply_id = await action.record({"tasks": new}, "Toggled.")
     assert (await message(db, turn.message_id)).parts == [{**widget, "widget": new}]
     assert reply_id is not None and (await message(db, reply_id)).content == "Toggled."
-    assert await store.apply_action(USER, turn.conversation_id, {}, None) is None
+    async with store.action(USER, turn.conversation_id) as action:
+        assert await action.record({}, None) is None
     with pytest.raises(NotFoundError):
-        await store.apply_action("mallory", turn.conversation_id, {}, None)
+        async with store.action("mallory", turn.conversation_id):
+            pass
 
 
 async def test_rest_renames_and_deletes_only_the_owners_conversation(db):
