@@ -29,6 +29,7 @@ from backend.loopwatch import LoopWatch
 from backend.mcp.client import McpServers
 from backend.mcp.server import TaskMcpServer
 from backend.openapi import document_api
+from backend.request_ids import RequestIdMiddleware
 from backend.settings import Settings, get_settings
 from backend.system.routes import health, ready
 from backend.tasks.routes import TaskController
@@ -94,7 +95,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await mcp_servers.stop()
             await database.dispose()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             health,
             ready,
@@ -121,6 +122,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         logging_config=None,  # configure_logging above; errors are logged by backend.errors, never by Litestar
         debug=False,
     )
+    # Around everything, routing's own 404/405 included (route middleware runs only once a route matched).
+    app.asgi_handler = RequestIdMiddleware(app.asgi_handler)
+    return app
 
 
 def _freeze_startup_heap() -> None:

@@ -1,4 +1,7 @@
-"""One error hierarchy, and the one place that maps every error to an HTTP response `{"error": {code, message}}`."""
+"""One error hierarchy, and the one place that maps every error to an HTTP response `{"error": {code, message}}`.
+
+Every error body also carries the request's `request_id` (see `backend.request_ids`).
+"""
 
 from __future__ import annotations
 
@@ -34,6 +37,8 @@ from sqlalchemy.exc import DataError, DBAPIError
 from sqlalchemy.exc import InterfaceError as SAInterfaceError
 from sqlalchemy.exc import OperationalError as SAOperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from backend import request_ids
 
 log = logging.getLogger(__name__)
 
@@ -139,9 +144,13 @@ def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
         message: A short human-readable sentence, safe to show to the user.
 
     Returns:
-        `{"error": {"code": code, "message": message}}`.
+        `{"error": {"code": code, "message": message, "request_id": ...}}`; the id is the request's (the one in its
+        `X-Request-ID` response header and its log lines), left out outside of a request.
     """
-    return {"error": {"code": code, "message": message}}
+    rid = request_ids.current()
+    if rid is None:
+        return {"error": {"code": code, "message": message}}
+    return {"error": {"code": code, "message": message, "request_id": rid}}
 
 
 def error_response(

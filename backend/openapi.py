@@ -65,7 +65,16 @@ def _error_schema() -> Schema:
     inner = Schema(
         type=OpenAPIType.OBJECT,
         required=["code", "message"],
-        properties={"code": text, "message": text},
+        properties={
+            "code": text,
+            "message": text,
+            "request_id": Schema(type=OpenAPIType.STRING, min_length=1, description="As in `X-Request-ID`."),
+            # 429 only: which limit, its value, the usage counted against it, and when it resets.
+            "limit_name": text,
+            "limit": Schema(type=OpenAPIType.NUMBER),
+            "usage": Schema(type=OpenAPIType.NUMBER),
+            "reset_at": Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.DATE_TIME),
+        },
         additional_properties=False,
     )
     return Schema(

@@ -28,7 +28,7 @@ from backend.db import SchemaNotCurrentError, create_database, head_revision, li
 from backend.models import Conversation, Task, TaskCreate
 from backend.settings import PROJECT_ROOT, Settings, load_settings
 from backend.tasks import service as task_service
-from tests.conftest import serve
+from tests.conftest import error_of, serve
 from tests.seeding import client_for, count_rows, loopback_client
 from tests.sse import chat
 
@@ -89,7 +89,7 @@ async def test_a_locked_table_answers_503_then_recovers(make_settings, database_
             for method, path, payload in [("GET", "/api/tasks", None), ("POST", "/api/tasks", {"title": "during"})]:
                 response = await client.request(method, path, json=payload)
                 assert response.status_code == 503, (method, path, response.text)
-                assert response.json() == DB_UNAVAILABLE
+                assert error_of(response) == DB_UNAVAILABLE
         listed = await client.get("/api/tasks")
         assert listed.status_code == 200
         assert [task["title"] for task in listed.json()["data"]] == ["before"]
@@ -116,7 +116,7 @@ async def test_every_database_timeout_is_503(client, monkeypatch, error):
     monkeypatch.setattr(task_service, "list_tasks", fail)
     response = await client.get("/api/tasks")
     assert response.status_code == 503
-    assert response.json() == DB_UNAVAILABLE
+    assert error_of(response) == DB_UNAVAILABLE
     assert "secret" not in response.text
 
 
@@ -196,7 +196,7 @@ async def test_ready_answers_503_when_the_server_freezes(make_settings, database
             proxy.frozen.set()
             response = await client.get("/ready")
             assert response.status_code == 503
-            assert response.json() == DB_UNAVAILABLE
+            assert error_of(response) == DB_UNAVAILABLE
             assert (await client.get("/health")).json() == {"status": "ok"}
             proxy.thawed.set()  # let the app close its connections on shutdown
 
@@ -303,7 +303,7 @@ async def test_ready_says_not_migrated_when_the_schema_falls_behind(client, monk
     pretend_head(monkeypatch, "f" * 12, knows_current=True)
     response = await client.get("/ready")
     assert response.status_code == 503
-    assert response.json() == NOT_MIGRATED
+    assert error_of(response) == NOT_MIGRATED
 
 
 def run_backend(database_url: str, **env: str) -> subprocess.CompletedProcess[str]:

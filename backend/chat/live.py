@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Callable
 import psycopg
 from sqlalchemy.exc import IntegrityError
 
+from backend import request_ids
 from backend.chat.events import Done, Usage, encode, frame
 from backend.chat.store import NOTIFY_CHANNEL, STOP_CHANNEL, ConversationStore, StoredEvent, is_transient
 from backend.models import MessageStatus
@@ -42,13 +43,14 @@ _FINISH_BY_STATUS = {
 class LiveTurn:
     """The frames of one turn segment running in this process, readable by any number of followers."""
 
-    __slots__ = ("_changed", "closed", "conversation_id", "first_id", "frames", "message_id")
+    __slots__ = ("_changed", "closed", "conversation_id", "first_id", "frames", "message_id", "request_id")
 
     def __init__(self, conversation_id: uuid.UUID, message_id: uuid.UUID, first_id: int) -> None:
-        """Open a segment whose first event will have id `first_id`."""
+        """Open a segment whose first event will have id `first_id` (for the request now running, if any)."""
         self.conversation_id = conversation_id
         self.message_id = message_id
         self.first_id = first_id
+        self.request_id = request_ids.current()
         self.frames: list[bytes] = []
         self.closed = False
         self._changed = asyncio.Event()
@@ -140,12 +142,20 @@ class Hub:
             await self.store.append_events(batch)
         except Exception as error:
             if not is_transient(error) and not isinstance(error, IntegrityError):
-                log.error("could not write the event log: %s; %d turn(s) lost events", type(error).__name__, len(batch))
+                for message_id in batch:
+                    with request_ids.bound(self._request_id(message_id)):
+                        log.error(
+                            "could not write the event log: %s; turn %s lost events", type(error).__name__, message_id
+                        )
                 return
             log.warning("could not write the event log (%s); will retry", type(error).__name__)
             for message_id, events in batch.items():
                 self._pending[message_id] = events + self._pending.get(message_id, [])
             self._has_pending.set()
+
+    def _request_id(self, message_id: uuid.UUID) -> str | None:
+        live = self.live.get(message_id)
+        return live.request_id if live is not None else None
 
     async def run_writer(self) -> None:
         """Flush queued events at most every `flush_seconds`, for as long as the process runs."""

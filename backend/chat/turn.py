@@ -254,6 +254,7 @@ class TurnRun:
             items=items,
             run_state=pause.state if pause is not None else None,
         )
+        log.info("reply %s ended: %s%s", self.message_id, finish, f" ({error.code})" if error is not None else "")
         finals: list[Event] = [error] if error is not None else []
         finals.append(Done(str(self.conversation_id), str(self.message_id), finish, usage))
         stored = [self._stored(event) for event in finals]
