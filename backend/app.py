@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,7 +13,9 @@ from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.plugins.prometheus import PrometheusConfig
 
+from backend import metrics
 from backend.auth import USER_DEPENDENCY, auth_middleware
 from backend.chat.agent import build_agent
 from backend.chat.model import build_model, warm_up
@@ -34,9 +37,13 @@ from backend.settings import Settings, get_settings
 from backend.system.routes import health, ready
 from backend.tasks.routes import TaskController
 from backend.tasks.widgets import register_task_actions
+from backend.usage.routes import get_usage
 from backend.web.routes import WEB_HANDLERS
 
 log = logging.getLogger(__name__)
+HTTP_METRICS = PrometheusConfig(app_name="chatkit", prefix="http", group_path=True, exclude=["^/metrics$"])
+"""HTTP requests by method, route (its path template) and status: `http_requests_total`, `http_request_duration_
+seconds`, `http_requests_in_progress`."""
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -63,6 +70,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
         )
         app.state.database = database
         app.state.settings = settings
+        if settings.metrics != "off":
+            metrics.instrument_pool(database.engine)
+        if settings.metrics == "port" and not os.environ.get(metrics.MULTIPROC_ENV):
+            metrics.serve_port(settings)  # with several workers, `python -m backend` serves it once
         app.state.mcp_servers = mcp_servers
         model, model_settings = build_model(settings)
         chat_service = ChatService(
@@ -104,11 +115,18 @@ def create_app(settings: Settings | None = None) -> Litestar:
             TaskController,
             task_mcp.mount(),
             files_router(settings),
+            get_usage,
             *WEB_HANDLERS,
+            *([metrics.metrics_endpoint] if settings.metrics == "token" else []),
         ],
         dependencies={"db_session": Provide(provide_db_session), **USER_DEPENDENCY},
         # Outermost first: network/header rules before authentication, body checks once the route is known.
-        middleware=[transport_guard(settings), auth_middleware(settings), BodyGuard],
+        middleware=[
+            transport_guard(settings),
+            *([HTTP_METRICS.middleware] if settings.metrics != "off" else []),
+            auth_middleware(settings),
+            BodyGuard,
+        ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan, files_lifespan],
         on_startup=[lambda app: document_api(app, settings)],

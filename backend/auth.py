@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 LOCAL_USER_ID = "local"
 CLOCK_SKEW_SECONDS = 30
 MAX_SUBJECT_CHARS = 255  # the width of every `user_id` column
-PUBLIC_PATHS = ["^/health$", "^/ready$", "^/schema", "^/$", "^/static/", "^/favicon"]
+PUBLIC_PATHS = ["^/health$", "^/ready$", "^/schema", "^/$", "^/static/", "^/favicon", "^/metrics$"]
 
 
 @dataclass(frozen=True, slots=True)

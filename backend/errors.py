@@ -53,6 +53,10 @@ class AppError(Exception):
 
     status_code: int = HTTP_400_BAD_REQUEST
     code: str = "bad_request"
+    details: dict[str, str | int | float] | None = None
+    """More fields of the error body (a 429's limit, usage and reset time)."""
+    headers: dict[str, str] | None = None
+    """Response headers (a 429's `Retry-After`)."""
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
@@ -136,29 +140,37 @@ _CODES_BY_STATUS = {
 }
 
 
-def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
+def error_body(
+    code: str, message: str, details: dict[str, str | int | float] | None = None
+) -> dict[str, dict[str, str | int | float]]:
     """Build the one error body shape the API uses.
 
     Args:
         code: A stable, machine-readable code such as `not_found`.
         message: A short human-readable sentence, safe to show to the user.
+        details: More fields for the inner object, if any.
 
     Returns:
         `{"error": {"code": code, "message": message, "request_id": ...}}`; the id is the request's (the one in its
         `X-Request-ID` response header and its log lines), left out outside of a request.
     """
+    inner: dict[str, str | int | float] = {"code": code, "message": message, **(details or {})}
     rid = request_ids.current()
-    if rid is None:
-        return {"error": {"code": code, "message": message}}
-    return {"error": {"code": code, "message": message, "request_id": rid}}
+    if rid is not None:
+        inner["request_id"] = rid
+    return {"error": inner}
 
 
 def error_response(
-    status_code: int, code: str, message: str, headers: dict[str, str] | None = None
+    status_code: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    details: dict[str, str | int | float] | None = None,
 ) -> Response[dict[str, Any]]:
     """Build a JSON error response."""
     return Response(
-        error_body(code, message), status_code=status_code, media_type=MediaType.JSON, headers=headers or {}
+        error_body(code, message, details), status_code=status_code, media_type=MediaType.JSON, headers=headers or {}
     )
 
 
@@ -195,8 +207,8 @@ def _unauthorized_message(exc: NotAuthorizedException) -> tuple[str, str]:
 
 
 def app_error_handler(_: Request[Any, Any, Any], exc: AppError) -> Response[dict[str, Any]]:
-    """Map a service error to its status and code."""
-    return error_response(exc.status_code, exc.code, exc.message)
+    """Map a service error to its status and code (with its extra fields and headers, if any)."""
+    return error_response(exc.status_code, exc.code, exc.message, headers=exc.headers, details=exc.details)
 
 
 def unauthorized_handler(_: Request[Any, Any, Any], exc: NotAuthorizedException) -> Response[dict[str, Any]]:
@@ -245,6 +257,10 @@ def database_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Respons
             "".join(traceback.format_tb(exc.__traceback__)).rstrip(),
         )
         return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "internal", "An internal error occurred.")
+    if isinstance(exc, PoolTimeoutError):
+        from backend.metrics import DB_POOL_TIMEOUTS
+
+        DB_POOL_TIMEOUTS.inc()
     log.warning("database unavailable: %s", type(getattr(exc, "orig", None) or exc.__cause__ or exc).__name__)
     return error_response(HTTP_503_SERVICE_UNAVAILABLE, "database_unavailable", DATABASE_UNAVAILABLE)
 

@@ -28,6 +28,9 @@ from tests.seeding import client_for
 
 SECRET = "test-secret-that-is-at-least-32-bytes-long"
 TABLES = (
+    "usage_records",
+    "user_limits",
+    "rate_windows",
     "turn_events",
     "client_message_ids",
     "message_files",

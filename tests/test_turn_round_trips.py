@@ -94,12 +94,13 @@ async def test_a_new_conversations_tool_turn_stays_in_budget(counted, fake: Fake
     cost = await run_turn(client, counts, "what are my tasks?")
     if database_url.startswith("postgresql"):
         # begin (1 transaction: the conversation and both messages), the tool's read (autocommit: no transaction),
-        # finish (1 transaction: the events with their notification in one statement, the reply, the lock's release).
-        assert cost == {"checkouts": 3, "transactions": 2, "statements": 6}, counts.statements
+        # finish (1 transaction: the events with their notification in one statement, the reply, the usage ledger's
+        # rows of its three model calls in one INSERT, the lock's release).
+        assert cost == {"checkouts": 3, "transactions": 2, "statements": 7}, counts.statements
     else:
         # SQLite has no notification; its BEGINs are statements, and the read is a transaction too (a plain BEGIN,
         # not BEGIN IMMEDIATE: it does not queue for the writer slot).
-        assert cost == {"checkouts": 3, "transactions": 3, "statements": 9}, counts.statements
+        assert cost == {"checkouts": 3, "transactions": 3, "statements": 10}, counts.statements
         assert counts.statements.count("BEGIN") == 1
 
 
@@ -116,11 +117,11 @@ async def test_a_follow_up_turn_that_adds_a_task_stays_in_budget(counted, fake: 
     await counts.settle()
     cost = counts.summary()
     # begin (1: lock the conversation, read its history, add both messages), the tool (1: INSERT ... RETURNING,
-    # no read-back), finish (1).
+    # no read-back), finish (1, with the ledger's rows in one INSERT). No quota is configured: no usage read.
     if database_url.startswith("postgresql"):
-        assert cost == {"checkouts": 3, "transactions": 3, "statements": 8}, counts.statements
+        assert cost == {"checkouts": 3, "transactions": 3, "statements": 9}, counts.statements
     else:
-        assert cost == {"checkouts": 3, "transactions": 3, "statements": 11}, counts.statements
+        assert cost == {"checkouts": 3, "transactions": 3, "statements": 12}, counts.statements
     assert [s for s in counts.statements if "tasks" in s] == [
         next(s for s in counts.statements if "INSERT INTO tasks" in s)
     ]

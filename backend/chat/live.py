@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Callable
@@ -23,7 +24,7 @@ from collections.abc import AsyncIterator, Callable
 import psycopg
 from sqlalchemy.exc import IntegrityError
 
-from backend import request_ids
+from backend import metrics, request_ids
 from backend.chat.events import Done, Usage, encode, frame
 from backend.chat.store import NOTIFY_CHANNEL, STOP_CHANNEL, ConversationStore, StoredEvent, is_transient
 from backend.models import MessageStatus
@@ -138,8 +139,11 @@ class Hub:
         self._has_pending.clear()
         if not batch:
             return
+        started = time.perf_counter()
         try:
             await self.store.append_events(batch)
+            metrics.EVENT_LOG_FLUSH.observe(time.perf_counter() - started)
+            metrics.EVENT_LOG_BATCH.observe(sum(len(events) for events in batch.values()))
         except Exception as error:
             if not is_transient(error) and not isinstance(error, IntegrityError):
                 for message_id in batch:
@@ -241,6 +245,7 @@ class Hub:
                     await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
                     await conn.execute(f"LISTEN {STOP_CHANNEL}")
                     delay = 0.5
+                    metrics.LISTENER_CONNECTED.set(1)
                     for event in list(self._waiters.values()):  # notifications sent while away are lost: re-read
                         event.set()
                     while True:
@@ -248,6 +253,8 @@ class Hub:
                             self._dispatch(note.channel, note.payload)
                         await conn.execute("SELECT 1")
             except (psycopg.Error, OSError) as error:
+                metrics.LISTENER_CONNECTED.set(0)
+                metrics.LISTENER_RECONNECTS.inc()
                 log.warning("event listener lost its database connection (%s); reconnecting", type(error).__name__)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)

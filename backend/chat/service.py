@@ -20,6 +20,7 @@ import anyio
 from agents import Agent, TResponseInputItem
 from agents.run_state import RunState
 
+from backend import metrics
 from backend.chat import actions, history
 from backend.chat.agent import agents_by_name
 from backend.chat.context import ChatContext
@@ -38,6 +39,7 @@ from backend.files.service import check_attachment_count
 from backend.files.storage import FileStorage, create_storage
 from backend.models import MessageStatus
 from backend.settings import Settings
+from backend.usage.limits import Budget, LimitsService
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +107,7 @@ class ChatService:
             history_max_items=settings.history_max_items,
             file_storage=self.file_storage,
         )
+        self.quotas = LimitsService(database, settings)
         dsn = libpq_dsn(database.engine.url) if self.store.is_postgres else None
         self.hub = Hub(self.store, settings.event_flush_seconds, dsn)
         self.hub.on_stop = self._stop_local
@@ -119,7 +122,8 @@ class ChatService:
     # --- process lifecycle ---------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the heartbeat, the event-log writer, the listener and the takeover sweep."""
+        """Load the users' limits; start the heartbeat, the event-log writer, the listener and the takeover sweep."""
+        await self.quotas.refresh()
         self._background = [
             asyncio.create_task(self.hub.run_writer(), name="event-log-writer"),
             asyncio.create_task(self.hub.run_listener(), name="event-listener"),
@@ -150,6 +154,7 @@ class ChatService:
         while True:
             try:
                 await self.store.heartbeat()
+                await self.quotas.refresh()
                 for message_id in await self.store.cancel_requests():
                     self._stop_local(message_id)
                 if beats % SWEEP_EVERY_BEATS == 0:
@@ -158,6 +163,7 @@ class ChatService:
                 if now - pruned_at >= PRUNE_EVERY_SECONDS:
                     pruned_at = now
                     await self.store.prune_events(retention)
+                    await self.quotas.prune()
             except Exception as error:
                 log.warning("turn maintenance failed: %s", type(error).__name__)
             beats += 1
@@ -182,16 +188,22 @@ class ChatService:
         if len(request.message) > self.settings.max_message_chars:
             raise InvalidInputError(f"message: must be at most {self.settings.max_message_chars} characters")
         check_attachment_count(request.attachments, self.settings.files_per_message_max)
-        begun = await self.store.begin_turn(
-            TurnRequest(
-                user_id=user_id,
-                message=request.message,
-                conversation_id=_conversation_id(request.thread_id),
-                client_message_id=request.client_message_id,
-                attachments=tuple(request.attachments),
+        admission = await self.quotas.admit(user_id, message=True)
+        try:
+            begun = await self.store.begin_turn(
+                TurnRequest(
+                    user_id=user_id,
+                    message=request.message,
+                    conversation_id=_conversation_id(request.thread_id),
+                    client_message_id=request.client_message_id,
+                    attachments=tuple(request.attachments),
+                )
             )
-        )
+        except Exception:
+            await self.quotas.uncount(user_id, admission)
+            raise
         if isinstance(begun, ExistingTurn):
+            await self.quotas.uncount(user_id, admission)  # a retry of a message already sent counts once
             return Subscription(begun.message_id)
         try:
             run_input = await self._input_of(begun)
@@ -205,6 +217,7 @@ class ChatService:
             message_id=begun.message_id,
             title=begun.title,
             run_input=run_input,
+            budget=admission.budget,
         )
         return Subscription(begun.message_id, run=run)
 
@@ -232,6 +245,7 @@ class ChatService:
         reply: Reply | None = None,
         first_event_id: int = 1,
         client_results: dict[str, str] | None = None,
+        budget: Budget | None = None,
     ) -> TurnRun:
         """Start a turn segment in the background of this process (a new turn, or a paused one resuming)."""
         run = TurnRun(
@@ -248,6 +262,7 @@ class ChatService:
             reply=reply,
             first_event_id=first_event_id,
             client_results=client_results,
+            budget=budget,
         )
         self.runs[run.message_id] = run
         run.start().add_done_callback(lambda _task: self.runs.pop(run.message_id, None))
@@ -280,6 +295,7 @@ class ChatService:
         missing = (approvals.keys() - decisions.keys()) | (clients.keys() - results.keys())
         if missing:
             raise InvalidInputError(f"answer every pending item; missing: {', '.join(sorted(missing))}")
+        admission = await self.quotas.admit(user_id, message=False)
         await self.store.resume_turn(paused)
         reply = Reply(paused.parts, paused.agent)
         for call_id, decision in decisions.items():
@@ -312,6 +328,7 @@ class ChatService:
             reply=reply,
             first_event_id=paused.last_event_id + 1,
             client_results=client_results,
+            budget=admission.budget,
         )
         return Subscription(paused.message_id, after=paused.last_event_id, run=run)
 
@@ -352,12 +369,14 @@ class ChatService:
             return
         watcher = asyncio.create_task(self._on_shutdown(shutdown))
         ended = False
+        metrics.ACTIVE_STREAMS.inc()
         try:
             async for data in self.hub.follow(subscription.message_id, subscription.after):
                 yield data
             yield DONE_FRAME
             ended = True
         finally:
+            metrics.ACTIVE_STREAMS.dec()
             watcher.cancel()
             run = subscription.run
             if not ended and run is not None and self.settings.on_disconnect == "cancel":

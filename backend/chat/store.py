@@ -50,6 +50,7 @@ from backend.models import (
     utcnow,
 )
 from backend.storable import storable_text
+from backend.usage.models import UsageRecord
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +155,7 @@ class Outcome:
     usage: Usage = field(default_factory=Usage)
     items: list[dict[str, object]] | None = None
     run_state: dict[str, object] | None = None
+    ledger: list[dict[str, object]] = field(default_factory=list)  # `usage_records` rows, one per model call
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +179,7 @@ def _released(conversation_id: uuid.UUID, message_id: uuid.UUID) -> Update:
 
 _TURN_EVENTS_INSERT = insert(TurnEvent)
 _MESSAGES_INSERT = insert(Message)
+_LEDGER_INSERT = insert(UsageRecord)
 
 
 def _message_row(
@@ -713,6 +716,8 @@ class ConversationStore:
                     run_state=outcome.run_state,
                 )
             )
+            if outcome.ledger:
+                await conn.execute(_LEDGER_INSERT, outcome.ledger)
             await conn.execute(_released(conversation_id, message_id))
 
     async def _retrying(self, attempt: Callable[[], Awaitable[_T]], seconds: float, what: str) -> _T:

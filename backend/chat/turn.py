@@ -43,9 +43,12 @@ from backend.chat.live import Hub, LiveTurn
 from backend.chat.reply import Reply
 from backend.chat.store import UNSAVED, ConversationStore, Outcome, StoredEvent
 from backend.chat.translate import StreamTranslator, classify_error, parse_json
+from backend.chat.turn_metrics import TurnMetrics
 from backend.chat.widgets import WidgetError, validate_widget, widget_json
 from backend.db import Database
 from backend.models import MessageStatus
+from backend.usage.ledger import QuotaExceededError, UsageHooks, ledger_rows
+from backend.usage.limits import Budget
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +146,9 @@ class TurnRun:
         reply: Reply | None = None,
         first_event_id: int = 1,
         client_results: dict[str, str] | None = None,
+        budget: Budget | None = None,
     ) -> None:
-        """Prepare the run; `start()` begins it."""
+        """Prepare the run; `start()` begins it. `budget` is what its user may still spend (None: no quota)."""
         self.store = store
         self.hub = hub
         self.agent = agent
@@ -162,6 +166,8 @@ class TurnRun:
         self.result: RunResultStreaming | None = None
         self.cancel_reason: CancelReason | None = None
         self.task: asyncio.Task[None] | None = None
+        self.usage = UsageHooks(budget)
+        self.metrics: TurnMetrics | None = None
 
     def start(self) -> asyncio.Task[None]:
         """Run in a background task of this process."""
@@ -189,6 +195,8 @@ class TurnRun:
         self._emit(event)
 
     def _emit(self, event: Event) -> None:
+        if self.metrics is not None:
+            self.metrics.observe(event)
         event_id = self.next_id
         self.next_id += 1
         data = payload(event)
@@ -199,13 +207,14 @@ class TurnRun:
         finish: FinishReason = "stop"
         error: Error | None = None
         pause: Pause | None = None
+        self.metrics = TurnMetrics()
         try:
             self._emit(Start(str(self.conversation_id), str(self.message_id), self.title))
             translator = StreamTranslator(hide_calls=CLIENT_TOOL_NAMES, known_calls=self.reply.call_names())
             async with asyncio.timeout(self.limits.max_turn_seconds):
                 run_input = self.run_input if isinstance(self.run_input, list) else await self.run_input(self.context)
                 self.result = Runner.run_streamed(
-                    self.agent, run_input, context=self.context, max_turns=self.limits.max_turns
+                    self.agent, run_input, context=self.context, max_turns=self.limits.max_turns, hooks=self.usage
                 )
                 async for sdk_event in self.result.stream_events():
                     event = translator.translate(sdk_event)
@@ -221,6 +230,8 @@ class TurnRun:
             current.uncancel()
         except TimeoutError:
             error, finish = TIMEOUT_ERROR, "error"
+        except QuotaExceededError as exc:  # the call that crossed the quota is done; its reply so far is kept
+            error, finish = Error("quota_exceeded", exc.refusal.message, retryable=False), "error"
         except Exception as exc:
             error = classify_error(exc)
             finish = "max_turns" if error.code == "max_turns" else "error"
@@ -246,6 +257,9 @@ class TurnRun:
                 items = history.turn_items(self.result.new_items, self.reply.text, status)
             except Exception:  # the reply is still stored; only its model replay falls back to its text
                 log.exception("could not build the replay items of %s", self.message_id)
+        self.usage.close("cancelled" if finish == "cancelled" else "error")
+        if self.metrics is not None:
+            self.metrics.finish(finish, error.code if error is not None else None, self.usage.calls)
         outcome = Outcome(
             status=status,
             reply=self.reply,
@@ -253,6 +267,7 @@ class TurnRun:
             usage=usage,
             items=items,
             run_state=pause.state if pause is not None else None,
+            ledger=ledger_rows(self.context.user_id, self.conversation_id, self.message_id, self.usage.calls),
         )
         log.info("reply %s ended: %s%s", self.message_id, finish, f" ({error.code})" if error is not None else "")
         finals: list[Event] = [error] if error is not None else []
