@@ -17,11 +17,11 @@ from litestar.plugins.prometheus import PrometheusConfig
 
 from backend import metrics
 from backend.auth import USER_DEPENDENCY, auth_middleware
-from backend.chat.agent import build_agent
 from backend.chat.model import build_model, warm_up
 from backend.chat.routes import ChatController
 from backend.chat.service import ChatService
 from backend.conversations.routes import ConversationController
+from backend.conversations.store import ConversationRows
 from backend.db import create_database, prepare_schema, provide_db_session
 from backend.errors import EXCEPTION_HANDLERS
 from backend.files.lifecycle import files_lifespan
@@ -37,6 +37,7 @@ from backend.settings import Settings, get_settings
 from backend.system.routes import health, ready
 from backend.tasks.routes import TaskController
 from backend.tasks.widgets import register_task_actions
+from backend.team.agents import build_agent
 from backend.usage.routes import get_usage
 from backend.web.routes import WEB_HANDLERS
 
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             database, settings, build_agent(model, model_settings, mcp_servers=mcp_servers.agent_servers)
         )
         app.state.chat_service = chat_service
+        app.state.conversation_rows = ConversationRows(database, chat_service.file_storage)
         if settings.use_offline_model:
             log.warning(
                 "offline demo model: replies come from the built-in demo, not %s (set GEMINI_API_KEY to use it)",

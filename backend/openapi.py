@@ -42,6 +42,8 @@ _DESCRIPTIONS = {
     "415": "The body is not `application/json` (`unsupported_media_type`), or an upload's type is refused "
     "(`unsupported_file_type`).",
     "422": "A field or parameter is invalid; the message names it (`validation_error`).",
+    "429": "A quota is used up (`quota_exceeded`) or a rate limit reached (`rate_limited`): the body names the limit, "
+    "the usage and `reset_at`; `Retry-After` says when to retry.",
     "503": "The database is unreachable, too slow or locked (`database_unavailable`), or not migrated "
     "(`database_not_migrated`, `/ready` only).",
 }
@@ -99,7 +101,7 @@ def _statuses(path: str, method: str, operation: Operation, *, bearer: bool) -> 
     if "{" in path or path == "/chatkit":
         statuses.add("404")
     if path == "/chatkit":
-        statuses.add("409")
+        statuses |= {"409", "429"}
     if not public or path == "/ready":
         statuses.add("503")
     return sorted(statuses)

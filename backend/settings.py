@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal, cast
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from backend.mcp.config import McpServerConfig, parse_mcp_servers
+from backend.mcp_config import McpServerConfig, parse_mcp_servers
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SQLITE_URL = f"sqlite+aiosqlite:///{PROJECT_ROOT / 'data' / 'chat.db'}"

@@ -13,7 +13,6 @@ from sqlalchemy import event
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from backend.chat.agent import build_agent
 from backend.chat.model import build_model
 from backend.chat.schemas import ChatRequest
 from backend.chat.service import ChatService
@@ -24,6 +23,7 @@ from backend.files.models import File
 from backend.files.storage import DatabaseStorage
 from backend.models import Conversation, Message, MessageStatus
 from backend.settings import Settings
+from backend.team.agents import build_agent
 from tests import files_samples as samples
 from tests.conftest import SECRET, bearer, live
 from tests.fakes.gemini import FakeGemini, text_turn

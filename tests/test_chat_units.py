@@ -14,10 +14,11 @@ from agents.exceptions import ModelTimeoutError
 
 from backend.chat import events
 from backend.chat.history import to_agent_input, turn_items
-from backend.chat.model import OFFLINE_LABEL, TruncatedStreamError, _plan
-from backend.chat.service import make_title
+from backend.chat.model import TruncatedStreamError
+from backend.chat.store import make_title
 from backend.chat.translate import classify_error
 from backend.models import Message, MessageRole, MessageStatus
+from backend.team.offline import OFFLINE_LABEL, _plan
 
 ALL_EVENTS = [
     events.Start("c", "m", "title"),

@@ -14,11 +14,12 @@ from agents import ModelSettings, Runner, UserError
 from agents.run_state import RunState
 from sqlalchemy import update
 
-from backend.chat.agent import HELP, TASK_ASSISTANT, TRIAGE, agents_by_name, build_agent
-from backend.chat.model import OFFLINE_LABEL, OfflineModel, _team_step
+from backend.chat.team import agents_by_name
 from backend.db import create_database
 from backend.models import Message, MessageRole
 from backend.settings import Settings
+from backend.team.agents import HELP, TASK_ASSISTANT, TRIAGE, build_agent
+from backend.team.offline import OFFLINE_LABEL, OfflineModel, _team_step
 from tests.conftest import live
 from tests.fakes.gemini import FakeGemini, function_call_turn, handoff_turn, text_turn
 from tests.sse import chat

@@ -22,7 +22,7 @@ from litestar import Litestar
 
 from backend.app import create_app
 from backend.mcp.client import McpServers
-from backend.mcp.config import parse_mcp_servers
+from backend.mcp_config import parse_mcp_servers
 from backend.settings import PROJECT_ROOT, Settings
 from tests.conftest import SECRET, bearer, serve
 from tests.fakes.gemini import function_call_turn, handoff_turn, text_turn

@@ -14,9 +14,9 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from backend.app import create_app
-from backend.chat.agent import TOOLS
 from backend.settings import Settings
 from backend.tasks.tools import TASK_TOOLS
+from backend.team.tools import TOOLS
 from tests.conftest import SECRET, bearer, make_token, serve
 
 pytestmark = pytest.mark.timeout(60)

@@ -19,11 +19,11 @@ from sqlalchemy import select
 from sqlmodel import col
 
 from backend.app import create_app
-from backend.chat.agent import TASK_ASSISTANT, TRIAGE
 from backend.db import Database
 from backend.errors import InvalidInputError
 from backend.models import Message
 from backend.settings import PROJECT_ROOT, Settings
+from backend.team.agents import TASK_ASSISTANT, TRIAGE
 from backend.usage import cli
 from backend.usage.ledger import price
 from backend.usage.models import UsageRecord, UserLimits

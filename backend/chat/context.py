@@ -1,6 +1,7 @@
 """The run context every agent tool receives: whose run this is, and where the data lives.
 
-It lives outside `backend.chat.agent` because that module is the one users replace with their own agent.
+The turn runtime builds it for every run (`backend.chat.turn`), so it lives with the runtime, not with the replaceable
+example team (`backend.team`).
 """
 
 from __future__ import annotations

@@ -10,12 +10,12 @@ Parts, in the order they happened:
 - `{"type": "widget", "id", "widget"}` (a later widget with the same id replaces it in place);
 - `{"type": "approval", "id", "name", "args", "decision", "reason"}` (decision: null, approved, rejected, cancelled);
 - `{"type": "client_tool", "id", "name", "args", "result"}`.
+The last two are a pause's asks; `backend.chat.pause` builds them and folds the answers in.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 from backend.chat.events import (
     Agent,
@@ -28,8 +28,7 @@ from backend.chat.events import (
     ToolResult,
     Widget,
 )
-
-Part = dict[str, Any]
+from backend.chat.pause import Part, part_of
 
 
 class Reply:
@@ -86,22 +85,12 @@ class Reply:
                 existing["widget"] = event.widget
             else:
                 self._append({"type": "widget", "id": event.id, "widget": event.widget})
-        elif isinstance(event, ApprovalRequest):
-            self._append({"type": "approval", "id": event.id, "name": event.name, "args": event.args, "decision": None})
-        elif isinstance(event, ClientToolCall):
-            self._append(
-                {"type": "client_tool", "id": event.id, "name": event.name, "args": event.args, "result": None}
-            )
+        elif isinstance(event, ApprovalRequest | ClientToolCall):
+            self._append(part_of(event))
         elif isinstance(event, Agent):
             if event.name != self.agent:
                 self._append({"type": "agent", "name": event.name})
             self.agent = event.name
-
-    def decide(self, kind: str, part_id: str, values: dict[str, object]) -> None:
-        """Record the user's answer on an approval or client-tool part (e.g. `{"decision": "approved"}`)."""
-        part = self._by_id.get((kind, part_id))
-        if part is not None:
-            part.update(values)
 
     def parts(self) -> list[Part]:
         """The parts so far (a copy, safe to store)."""

@@ -9,31 +9,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 
 import anyio
 from agents import Agent, TResponseInputItem
-from agents.run_state import RunState
 
 from backend import metrics
 from backend.chat import actions, history
-from backend.chat.agent import agents_by_name
 from backend.chat.context import ChatContext
 from backend.chat.events import DONE_FRAME, Done, Event, Start, Text, Usage, encode
 from backend.chat.events import Widget as WidgetEvent
 from backend.chat.live import Hub
+from backend.chat.pause import PausedState, Resume, answers_to
 from backend.chat.reply import Reply
 from backend.chat.schemas import ChatRequest
-from backend.chat.store import BegunTurn, ConversationStore, ExistingTurn, TurnRequest, make_title
+from backend.chat.store import BegunTurn, ConversationStore, ExistingTurn, TurnRequest
+from backend.chat.team import agents_by_name
 from backend.chat.turn import TurnLimits, TurnRun
 from backend.chat.widgets import widget_json
 from backend.db import Database, libpq_dsn
-from backend.errors import ConflictError, InvalidInputError, NotFoundError
+from backend.errors import InvalidInputError, NotFoundError
 from backend.files.content import load_attachments
 from backend.files.service import check_attachment_count
 from backend.files.storage import FileStorage, create_storage
@@ -43,13 +42,12 @@ from backend.usage.limits import Budget, LimitsService
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ChatService", "StopResult", "Subscription", "make_title"]
+__all__ = ["ChatService", "StopResult", "Subscription"]
 
 STOP_WAIT_SECONDS = 10.0
 SHUTDOWN_WAIT_SECONDS = 10.0
 SWEEP_EVERY_BEATS = 2
 PRUNE_EVERY_SECONDS = 3600.0
-REJECTED = "The user rejected this action."
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +87,7 @@ class ChatService:
         Args:
             database: Where conversations, messages and the event log live.
             settings: Limits, intervals and the disconnect policy.
-            agent: The starting agent of the team (see `backend.chat.agent`): a new conversation starts with it; later
+            agent: The starting agent of the team (see `backend.team.agents`): a new conversation starts with it; later
                 turns start with the agent that answered last (see `start_agent`).
             instance_id: This process's id for run ownership (random by default).
             file_storage: Where attachment bytes live (built from the settings by default).
@@ -105,7 +103,6 @@ class ChatService:
             stale_after_seconds=settings.stale_after_seconds,
             max_turn_seconds=settings.max_turn_seconds,
             history_max_items=settings.history_max_items,
-            file_storage=self.file_storage,
         )
         self.quotas = LimitsService(database, settings)
         dsn = libpq_dsn(database.engine.url) if self.store.is_postgres else None
@@ -241,7 +238,7 @@ class ChatService:
         conversation_id: uuid.UUID,
         message_id: uuid.UUID,
         title: str,
-        run_input: list[TResponseInputItem] | Callable[[ChatContext], Awaitable[RunState[ChatContext]]],
+        run_input: list[TResponseInputItem] | Resume,
         reply: Reply | None = None,
         first_event_id: int = 1,
         client_results: dict[str, str] | None = None,
@@ -283,51 +280,21 @@ class ChatService:
     async def _answer(self, user_id: str, request: ChatRequest) -> Subscription:
         """Resume a paused reply with the user's approvals and the browser's client-tool results."""
         paused = await self.store.paused_turn(user_id, _required_id(request.thread_id))
-        approvals = {p["id"]: p for p in paused.parts if p.get("type") == "approval" and p.get("decision") is None}
-        clients = {p["id"]: p for p in paused.parts if p.get("type") == "client_tool" and p.get("result") is None}
-        decisions = {d.id: d for d in request.approvals or []}
-        results = {r.id: r for r in request.client_tool_results or []}
-        unknown = (decisions.keys() - approvals.keys()) | (results.keys() - clients.keys())
-        if unknown:
-            raise ConflictError(
-                f"Nothing pending has the id {sorted(unknown)[0]!r}, or it was already answered.", code="not_pending"
-            )
-        missing = (approvals.keys() - decisions.keys()) | (clients.keys() - results.keys())
-        if missing:
-            raise InvalidInputError(f"answer every pending item; missing: {', '.join(sorted(missing))}")
+        answers = answers_to(paused.parts, request.approvals, request.client_tool_results)
         admission = await self.quotas.admit(user_id, message=False)
         await self.store.resume_turn(paused)
-        reply = Reply(paused.parts, paused.agent)
-        for call_id, decision in decisions.items():
-            reply.decide(
-                "approval",
-                call_id,
-                {"decision": "approved" if decision.approve else "rejected", "reason": decision.reason},
-            )
-        client_results = {call_id: json.dumps(r.result, ensure_ascii=False) for call_id, r in results.items()}
-        start_agent = self._agent_named(paused.run_state.get("start_agent"))
-        stored_state = paused.run_state.get("state")
-
-        async def resumed_state(context: ChatContext) -> RunState[ChatContext]:
-            state = await RunState.from_json(start_agent, stored_state, context_override=context)  # type: ignore[arg-type]
-            for item in state.get_interruptions():
-                decision = decisions.get(item.call_id or "")
-                if decision is not None and not decision.approve:
-                    state.reject(item, rejection_message=decision.reason or REJECTED)
-                else:
-                    state.approve(item)
-            return state
-
+        stored = PausedState.of(paused.run_state)
+        start_agent = self._agent_named(stored.start_agent)
         run = self._run(
             agent=start_agent,
             user_id=user_id,
             conversation_id=paused.conversation_id,
             message_id=paused.message_id,
             title=paused.title,
-            run_input=resumed_state,
-            reply=reply,
+            run_input=Resume(start_agent, stored, answers),
+            reply=Reply(answers.fold(paused.parts), paused.agent),
             first_event_id=paused.last_event_id + 1,
-            client_results=client_results,
+            client_results=answers.client_results(),
             budget=admission.budget,
         )
         return Subscription(paused.message_id, after=paused.last_event_id, run=run)

@@ -1,4 +1,8 @@
-"""The one place that turns Agents SDK stream events and run failures into our SSE events."""
+"""Agents SDK stream events and run failures, translated into our SSE events.
+
+The stream's events are translated here; a run's pause is not a stream event (the SDK reports it as the result's
+interruptions), and `backend.chat.pause` turns it into `approval_request` and `client_tool_call` events.
+"""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ these ways, and every way ends the stream with `done`:
 - the run completes, fails, hits `max_turns` or times out (`MAX_TURN_SECONDS`);
 - it is stopped (`POST /api/conversations/{id}/stop`), cancelled because its client left (`ON_DISCONNECT=cancel`), or
   cut short by a server shutdown;
-- it pauses for the user (a tool approval or a client-side tool); see `backend.chat.actions`.
+- it pauses for the user (a tool approval or a client-side tool); see `backend.chat.pause`.
 """
 
 from __future__ import annotations
@@ -15,20 +15,16 @@ import asyncio
 import logging
 import uuid
 import weakref
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
 from agents import Agent as SdkAgent
 from agents import Runner, RunResultStreaming, TResponseInputItem
-from agents.run_state import RunState
 
 from backend.chat import history
 from backend.chat.client_tools import CLIENT_TOOL_NAMES
-from backend.chat.context import ChatContext, context_json
+from backend.chat.context import ChatContext
 from backend.chat.events import (
-    ApprovalRequest,
-    ClientToolCall,
     Done,
     Error,
     Event,
@@ -40,9 +36,10 @@ from backend.chat.events import (
     payload,
 )
 from backend.chat.live import Hub, LiveTurn
+from backend.chat.pause import Pause, Resume, pause_of
 from backend.chat.reply import Reply
 from backend.chat.store import UNSAVED, ConversationStore, Outcome, StoredEvent
-from backend.chat.translate import StreamTranslator, classify_error, parse_json
+from backend.chat.translate import StreamTranslator, classify_error
 from backend.chat.turn_metrics import TurnMetrics
 from backend.chat.widgets import WidgetError, validate_widget, widget_json
 from backend.db import Database
@@ -73,38 +70,6 @@ class TurnLimits:
     max_turns: int
     max_turn_seconds: float
     save_retry_seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class Pause:
-    """What a paused run waits for, and the events that ask the user for it."""
-
-    events: list[Event]
-    finish: FinishReason
-    state: dict[str, object]
-
-
-def pause_of(result: RunResultStreaming, start_agent: str) -> Pause | None:
-    """The pause a finished stream ended in: tools waiting for approval or for the browser (None if it completed).
-
-    The SDK marks no pause in the stream; its interruptions say what waits. The run's state is kept (with the name of
-    the agent it started with, which a resume must load it from) so any process can resume it.
-    """
-    interruptions = result.interruptions
-    if not interruptions:
-        return None
-    events: list[Event] = []
-    for item in interruptions:
-        name = item.name or ""
-        call_id = item.call_id or ""
-        parsed = parse_json(item.arguments or "{}")
-        args = parsed if isinstance(parsed, dict) else {"value": parsed}
-        events.append(
-            ClientToolCall(call_id, name, args) if name in CLIENT_TOOL_NAMES else ApprovalRequest(call_id, name, args)
-        )
-    finish: FinishReason = "approval_required" if any(isinstance(e, ApprovalRequest) for e in events) else "client_tool"
-    state = result.to_state().to_json(context_serializer=context_json)
-    return Pause(events, finish, {"start_agent": start_agent, "state": state})
 
 
 class _TurnSink:
@@ -141,7 +106,7 @@ class TurnRun:
         conversation_id: uuid.UUID,
         message_id: uuid.UUID,
         title: str,
-        run_input: list[TResponseInputItem] | Callable[[ChatContext], Awaitable[RunState[ChatContext]]],
+        run_input: list[TResponseInputItem] | Resume,
         limits: TurnLimits,
         reply: Reply | None = None,
         first_event_id: int = 1,
@@ -212,7 +177,8 @@ class TurnRun:
             self._emit(Start(str(self.conversation_id), str(self.message_id), self.title))
             translator = StreamTranslator(hide_calls=CLIENT_TOOL_NAMES, known_calls=self.reply.call_names())
             async with asyncio.timeout(self.limits.max_turn_seconds):
-                run_input = self.run_input if isinstance(self.run_input, list) else await self.run_input(self.context)
+                given = self.run_input
+                run_input = await given.state(self.context) if isinstance(given, Resume) else given
                 self.result = Runner.run_streamed(
                     self.agent, run_input, context=self.context, max_turns=self.limits.max_turns, hooks=self.usage
                 )
@@ -242,7 +208,7 @@ class TurnRun:
             finish = "cancelled"
             error = SHUTDOWN_ERROR if self.cancel_reason == "shutdown" else None
         elif pause is not None:
-            for event in pause.events:
+            for event in pause.asks:
                 self.reply.add(event)
                 self._emit(event)
             finish = pause.finish
@@ -266,7 +232,7 @@ class TurnRun:
             error_code=error.code if error is not None else None,
             usage=usage,
             items=items,
-            run_state=pause.state if pause is not None else None,
+            run_state=pause.state.to_json() if pause is not None else None,
             ledger=ledger_rows(self.context.user_id, self.conversation_id, self.message_id, self.usage.calls),
         )
         log.info("reply %s ended: %s%s", self.message_id, finish, f" ({error.code})" if error is not None else "")

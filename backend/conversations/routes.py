@@ -6,6 +6,7 @@ import uuid
 from typing import Annotated
 
 from litestar import Controller, delete, get, patch, post
+from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_204_NO_CONTENT
@@ -15,6 +16,7 @@ from backend.auth import User
 from backend.chat.routes import provide_chat_service
 from backend.chat.service import ChatService
 from backend.conversations import service as conversation_service
+from backend.conversations.store import ConversationRows
 from backend.models import (
     ConversationDetail,
     ConversationPublic,
@@ -31,12 +33,21 @@ Limit = Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT, description="Page size
 MessageLimit = Annotated[int, QueryParameter(ge=1, le=MESSAGES_MAX_LIMIT, description="Messages per page.")]
 
 
+def provide_conversation_rows(state: State) -> ConversationRows:
+    """Dependency: the app's conversation rows (renames and deletes)."""
+    rows: ConversationRows = state.conversation_rows
+    return rows
+
+
 class ConversationController(Controller):
     """`/api/conversations`: list, read, rename and delete the caller's conversations."""
 
     path = "/api/conversations"
     tags = ["conversations"]
-    dependencies = {"chat_service": Provide(provide_chat_service, sync_to_thread=False)}
+    dependencies = {
+        "chat_service": Provide(provide_chat_service, sync_to_thread=False),
+        "conversation_rows": Provide(provide_conversation_rows, sync_to_thread=False),
+    }
 
     @get("/", operation_id="ListConversations")
     async def list_conversations(
@@ -78,24 +89,24 @@ class ConversationController(Controller):
     @patch("/{conversation_id:uuid}", operation_id="RenameConversation")
     async def rename_conversation(
         self,
-        chat_service: NamedDependency[ChatService],
+        conversation_rows: NamedDependency[ConversationRows],
         user: NamedDependency[User],
         conversation_id: FromPath[uuid.UUID],
         data: JSONBody[ConversationUpdate],
     ) -> ConversationPublic:
         """Rename a conversation (1 to 200 characters after trimming)."""
-        conversation = await chat_service.store.rename_conversation(user.id, conversation_id, data.title)
+        conversation = await conversation_rows.rename_conversation(user.id, conversation_id, data.title)
         return ConversationPublic.model_validate(conversation)
 
     @delete("/{conversation_id:uuid}", operation_id="DeleteConversation", status_code=HTTP_204_NO_CONTENT)
     async def delete_conversation(
         self,
-        chat_service: NamedDependency[ChatService],
+        conversation_rows: NamedDependency[ConversationRows],
         user: NamedDependency[User],
         conversation_id: FromPath[uuid.UUID],
     ) -> None:
         """Delete a conversation and all its messages."""
-        await chat_service.store.delete_conversation(user.id, conversation_id)
+        await conversation_rows.delete_conversation(user.id, conversation_id)
 
     @post("/{conversation_id:uuid}/stop", operation_id="StopConversationRun", status_code=200)
     async def stop(

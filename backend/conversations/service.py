@@ -1,4 +1,8 @@
-"""Conversations and their messages: listing, reading, renaming, deleting and appending. No HTTP here."""
+"""Reading conversations and their messages: the list with previews, one conversation, pages of messages.
+
+No HTTP here. Renames and deletes are `backend.conversations.store`'s; a turn's writes are the chat store's
+(`backend.chat.store`).
+"""
 
 from __future__ import annotations
 

@@ -36,7 +36,7 @@ from mcp_types import CallToolResult, ServerNotification, TextContent, Tool, Too
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from backend.chat.context import ChatContext
-from backend.mcp.config import HttpServerConfig, McpServerConfig, StdioServerConfig
+from backend.mcp_config import HttpServerConfig, McpServerConfig, StdioServerConfig
 
 log = logging.getLogger(__name__)
 

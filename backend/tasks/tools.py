@@ -1,6 +1,6 @@
 """The task tools, defined once: name, description, input model and behaviour.
 
-Both the agent's function tools (`backend.chat.agent`) and the MCP server at `/mcp` (`backend.mcp.server`) are
+Both the agents' function tools (`backend.team.tools`) and the MCP server at `/mcp` (`backend.mcp.server`) are
 generated from `TASK_TOOLS`, so they share names, descriptions and JSON input schemas, and both call the task service.
 A tool acts only for the `ToolScope` it is given: the run context's user in chat, the verified token's user over MCP.
 The arguments never name a user.

@@ -1,6 +1,6 @@
 """The peer: the official ChatKit Python server (`ChatKitServer`) doing the same job, for the same-run comparison.
 
-Same agent shape as ours: the team `backend.chat.agent.build_agent` builds (triage handing off to the task assistant
+Same agent shape as ours: the team `backend.team.agents.build_agent` builds (triage handing off to the task assistant
 or the help agent, the same instructions, tool names, descriptions and JSON schemas), with every tool answering an
 empty task list like the floor, so each new conversation is the same three upstream turns (handoff, tool call,
 text) for both servers. The same environment as ours too (``import backend``: LiteLLM's local cost map, the SDK's
@@ -33,7 +33,8 @@ from chatkit.types import Attachment, Page, ThreadItem, ThreadMetadata, ThreadSt
 from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 
-from backend.chat.agent import agents_by_name, build_agent
+from backend.chat.team import agents_by_name
+from backend.team.agents import build_agent
 from tests.bench import lag
 from tests.bench.serving import serve_peer
 

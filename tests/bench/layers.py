@@ -81,9 +81,9 @@ async def layer_litellm(base: str, n: int) -> int:
 
 
 def _agent(base: str) -> Any:
-    from backend.chat.agent import build_agent
     from backend.chat.model import build_model
     from backend.settings import load_settings
+    from backend.team.agents import build_agent
 
     settings = load_settings(
         gemini_api_key="bench-key",

@@ -27,7 +27,7 @@ from alembic import command
 from backend.app import create_app
 from backend.db import alembic_config
 from backend.mcp.client import McpServers
-from backend.mcp.config import parse_mcp_servers
+from backend.mcp_config import parse_mcp_servers
 from backend.settings import PROJECT_ROOT, load_settings
 from tests.conftest import serve
 from tests.fakes.mcp_tools import CountingApp

@@ -1,7 +1,7 @@
 """The example team: a triage agent that hands the conversation to a task assistant or a help agent.
 
 Replace this module with your own agents and tools; the rest of the app only needs `build_agent(model,
-model_settings, mcp_servers=...)` returning the starting agent (an `Agent[ChatContext]`) and `agents_by_name(start)`.
+model_settings, mcp_servers=...)` returning the starting agent (an `Agent[ChatContext]`).
 
 The team (Agents SDK handoffs, `handoffs=[...]`):
 - "Triage" starts new conversations and only routes: it hands off to a specialist (or answers small talk itself).
@@ -26,9 +26,9 @@ from agents.mcp import MCPServer
 
 from backend.chat.client_tools import CLIENT_TOOL_NAMES, client_function_tools
 from backend.chat.context import ChatContext
-from backend.chat.widgets import WidgetError, widget_json
+from backend.chat.team import agents_by_name
 from backend.mcp.client import MCP_AGENT_CONFIG
-from backend.tasks.tools import TASK_TOOLS, TaskTool, ToolScope, to_json
+from backend.team.tools import TOOLS
 
 TRIAGE = "Triage"
 TASK_ASSISTANT = "Task assistant"
@@ -61,49 +61,6 @@ SETUP_SETTINGS = {
     "MCP_SERVERS": "external MCP tool servers: JSON, or a path to a JSON file (stdio or streamable HTTP)",
     "attachments": "attach files to a message (POST /api/files, then `attachments` in POST /chatkit)",
 }
-
-
-def function_tool_for(tool: TaskTool) -> FunctionTool:
-    """Generate the Agents SDK function tool from a shared task tool definition.
-
-    The tool acts for the run context's user; its arguments never name a user. Expected failures (unknown task,
-    invalid arguments) go back to the model as `{"error": ...}`.
-
-    Args:
-        tool: The shared definition (name, description, input model, behaviour).
-
-    Returns:
-        A function tool with the definition's name, description and JSON input schema.
-    """
-
-    async def on_invoke(ctx: RunContextWrapper[ChatContext], raw_arguments: str) -> str:
-        try:
-            arguments = json.loads(raw_arguments or "{}")
-        except ValueError:
-            arguments = None
-        if not isinstance(arguments, dict):
-            return to_json({"error": "The arguments must be a JSON object."})
-        scope = ToolScope(user_id=ctx.context.user_id, database=ctx.context.database)
-        result = await tool.invoke(scope, arguments)
-        widget = tool.widget(result) if tool.widget is not None and ctx.context.ui is not None else None
-        if widget is not None and ctx.context.ui is not None:
-            try:
-                ctx.context.ui.show_widget(widget.id or tool.name, widget_json(widget))
-            except WidgetError as error:  # the tool's error, never a broken stream
-                return to_json({**result, "widget_error": str(error)})
-        return to_json(result)
-
-    return FunctionTool(
-        name=tool.name,
-        description=tool.description,
-        params_json_schema=tool.input_schema(),
-        on_invoke_tool=on_invoke,
-        strict_json_schema=False,
-        needs_approval=tool.needs_approval,
-    )
-
-
-TOOLS = [function_tool_for(tool) for tool in TASK_TOOLS]
 
 
 def _tool_groups(tools: Sequence[Tool]) -> dict[str, list[str]]:
@@ -186,25 +143,3 @@ def build_agent(
     )
     triage.handoffs = [tasks, helper]
     return triage
-
-
-def agents_by_name(start: Agent[ChatContext]) -> dict[str, Agent[ChatContext]]:
-    """Every agent reachable from `start` through handoffs, by name (the first one found wins a name clash).
-
-    Only handoffs given as `Agent` objects are followed; list your agents directly in `handoffs=[...]`.
-
-    Args:
-        start: The starting agent.
-
-    Returns:
-        The team, starting with `start`.
-    """
-    found: dict[str, Agent[ChatContext]] = {}
-    pending = [start]
-    while pending:
-        agent = pending.pop(0)
-        if agent.name in found:
-            continue
-        found[agent.name] = agent
-        pending.extend(target for target in agent.handoffs if isinstance(target, Agent))
-    return found

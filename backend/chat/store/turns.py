@@ -1,0 +1,484 @@
+"""The turn's own rows: begin a turn under its conversation's run lock, pause and resume it, finish or abandon it.
+
+A turn goes through three steps, each its own transaction:
+1. `begin_turn`: create or lock the conversation, append the user message and an assistant message `in_progress`.
+2. its events, appended in batches by the hub (`backend.chat.store.event_log`, never one statement per token);
+3. `finish_turn`: the outcome, once, from whichever path ends the turn. The lock is released by the last statement of
+   that same transaction; only when the save fails is it released in a statement (and transaction) of its own.
+
+A paused turn (`requires_action`) holds no lock; `resume_turn` takes it again. Turns whose process died are taken over
+by `backend.chat.store.takeover`.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import exists, insert, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from backend.chat.events import Usage
+from backend.chat.pause import cancelled
+from backend.chat.store.event_log import EventLog
+from backend.chat.store.lock import RunLock, released
+from backend.chat.store.rows import (
+    MESSAGE_NOT_FOUND,
+    UNSAVED,
+    BegunTurn,
+    ExistingTurn,
+    Outcome,
+    PausedTurn,
+    StoredEvent,
+    TurnInfo,
+    TurnRequest,
+    retrying,
+)
+from backend.chat.store.takeover import Takeover
+from backend.conversations.service import get_conversation
+from backend.db import Database
+from backend.errors import ConflictError, NotFoundError
+from backend.files import service as file_service
+from backend.files.models import MessageFile
+from backend.files.service import StoredFile
+from backend.models import (
+    ClientMessageId,
+    Conversation,
+    Message,
+    MessageRole,
+    MessageStatus,
+    TurnEvent,
+    utcnow,
+)
+from backend.storable import storable_text
+from backend.usage.models import UsageRecord
+
+log = logging.getLogger(__name__)
+
+TITLE_CHARS = 50
+_LEDGER_INSERT = insert(UsageRecord)
+
+
+def make_title(message: str) -> str:
+    """A conversation title from its first message: one line, about 50 characters, cut at a word boundary."""
+    flat = " ".join(message.split())
+    if len(flat) <= TITLE_CHARS:
+        return flat
+    cut = flat[:TITLE_CHARS].rsplit(" ", 1)[0] if " " in flat[:TITLE_CHARS] else flat[:TITLE_CHARS]
+    return cut.rstrip(" ,.;:-") + "…"
+
+
+_MESSAGES_INSERT = insert(Message)
+
+
+def _message_row(
+    message_id: uuid.UUID,
+    conversation_id: uuid.UUID,
+    seq: int,
+    role: MessageRole,
+    content: str,
+    now: datetime,
+) -> dict[str, object]:
+    """A new message's row for a Core INSERT: a user message is complete, an assistant message `in_progress`."""
+    status = MessageStatus.COMPLETE if role == MessageRole.USER else MessageStatus.IN_PROGRESS
+    return {
+        "id": message_id,
+        "conversation_id": conversation_id,
+        "seq": seq,
+        "role": role,
+        "content": content,
+        "tool_calls": [],
+        "parts": [],
+        "status": status,
+        "created_at": now,
+    }
+
+
+def _usage_json(usage: Usage) -> dict[str, int]:
+    return {
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+
+
+class TurnRows:
+    """The rows of turns: their conversation's lock, their messages, their pauses and their outcomes."""
+
+    def __init__(
+        self, database: Database, lock: RunLock, events: EventLog, takeover: Takeover, *, history_max_items: int
+    ) -> None:
+        """Write turns to `database` under `lock`, logging their last events in `events`.
+
+        Args:
+            database: Where conversations live.
+            lock: This process's run lock.
+            events: The event log (a turn's last events go in the transaction of its outcome).
+            takeover: Closes a stale turn found when a new one begins.
+            history_max_items: How many recent messages to load as model input.
+        """
+        self.database = database
+        self.lock = lock
+        self.events = events
+        self.takeover = takeover
+        self.history_max_items = history_max_items
+
+    async def release(self, conversation_id: uuid.UUID, message_id: uuid.UUID) -> None:
+        """Free the lock if this turn still holds it (its own transaction)."""
+        async with self.database.engine.begin() as conn:
+            await conn.execute(released(conversation_id, message_id))
+
+    # --- beginning a turn ----------------------------------------------------------------------------------------
+
+    async def begin_turn(self, request: TurnRequest) -> BegunTurn | ExistingTurn:
+        """Lock (or create) the conversation and record the user message and the `in_progress` reply, atomically.
+
+        Raises:
+            NotFoundError: The conversation does not exist or is not the caller's.
+            ConflictError: A run is in progress (`run_in_progress`), or the `client_message_id` was already used
+                with another message (`idempotency_conflict`).
+        """
+        if request.client_message_id is not None:
+            existing = await self._existing(request)
+            if existing is not None:
+                return existing
+        try:
+            return await self._begin(request)
+        except IntegrityError:
+            if request.client_message_id is None:
+                raise
+            existing = await self._existing(request)  # a concurrent repeat won the race
+            if existing is None:
+                raise
+            return existing
+
+    async def _existing(self, request: TurnRequest) -> ExistingTurn | None:
+        async with self.database.sessions() as session:
+            row = (
+                await session.exec(
+                    select(ClientMessageId, Message.content, Message.conversation_id)
+                    .join(Message, col(Message.id) == col(ClientMessageId.user_message_id))
+                    .where(
+                        col(ClientMessageId.user_id) == request.user_id,
+                        col(ClientMessageId.client_message_id) == request.client_message_id,
+                    )
+                )
+            ).first()
+        if row is None:
+            return None
+        key, content, conversation_id = row
+        if content != storable_text(request.message) or (
+            request.conversation_id is not None and request.conversation_id != conversation_id
+        ):
+            raise ConflictError(
+                "This client_message_id was already used for a different message.", code="idempotency_conflict"
+            )
+        return ExistingTurn(conversation_id=conversation_id, message_id=key.assistant_message_id)
+
+    async def _begin(self, request: TurnRequest) -> BegunTurn:
+        now = utcnow()
+        message_id, user_message_id = uuid.uuid4(), uuid.uuid4()
+        history: list[Message] = []
+        files: dict[uuid.UUID, list[StoredFile]] = {}
+        async with self.database.sessions() as session:
+            try:
+                attached = await file_service.resolve_attachments(session, request.user_id, request.attachments)
+                conn = await session.connection()  # Core statements in the session's transaction
+                if request.conversation_id is None:
+                    conversation_id, title = uuid.uuid4(), make_title(request.message)
+                    await conn.execute(
+                        insert(Conversation).values(
+                            id=conversation_id,
+                            user_id=request.user_id,
+                            title=title,
+                            created_at=now,
+                            **self.lock.taken(message_id, now),
+                        )
+                    )
+                    seq = 1
+                else:
+                    conversation = await get_conversation(session, request.user_id, request.conversation_id)
+                    conversation_id, title = conversation.id, conversation.title
+                    prior_run = conversation.run_id
+                    locked = await session.exec(
+                        update(Conversation)
+                        .where(
+                            col(Conversation.id) == conversation.id,
+                            col(Conversation.user_id) == request.user_id,
+                            self.lock.is_free(now),
+                        )
+                        .values(**self.lock.taken(message_id, now))
+                        .execution_options(synchronize_session=False)
+                    )
+                    if locked.rowcount != 1:
+                        raise ConflictError(
+                            "A reply is already being generated in this conversation.", code="run_in_progress"
+                        )
+                    if prior_run is not None:
+                        await self.takeover.interrupt(session, prior_run)
+                    history, files = await self._history(session, conversation.id)
+                    seq = history[-1].seq + 1 if history else 1
+                    await self._cancel_pending_actions(session, history)
+                user_row = _message_row(user_message_id, conversation_id, seq, MessageRole.USER, request.message, now)
+                reply_row = _message_row(message_id, conversation_id, seq + 1, MessageRole.ASSISTANT, "", now)
+                # Core INSERTs in order (no unit of work to sort out): the messages, then what references them.
+                await conn.execute(_MESSAGES_INSERT, [user_row, reply_row])
+                user_message = Message.model_validate(user_row)  # model input only, not added to the session
+                if attached:
+                    await file_service.attach(session, user_message_id, attached)
+                    files[user_message_id] = attached
+                if request.client_message_id is not None:
+                    await conn.execute(
+                        insert(ClientMessageId).values(
+                            user_id=request.user_id,
+                            client_message_id=request.client_message_id,
+                            user_message_id=user_message_id,
+                            assistant_message_id=message_id,
+                            created_at=now,
+                        )
+                    )
+                await session.commit()
+            except BaseException:
+                await session.rollback()
+                raise
+            return BegunTurn(
+                user_id=request.user_id,
+                conversation_id=conversation_id,
+                title=title,
+                user_message_id=user_message_id,
+                message_id=message_id,
+                history=[*history, user_message],
+                created=request.conversation_id is None,
+                files=files,
+            )
+
+    async def _history(
+        self, session: AsyncSession, conversation_id: uuid.UUID
+    ) -> tuple[list[Message], dict[uuid.UUID, list[StoredFile]]]:
+        """The latest messages, oldest first, and their attachments.
+
+        Whether a message has attachments comes with it (an EXISTS on the link table's primary key), so a
+        conversation without any costs no extra query.
+        """
+        has_files = exists().where(col(MessageFile.message_id) == col(Message.id))
+        recent = await session.exec(
+            select(Message, has_files)
+            .where(Message.conversation_id == conversation_id)
+            .order_by(col(Message.seq).desc())
+            .limit(self.history_max_items)
+        )
+        rows = list(reversed(recent.all()))
+        history = [message for message, _ in rows]
+        with_files = [message.id for message, flagged in rows if flagged]
+        if not with_files:
+            return history, {}
+        by_message = await file_service.files_of_messages(session, with_files)
+        return history, {message_id: by_message[message_id] for message_id in with_files if message_id in by_message}
+
+    async def _cancel_pending_actions(self, session: AsyncSession, history: Sequence[Message]) -> None:
+        """A new user message cancels the approvals and client tools a paused reply still waits for."""
+        for message in history:
+            if message.status != MessageStatus.REQUIRES_ACTION:
+                continue
+            parts = cancelled(message.parts)
+            await session.exec(
+                update(Message)
+                .where(col(Message.id) == message.id)
+                .values(status=MessageStatus.CANCELLED, parts=parts, run_state=None)
+            )
+            message.status, message.parts, message.run_state = MessageStatus.CANCELLED, parts, None
+
+    # --- resuming a paused turn ---------------------------------------------------------------------------------
+
+    async def paused_turn(self, user_id: str, conversation_id: uuid.UUID) -> PausedTurn:
+        """The conversation's reply that waits for approvals or client-tool results.
+
+        Raises:
+            NotFoundError: The conversation does not exist or is not the caller's.
+            ConflictError: Nothing waits for an answer (`nothing_pending`).
+        """
+        async with self.database.sessions() as session:
+            conversation = await get_conversation(session, user_id, conversation_id)
+            message = (
+                await session.exec(
+                    select(Message)
+                    .where(Message.conversation_id == conversation_id, Message.role == MessageRole.ASSISTANT)
+                    .order_by(col(Message.seq).desc())
+                    .limit(1)
+                )
+            ).first()
+            if message is None or message.status != MessageStatus.REQUIRES_ACTION or not message.run_state:
+                raise ConflictError("Nothing in this conversation waits for an answer.", code="nothing_pending")
+            last_event = (
+                await session.exec(
+                    select(TurnEvent.id)
+                    .where(col(TurnEvent.message_id) == message.id)
+                    .order_by(col(TurnEvent.id).desc())
+                    .limit(1)
+                )
+            ).first()
+            return PausedTurn(
+                user_id=user_id,
+                conversation_id=conversation_id,
+                message_id=message.id,
+                title=conversation.title,
+                parts=list(message.parts),
+                agent=message.agent,
+                run_state=dict(message.run_state),
+                last_event_id=last_event or 0,
+            )
+
+    async def resume_turn(self, paused: PausedTurn) -> None:
+        """Take the run lock for a paused reply and mark it `in_progress` again, atomically.
+
+        Raises:
+            ConflictError: Another run holds the conversation (`run_in_progress`), or another request answered first
+                (`already_answered`).
+        """
+        now = utcnow()
+        async with self.database.sessions() as session:
+            try:
+                locked = await session.exec(
+                    update(Conversation)
+                    .where(col(Conversation.id) == paused.conversation_id, self.lock.is_free(now))
+                    .values(**self.lock.taken(paused.message_id, now))
+                    .execution_options(synchronize_session=False)
+                )
+                if locked.rowcount != 1:
+                    raise ConflictError(
+                        "A reply is already being generated in this conversation.", code="run_in_progress"
+                    )
+                flipped = await session.exec(
+                    update(Message)
+                    .where(col(Message.id) == paused.message_id, col(Message.status) == MessageStatus.REQUIRES_ACTION)
+                    .values(status=MessageStatus.IN_PROGRESS)
+                )
+                if flipped.rowcount != 1:
+                    raise ConflictError("These answers were already given.", code="already_answered")
+                await session.commit()
+            except BaseException:
+                await session.rollback()
+                raise
+
+    # --- ending a turn -------------------------------------------------------------------------------------------
+
+    async def finish_turn(
+        self,
+        conversation_id: uuid.UUID,
+        message_id: uuid.UUID,
+        outcome: Outcome,
+        events: Sequence[StoredEvent],
+        *,
+        retry_seconds: float,
+    ) -> bool:
+        """Write a turn's outcome and its last events once, then release its lock, whatever happens to the save.
+
+        Idempotent: only a message still `in_progress` is written, so a second call (from another path) is a no-op.
+        Transient database failures are retried with backoff for up to `retry_seconds` while the reply waits in
+        memory.
+
+        Returns:
+            False if the outcome could not be stored (the caller tells the user; `abandon` finishes the message later).
+        """
+        saved = released = False
+        try:
+            await retrying(
+                lambda: self._write_outcome(conversation_id, message_id, outcome, events),
+                retry_seconds,
+                "save the reply",
+            )
+            saved = released = True  # the release is the last statement of the same transaction
+        except IntegrityError:
+            log.info("conversation %s was deleted during its run; the reply was dropped", conversation_id)
+            saved = True
+        except Exception as error:
+            log.error("could not save the reply of conversation %s: %s", conversation_id, type(error).__name__)
+        finally:
+            if not released:  # whatever happened to the save, in a statement (and transaction) of its own
+                try:
+                    await retrying(lambda: self.release(conversation_id, message_id), 2.0, "release the run lock")
+                except Exception as error:
+                    log.warning("could not release the run lock of %s: %s", conversation_id, type(error).__name__)
+        return saved
+
+    async def _write_outcome(
+        self, conversation_id: uuid.UUID, message_id: uuid.UUID, outcome: Outcome, events: Sequence[StoredEvent]
+    ) -> None:
+        reply = outcome.reply
+        async with self.database.engine.begin() as conn:  # Core: no unit of work on the hot path
+            if events:
+                await self.events.write(conn, {message_id: list(events)})
+            await conn.execute(
+                update(Message)
+                .where(col(Message.id) == message_id, col(Message.status) == MessageStatus.IN_PROGRESS)
+                .values(
+                    status=outcome.status,
+                    content=reply.text,
+                    parts=reply.parts(),
+                    tool_calls=reply.tool_calls(),
+                    agent=reply.agent,
+                    error_code=outcome.error_code,
+                    usage=_usage_json(outcome.usage),
+                    items=outcome.items,
+                    run_state=outcome.run_state,
+                )
+            )
+            if outcome.ledger:
+                await conn.execute(_LEDGER_INSERT, outcome.ledger)
+            await conn.execute(released(conversation_id, message_id))
+
+    async def abandon(self, conversation_id: uuid.UUID, message_id: uuid.UUID) -> None:
+        """Finish a turn whose outcome could not be saved: keep its logged text, mark it failed, free the lock."""
+        async with self.database.sessions() as session:
+            await self.takeover.interrupt(session, message_id, status=MessageStatus.ERROR, error=UNSAVED)
+            await session.commit()
+        await self.release(conversation_id, message_id)
+
+    # --- reading turns -------------------------------------------------------------------------------------------
+
+    async def turn_info(self, user_id: str, message_id: uuid.UUID) -> TurnInfo:
+        """Where one of the user's assistant messages stands.
+
+        Raises:
+            NotFoundError: No such assistant message, or it is another user's.
+        """
+        async with self.database.sessions() as session:
+            row = (
+                await session.exec(
+                    select(Message.conversation_id, Message.status, Conversation.run_id)
+                    .join(Conversation, col(Conversation.id) == col(Message.conversation_id))
+                    .where(
+                        col(Message.id) == message_id,
+                        col(Message.role) == MessageRole.ASSISTANT,
+                        col(Conversation.user_id) == user_id,
+                    )
+                )
+            ).first()
+        if row is None:
+            raise NotFoundError(MESSAGE_NOT_FOUND)
+        conversation_id, status, run_id = row
+        return TurnInfo(conversation_id, message_id, MessageStatus(status), running=run_id == message_id)
+
+    async def message_status(self, message_id: uuid.UUID) -> MessageStatus | None:
+        """The status of a message (None if it was deleted)."""
+        async with self.database.sessions() as session:
+            status = (await session.exec(select(Message.status).where(col(Message.id) == message_id))).first()
+        return MessageStatus(status) if status is not None else None
+
+    async def latest_reply(self, user_id: str, conversation_id: uuid.UUID) -> tuple[uuid.UUID, MessageStatus] | None:
+        """The conversation's newest assistant message and its status, or None if it has none."""
+        async with self.database.sessions() as session:
+            await get_conversation(session, user_id, conversation_id)
+            row = (
+                await session.exec(
+                    select(Message.id, Message.status)
+                    .where(col(Message.conversation_id) == conversation_id, col(Message.role) == MessageRole.ASSISTANT)
+                    .order_by(col(Message.seq).desc())
+                    .limit(1)
+                )
+            ).first()
+        return (row[0], MessageStatus(row[1])) if row is not None else None

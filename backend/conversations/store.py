@@ -1,0 +1,73 @@
+"""The conversation rows that REST owns: renaming and deleting a user's conversation."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from sqlalchemy import and_, delete
+from sqlmodel import col
+
+from backend.conversations.service import CONVERSATION_NOT_FOUND, get_conversation
+from backend.db import Database
+from backend.errors import NotFoundError
+from backend.files import service as file_service
+from backend.files.storage import FileStorage
+from backend.models import Conversation, utcnow
+
+log = logging.getLogger(__name__)
+
+
+class ConversationRows:
+    """Renames and deletes of conversations, each its own transaction."""
+
+    def __init__(self, database: Database, file_storage: FileStorage | None = None) -> None:
+        """Write to `database`; the bytes of files deleted with a conversation are discarded in `file_storage`.
+
+        Args:
+            database: Where conversations live.
+            file_storage: Where attachment bytes live (None: nothing to discard beyond the database).
+        """
+        self.database = database
+        self.file_storage = file_storage
+
+    async def rename_conversation(self, user_id: str, conversation_id: uuid.UUID, title: str) -> Conversation:
+        """Set a conversation's title.
+
+        Raises:
+            NotFoundError: If it does not exist or belongs to another user.
+        """
+        async with self.database.sessions() as session:
+            conversation = await get_conversation(session, user_id, conversation_id)
+            conversation.title = title
+            conversation.updated_at = utcnow()
+            session.add(conversation)
+            await session.commit()
+            await session.refresh(conversation)  # as stored (see backend.storable)
+            return conversation
+
+    async def delete_conversation(self, user_id: str, conversation_id: uuid.UUID) -> None:
+        """Delete a conversation and the files attached only in it; the database cascades to its messages and logs.
+
+        The files go in the same transaction; their bytes in `local` storage are discarded after the commit (the
+        sweep removes any that a crash leaves behind).
+
+        Raises:
+            NotFoundError: If it does not exist or belongs to another user.
+        """
+        async with self.database.sessions() as session:
+            await get_conversation(session, user_id, conversation_id)
+            file_ids = await file_service.delete_files_only_used_by(session, conversation_id)
+            result = await session.exec(
+                delete(Conversation).where(
+                    and_(col(Conversation.id) == conversation_id, col(Conversation.user_id) == user_id)
+                )
+            )
+            if result.rowcount == 0:  # deleted concurrently
+                await session.rollback()
+                raise NotFoundError(CONVERSATION_NOT_FOUND)
+            await session.commit()
+        if file_ids and self.file_storage is not None:
+            await self.file_storage.discard(file_ids)
+        if file_ids:
+            log.info("conversation %s deleted with %d file(s) only it used", conversation_id, len(file_ids))
