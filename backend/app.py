@@ -15,7 +15,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.plugins.prometheus import PrometheusConfig
 
-from backend import metrics
+from backend import metrics, tracing
 from backend.auth import USER_DEPENDENCY, auth_middleware
 from backend.chat.model import build_model, warm_up
 from backend.chat.routes import ChatController
@@ -58,6 +58,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     """
     settings = settings or get_settings()
     configure_logging(settings)
+    tracing.configure()  # only when OTEL_EXPORTER_OTLP_ENDPOINT is set
     task_mcp = TaskMcpServer(host=settings.host)
     register_task_actions()  # the task-list widget's `tasks.toggle` action (idempotent)
 
@@ -130,6 +131,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             BodyGuard,
         ],
         exception_handlers=EXCEPTION_HANDLERS,
+        plugins=tracing.http_plugins(),
         lifespan=[lifespan, files_lifespan],
         on_startup=[lambda app: document_api(app, settings)],
         cors_config=CORSConfig(allow_origins=settings.cors_origins, allow_credentials=False)

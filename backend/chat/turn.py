@@ -20,7 +20,10 @@ from typing import Literal
 
 from agents import Agent as SdkAgent
 from agents import Runner, RunResultStreaming, TResponseInputItem
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 
+from backend import tracing
 from backend.chat import history
 from backend.chat.client_tools import CLIENT_TOOL_NAMES
 from backend.chat.context import ChatContext
@@ -173,6 +176,16 @@ class TurnRun:
         error: Error | None = None
         pause: Pause | None = None
         self.metrics = TurnMetrics()
+        span = tracing.tracer.start_span(
+            "chat turn",
+            attributes={
+                "gen_ai.operation.name": "invoke_agent",
+                "gen_ai.agent.name": self.agent.name,
+                "gen_ai.conversation.id": str(self.conversation_id),
+                "chat.message_id": str(self.message_id),
+            },
+        )
+        attached = otel_context.attach(trace.set_span_in_context(span))  # the run's tasks inherit it
         try:
             self._emit(Start(str(self.conversation_id), str(self.message_id), self.title))
             translator = StreamTranslator(hide_calls=CLIENT_TOOL_NAMES, known_calls=self.reply.call_names())
@@ -212,7 +225,12 @@ class TurnRun:
                 self.reply.add(event)
                 self._emit(event)
             finish = pause.finish
-        await self._finish(finish, error, pause)
+        try:
+            await self._finish(finish, error, pause)
+        finally:
+            span.set_attribute("chat.finish_reason", finish)
+            tracing.end_span(span, error.code if error is not None else None)
+            otel_context.detach(attached)
 
     async def _finish(self, finish: FinishReason, error: Error | None, pause: Pause | None) -> None:
         usage = self._usage()

@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import litellm
-from agents import Agent, ModelResponse, RunContextWrapper, RunHooks, TResponseInputItem
+from agents import Agent, ModelResponse, RunContextWrapper, RunHooks, Tool, TResponseInputItem
+from opentelemetry.trace import Span, SpanKind
 
+from backend import tracing
 from backend.chat.context import ChatContext
 from backend.models import utcnow
 from backend.usage.limits import Budget, Refusal
@@ -119,13 +121,18 @@ class QuotaExceededError(Exception):
 
 
 class UsageHooks(RunHooks[ChatContext]):
-    """Collect a turn segment's model calls, and stop the run once it spends past its budget."""
+    """Collect a turn segment's model calls, stop the run once it spends past its budget, and trace the run.
+
+    Spans (see `backend.tracing`): one per model call, tool call and handoff, children of the turn's span.
+    """
 
     def __init__(self, budget: Budget | None = None) -> None:
         """Start with no calls; `budget` is what the user may still spend (None: unlimited)."""
         self.calls: list[ModelCall] = []
         self.budget = budget
         self._open: tuple[str, str, float] | None = None  # the running call: agent, model, start time
+        self._call_span: Span | None = None
+        self._tool_spans: dict[str, Span] = {}
 
     @property
     def tokens(self) -> int:
@@ -145,7 +152,18 @@ class UsageHooks(RunHooks[ChatContext]):
         input_items: list[TResponseInputItem],
     ) -> None:
         """A call begins (kept open until it returns, to record it even if the turn ends during it)."""
-        self._open = (agent.name, model_name(agent), time.perf_counter())
+        model = model_name(agent)
+        self._open = (agent.name, model, time.perf_counter())
+        self._call_span = tracing.tracer.start_span(
+            f"chat {model}",
+            kind=SpanKind.CLIENT,
+            attributes={
+                "gen_ai.operation.name": "chat",
+                "gen_ai.provider.name": model.split("/", 1)[0] if "/" in model else "unknown",
+                "gen_ai.request.model": model,
+                "gen_ai.agent.name": agent.name,
+            },
+        )
 
     async def on_llm_end(
         self, context: RunContextWrapper[ChatContext], agent: Agent[ChatContext], response: ModelResponse
@@ -175,16 +193,76 @@ class UsageHooks(RunHooks[ChatContext]):
                 seconds=time.perf_counter() - started,
             )
         )
+        calls_tools = any(getattr(item, "type", None) == "function_call" for item in response.output)
+        span, self._call_span = self._call_span, None
+        if span is not None:
+            span.set_attributes(
+                {
+                    "gen_ai.response.model": model,
+                    "gen_ai.usage.input_tokens": usage.input_tokens,
+                    "gen_ai.usage.output_tokens": usage.output_tokens,
+                    "gen_ai.response.finish_reasons": ["tool_calls" if calls_tools else "stop"],
+                }
+            )
+            if response.response_id:
+                span.set_attribute("gen_ai.response.id", response.response_id)
+            span.end()
         budget = self.budget
-        if budget is None or not any(getattr(item, "type", None) == "function_call" for item in response.output):
+        if budget is None or not calls_tools:
             return  # no quota, or the run ends with this call anyway (it calls no tool and hands off to no one)
         if budget.tokens is not None and self.tokens >= budget.tokens:
             raise QuotaExceededError(budget.refusal)
         if budget.usd is not None and self.cost >= budget.usd:
             raise QuotaExceededError(budget.usd_refusal)
 
+    async def on_tool_start(
+        self, context: RunContextWrapper[ChatContext], agent: Agent[ChatContext], tool: Tool
+    ) -> None:
+        """A tool (a function tool or an MCP server's) starts: open its span."""
+        call_id = getattr(context, "tool_call_id", None) or tool.name
+        self._tool_spans[call_id] = tracing.tracer.start_span(
+            f"execute_tool {tool.name}",
+            kind=SpanKind.INTERNAL,
+            attributes={
+                "gen_ai.operation.name": "execute_tool",
+                "gen_ai.tool.name": tool.name,
+                "gen_ai.tool.call.id": call_id,
+                "gen_ai.agent.name": agent.name,
+            },
+        )
+
+    async def on_tool_end(
+        self, context: RunContextWrapper[ChatContext], agent: Agent[ChatContext], tool: Tool, result: object
+    ) -> None:
+        """A tool returned: close its span (failed when it returned an error)."""
+        span = self._tool_spans.pop(getattr(context, "tool_call_id", None) or tool.name, None)
+        if span is not None:
+            failed = (isinstance(result, dict) and "error" in result) or (
+                isinstance(result, str) and result.lstrip().startswith('{"error"')
+            )
+            tracing.end_span(span, "tool_error" if failed else None)
+
+    async def on_handoff(
+        self, context: RunContextWrapper[ChatContext], from_agent: Agent[ChatContext], to_agent: Agent[ChatContext]
+    ) -> None:
+        """The conversation passes to another agent: a span marks it."""
+        tracing.tracer.start_span(
+            f"handoff {from_agent.name} -> {to_agent.name}",
+            attributes={
+                "gen_ai.operation.name": "handoff",
+                "gen_ai.agent.name": from_agent.name,
+                "gen_ai.handoff.target_agent": to_agent.name,
+            },
+        ).end()
+
     def close(self, outcome: str) -> None:
         """The segment ended: a call still open (the turn failed or was stopped during it) is recorded as `outcome`."""
+        for span in self._tool_spans.values():
+            tracing.end_span(span, outcome)
+        self._tool_spans.clear()
+        if self._call_span is not None:
+            tracing.end_span(self._call_span, outcome)
+            self._call_span = None
         if self._open is None:
             return
         agent, model, started = self._open
