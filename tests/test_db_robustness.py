@@ -363,7 +363,7 @@ async def test_200_concurrent_new_conversations_all_succeed(live, db, database_u
     if is_postgres(database_url):
         # 200 open streams outgrow the 30-connection pool: the excess is told so (503), never hangs or 500s.
         assert set(statuses) <= {200, 503}, {s: statuses.count(s) for s in set(statuses)}
-        assert all(stream.body == DB_UNAVAILABLE for stream in streams if stream.status == 503)
+        assert all(stream.error_body == DB_UNAVAILABLE for stream in streams if stream.status == 503)
     else:
         assert statuses == [200] * CONCURRENCY, {s: statuses.count(s) for s in set(statuses)}
     completed = [stream for stream in streams if stream.status == 200]

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import litellm
 import pytest
 from sqlalchemy import select
 from sqlmodel import col
@@ -66,8 +67,10 @@ async def test_a_tool_turn_with_a_handoff_writes_one_row_per_model_call(gemini_s
     }
     assert all(r.priced for r in rows)
     for row in rows:
-        assert row.cost_usd == pytest.approx(price(MODEL, row.input_tokens, row.output_tokens, 0)[0])
-        assert row.cost_usd > 0
+        expected = sum(
+            litellm.cost_per_token(model=MODEL, prompt_tokens=row.input_tokens, completion_tokens=row.output_tokens)
+        )
+        assert row.cost_usd == pytest.approx(expected) and row.cost_usd > 0
     done = stream.of("done")[0]["usage"]
     assert sum(r.total_tokens for r in rows) == done["total_tokens"] == 78
 
@@ -276,3 +279,18 @@ async def test_the_operators_commands_set_limits_and_report_every_user(client, d
     await cli.run(["usage", "--group-by", "model"])
     table = capsys.readouterr().out.splitlines()
     assert table[1].split()[:2] == ["offline-demo", "3"] and table[-1].split()[:2] == ["total", "3"]
+
+
+@pytest.mark.parametrize(
+    ("model", "tokens"),
+    [(MODEL, (1200, 300, 0)), (MODEL, (5000, 10, 4000)), ("gemini/gemini-2.5-pro", (250_000, 900, 0))],
+)
+def test_prices_match_litellms_cost_map(model: str, tokens: tuple[int, int, int]):
+    input_tokens, output_tokens, cached = tokens
+    expected = sum(
+        litellm.cost_per_token(
+            model=model, prompt_tokens=input_tokens, completion_tokens=output_tokens, cache_read_input_tokens=cached
+        )
+    )
+    assert price(model, input_tokens, output_tokens, cached) == (pytest.approx(expected), True)
+    assert price("no-such-model-anywhere", 10, 10, 0) == (0.0, False)

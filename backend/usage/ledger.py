@@ -16,6 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 
 import litellm
 from agents import Agent, ModelResponse, RunContextWrapper, RunHooks, Tool, TResponseInputItem
@@ -28,7 +29,28 @@ from backend.usage.limits import Budget, Refusal
 
 log = logging.getLogger(__name__)
 
-_UNPRICED: set[str] = set()
+LONG_CONTEXT_TOKENS = 200_000
+"""Above this many input tokens some models (Gemini's Pro models among them) charge another rate per token."""
+
+
+@lru_cache(maxsize=256)
+def unit_prices(model: str, long_context: bool) -> tuple[float, float, float] | None:
+    """USD per input, output and cached-input token of `model` by LiteLLM's cost map; None if it has no price.
+
+    `litellm.cost_per_token` takes milliseconds per call, so it runs once per model and context tier here; the
+    prices are linear within a tier.
+    """
+    n = LONG_CONTEXT_TOKENS + 1000 if long_context else 1000
+    try:
+        input_cost, _ = litellm.cost_per_token(model=model, prompt_tokens=n, completion_tokens=0)
+        _, output_cost = litellm.cost_per_token(model=model, prompt_tokens=n, completion_tokens=n)
+        cached_cost, _ = litellm.cost_per_token(
+            model=model, prompt_tokens=n, completion_tokens=0, cache_read_input_tokens=n
+        )
+    except Exception:  # LiteLLM raises for a model its map does not know
+        log.info("LiteLLM's cost map has no price for %s; its calls are recorded at cost 0", model)
+        return None
+    return float(input_cost) / n, float(output_cost) / n, float(cached_cost) / n
 
 
 def price(model: str, input_tokens: int, output_tokens: int, cached_tokens: int) -> tuple[float, bool]:
@@ -43,20 +65,12 @@ def price(model: str, input_tokens: int, output_tokens: int, cached_tokens: int)
     Returns:
         `(cost, True)`, or `(0.0, False)` for a model the map does not price.
     """
-    if model in _UNPRICED:
+    prices = unit_prices(model, input_tokens > LONG_CONTEXT_TOKENS)
+    if prices is None:
         return 0.0, False
-    try:
-        prompt, completion = litellm.cost_per_token(
-            model=model,
-            prompt_tokens=input_tokens,
-            completion_tokens=output_tokens,
-            cache_read_input_tokens=cached_tokens,
-        )
-    except Exception:  # LiteLLM raises for a model its map does not know
-        log.info("LiteLLM's cost map has no price for %s; its calls are recorded at cost 0", model)
-        _UNPRICED.add(model)
-        return 0.0, False
-    return float(prompt) + float(completion), True
+    per_input, per_output, per_cached = prices
+    cached = min(cached_tokens, input_tokens)
+    return (input_tokens - cached) * per_input + cached * per_cached + output_tokens * per_output, True
 
 
 def model_name(agent: Agent[ChatContext]) -> str:
