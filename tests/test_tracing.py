@@ -75,3 +75,23 @@ async def test_a_tool_turn_with_a_handoff_makes_a_span_tree(gemini_settings, fak
     assert (tool.attributes or {})["gen_ai.tool.name"] == "list_tasks"
     every_value = " ".join(str(v) for s in finished for v in (s.attributes or {}).values())
     assert "secret" not in every_value and "You have no tasks" not in every_value  # no contents recorded
+
+
+async def test_with_an_endpoint_each_http_request_has_a_span_that_parents_its_turn(
+    gemini_settings, fake, spans, monkeypatch
+):
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9/")  # the test's provider stays in place
+    fake.script(text_turn("Hello.", usage=(10, 1)))
+    async with live(gemini_settings()) as client:
+        stream = await chat(client, {"message": "hi"})
+        assert stream.types[-1] == "done"
+        assert (await client.get("/api/conversations")).status_code == 200
+    finished = list(spans.get_finished_spans())
+    by_id = {s.context.span_id: s for s in finished}
+    [turn] = [s for s in finished if s.name == "chat turn"]
+    assert turn.parent is not None and turn.parent.span_id in by_id
+    request = by_id[turn.parent.span_id]
+    assert (request.attributes or {}).get(
+        "http.method", (request.attributes or {}).get("http.request.method")
+    ) == "POST"
+    assert any("/api/conversations" in s.name for s in finished)
