@@ -84,6 +84,7 @@ async def test_the_offline_model_is_recorded_unpriced_and_the_report_sums_it(cli
     assert {(r.model, r.priced, r.cost_usd) for r in rows} == {("offline-demo", False, 0.0)}
     by_model = (await client.get("/api/usage", params={"group_by": "model"})).json()
     assert by_model["group_by"] == "model"
+    assert set(by_model) == {"start", "end", "group_by", "data", "total"}
     [group] = by_model["data"]
     assert group["key"] == "offline-demo"
     assert group["calls"] == 6 == group["unpriced_calls"]

@@ -73,7 +73,7 @@ def _value(name: str, raw: str) -> int | float | None:
 
 def _print_report(report: UsageReport, as_json: bool) -> None:
     if as_json:
-        _out(report.model_dump_json(by_alias=True, indent=2))
+        _out(report.model_dump_json(indent=2))
         return
     _out(f"{report.group_by:<36} {'calls':>7} {'input':>10} {'output':>10} {'total':>11} {'usd':>12} unpriced")
     for group in [*report.data]:

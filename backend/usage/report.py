@@ -36,10 +36,10 @@ class UsageGroup(UsageTotals):
 
 
 class UsageReport(SQLModel):
-    """`GET /api/usage`: the caller's model usage from `from` (inclusive) to `to` (exclusive)."""
+    """`GET /api/usage`: the caller's model usage from `start` to `end` (the query's `from` and `to`, `end` out)."""
 
-    start: datetime = Field(alias="from", serialization_alias="from")
-    end: datetime = Field(alias="to", serialization_alias="to")
+    start: datetime
+    end: datetime
     group_by: GroupBy
     data: list[UsageGroup]
     total: UsageTotals
@@ -102,4 +102,4 @@ async def usage_report(
         cost_usd=round(sum(g.cost_usd for g in data), 9),
         unpriced_calls=sum(g.unpriced_calls for g in data),
     )
-    return UsageReport.model_validate({"from": start, "to": end, "group_by": group_by, "data": data, "total": total})
+    return UsageReport(start=start, end=end, group_by=group_by, data=data, total=total)
