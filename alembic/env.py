@@ -1,6 +1,7 @@
 """Alembic environment: async engine, SQLModel metadata, batch mode on SQLite, URL from settings."""
 
 import asyncio
+import logging
 
 from sqlalchemy import pool
 from sqlalchemy.engine import Connection
@@ -12,6 +13,11 @@ from backend.settings import get_settings, normalize_database_url
 
 config = context.config
 target_metadata = SQLModel.metadata
+
+if not logging.getLogger().handlers:
+    # The CLI (`alembic upgrade head`): say what it did. Inside the app or the tests, their logging already decides.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)-5.5s [%(name)s] %(message)s")
+    logging.getLogger("alembic").setLevel(logging.INFO)
 
 
 def database_url() -> str:

@@ -12,7 +12,6 @@ from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.plugins.prometheus import PrometheusConfig
 
 from backend import metrics, tracing
@@ -32,6 +31,7 @@ from backend.loopwatch import LoopWatch
 from backend.mcp.client import McpServers
 from backend.mcp.server import TaskMcpServer
 from backend.openapi import document_api
+from backend.protocols.aisdk.routes import AiSdkController
 from backend.request_ids import RequestIdMiddleware
 from backend.settings import Settings, get_settings
 from backend.system.routes import health, ready
@@ -39,6 +39,7 @@ from backend.tasks.routes import TaskController
 from backend.tasks.widgets import register_task_actions
 from backend.team.agents import build_agent
 from backend.usage.routes import get_usage
+from backend.web.docs import docs_assets_router, swagger_plugin
 from backend.web.routes import WEB_HANDLERS
 
 log = logging.getLogger(__name__)
@@ -114,12 +115,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
             health,
             ready,
             ChatController,
+            AiSdkController,
             ConversationController,
             TaskController,
             task_mcp.mount(),
             files_router(settings),
             get_usage,
             *WEB_HANDLERS,
+            docs_assets_router(),
             *([metrics.metrics_endpoint] if settings.metrics == "token" else []),
         ],
         dependencies={"db_session": Provide(provide_db_session), **USER_DEPENDENCY},
@@ -139,7 +142,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         else None,
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
-            title="ChatKit backend", version="0.1.0", path="/schema", render_plugins=[SwaggerRenderPlugin()]
+            title="ChatKit backend", version="0.1.0", path="/schema", render_plugins=[swagger_plugin()]
         ),
         logging_config=None,  # configure_logging above; errors are logged by backend.errors, never by Litestar
         debug=False,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,6 +19,7 @@ from litestar.exceptions import ImproperlyConfiguredException, NotAuthorizedExce
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult, DefineMiddleware
 from litestar.security.jwt import JWTAuth, JWTAuthenticationMiddleware, Token
 
+from backend.chat import tickets
 from backend.errors import NO_CREDENTIALS
 from backend.settings import Settings
 
@@ -25,6 +28,7 @@ log = logging.getLogger(__name__)
 LOCAL_USER_ID = "local"
 CLOCK_SKEW_SECONDS = 30
 MAX_SUBJECT_CHARS = 255  # the width of every `user_id` column
+STREAM_ROUTE = re.compile(r"/chatkit/(?P<message_id>[0-9a-fA-F-]{36})/stream")
 PUBLIC_PATHS = ["^/health$", "^/ready$", "^/schema", "^/$", "^/static/", "^/favicon", "^/metrics$"]
 
 
@@ -101,20 +105,38 @@ class LenientToken(Token):
 
 
 class BearerJWTMiddleware(JWTAuthenticationMiddleware):
-    """Litestar's JWT middleware, but only the `Bearer` scheme is accepted."""
+    """Litestar's JWT middleware, but only the `Bearer` scheme is accepted (or a stream ticket, on the rejoin route)."""
 
     async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
-        """Read `Authorization: Bearer <jwt>` and verify it."""
+        """Read `Authorization: Bearer <jwt>` and verify it; without one, redeem a `?ticket=` on a stream rejoin."""
         headers = connection.headers.getall(self.auth_header, [])
         if len(headers) > 1:
             raise NotAuthorizedException("Send exactly one Authorization header.")
         header = headers[0] if headers else ""
+        if not header and "ticket" in connection.query_params:
+            return await _ticket_user(connection)
         if not header:
             raise NotAuthorizedException(NO_CREDENTIALS)
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise NotAuthorizedException("The Authorization header must be 'Bearer <token>'.")
         return await self.authenticate_token(encoded_token=token.strip(), connection=connection)
+
+
+async def _ticket_user(connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
+    """The user of a stream ticket (`backend.chat.tickets`), valid only on `GET /chatkit/{message_id}/stream`."""
+    route = STREAM_ROUTE.fullmatch(connection.scope["path"])
+    if route is None or connection.scope.get("method") != "GET":
+        raise NotAuthorizedException("A stream ticket is accepted only to rejoin a stream.")
+    try:
+        message_id = uuid.UUID(route["message_id"])
+    except ValueError:
+        message_id = None
+    ticket = connection.query_params["ticket"]
+    user_id = await tickets.redeem(connection.app.state.database, ticket, message_id) if message_id else None
+    if user_id is None:
+        raise NotAuthorizedException("The stream ticket is unknown, expired, already used or for another message.")
+    return AuthenticationResult(user=User(user_id), auth=None)
 
 
 class LocalUserMiddleware(AbstractAuthenticationMiddleware):

@@ -17,6 +17,9 @@ from backend.storable import SafeJSON, SafeString, SafeText
 TITLE_MAX = 200
 NOTES_MAX = 4000
 
+REQUEST_BODY = SQLModel.model_config | {"extra": "forbid"}
+"""The config of a JSON request body: an unknown field is a 422 that names it, never silently ignored."""
+
 
 def utcnow() -> datetime:
     """Return the current time as a timezone-aware UTC datetime."""
@@ -25,6 +28,13 @@ def utcnow() -> datetime:
 
 def _trimmed(value: str | None) -> str | None:
     return value.strip() if isinstance(value, str) else value
+
+
+def _no_nulls(patch: SQLModel, names: tuple[str, ...]) -> None:
+    """A PATCH body may omit these fields but not send them as null."""
+    for name in names:
+        if name in patch.model_fields_set and getattr(patch, name) is None:
+            raise ValueError(f"{name} may be omitted but not null")
 
 
 def _real_bool(value: object) -> object:
@@ -83,20 +93,36 @@ class Conversation(ConversationBase, table=True):
     run_expires_at: datetime | None = Field(default=None)
     run_owner: uuid.UUID | None = Field(default=None)
     run_cancel_requested: bool = Field(default=False)
+    archived: bool = Field(default=False)
 
 
 class ConversationUpdate(SQLModel):
-    """PATCH body: rename."""
+    """PATCH body: rename, archive or unarchive (at least one field; omitted fields stay as they are).
 
-    title: str = Field(min_length=1, max_length=TITLE_MAX)
+    Unknown fields are refused (422 naming them), never silently ignored.
+    """
+
+    model_config = REQUEST_BODY
+
+    title: str | None = Field(default=None, min_length=1, max_length=TITLE_MAX)
+    archived: bool | None = Field(default=None, description="Hide from the default list (`?archived=true` shows).")
 
     _trim = field_validator("title", mode="before")(_trimmed)
+    _bool = field_validator("archived", mode="before")(_real_bool)
+
+    @model_validator(mode="after")
+    def _some_change(self) -> ConversationUpdate:
+        _no_nulls(self, ("title", "archived"))
+        if not self.model_fields_set & {"title", "archived"}:
+            raise ValueError("send a title, archived, or both")
+        return self
 
 
 class ConversationPublic(ConversationBase):
     """A conversation as the API returns it."""
 
     id: uuid.UUID
+    archived: bool = False
     created_at: datetime
     updated_at: datetime
 
@@ -258,7 +284,9 @@ class TaskBase(SQLModel):
 
 
 class TaskCreate(TaskBase):
-    """POST body."""
+    """POST body. Unknown fields are refused (422 naming them)."""
+
+    model_config = REQUEST_BODY
 
     completed: bool = False
 
@@ -267,7 +295,9 @@ class TaskCreate(TaskBase):
 
 
 class TaskUpdate(SQLModel):
-    """PATCH body: every field optional."""
+    """PATCH body: every field optional; unknown fields are refused (422 naming them)."""
+
+    model_config = REQUEST_BODY
 
     title: str | None = Field(default=None, min_length=1, max_length=TITLE_MAX)
     notes: str | None = Field(default=None, max_length=NOTES_MAX)
@@ -278,9 +308,7 @@ class TaskUpdate(SQLModel):
 
     @model_validator(mode="after")
     def _no_nulls(self) -> TaskUpdate:
-        for name in ("title", "completed"):
-            if name in self.model_fields_set and getattr(self, name) is None:
-                raise ValueError(f"{name} may be omitted but not null")
+        _no_nulls(self, ("title", "completed"))
         return self
 
 
@@ -312,3 +340,17 @@ class TasksPublic(SQLModel):
 
     data: list[TaskPublic]
     next_cursor: str | None = None
+
+
+class StreamTicket(SQLModel, table=True):
+    """A short-lived, single-use ticket to rejoin one turn's stream without an `Authorization` header.
+
+    Only the SHA-256 of the ticket is stored; redeeming deletes the row, so a ticket works once (in any process).
+    """
+
+    __tablename__ = "stream_tickets"
+
+    id: str = Field(primary_key=True, max_length=64)
+    user_id: str = Field(max_length=255)
+    message_id: uuid.UUID = Field(sa_column_args=[ForeignKey("messages.id", ondelete="CASCADE")], nullable=False)
+    expires_at: datetime

@@ -9,20 +9,26 @@ say what the server really accepts (trimmed text must not be blank, `null` only 
 
 from __future__ import annotations
 
+from typing import Any
+
 from litestar import Litestar
 from litestar.openapi.spec import (
     Components,
+    Discriminator,
     OpenAPIFormat,
     OpenAPIMediaType,
     OpenAPIResponse,
     OpenAPIType,
     Operation,
+    Parameter,
+    PathItem,
     Reference,
     RequestBody,
     Schema,
     SecurityScheme,
 )
 
+from backend import contract
 from backend.files.sniff import SERVED_TYPES
 from backend.settings import Settings
 
@@ -50,6 +56,202 @@ _DESCRIPTIONS = {
 _METHODS = ("get", "put", "post", "delete", "patch")
 UPLOAD_PATH = "/api/files"
 CONTENT_PATH = "/api/files/{file_id}/content"
+MCP_PATH = "/mcp"
+STREAMS = {("/chatkit", "post"), ("/chatkit/{message_id}/stream", "get")}
+EVENT_IDS = ("Last-Event-ID", "after")
+_STREAM_DESCRIPTION = (
+    "An SSE stream (`text/event-stream`). Each frame is an `id:` line, one `data:` line holding one `Event` as JSON, "
+    "and a blank line; keep-alive comments may come between frames. The stream opens with `start` and ends with "
+    "`done`, then the frame `data: [DONE]`. OpenAPI 3.1 cannot type the items of a stream, so the schema is the type "
+    "of one `data:` line (what OpenAPI 3.2 calls `itemSchema`; this document is 3.1, which Litestar 2.25 writes and "
+    "Swagger UI 5 and schemathesis read). The same types: /static/protocol.d.ts and /static/protocol.schema.json."
+)
+_MCP_DESCRIPTION = (
+    "The task tools over the Model Context Protocol (Streamable HTTP, stateless, JSON responses): every POST carries "
+    "one whole JSON-RPC 2.0 message (`initialize`, `tools/list`, `tools/call`, ...), no session is kept. Send "
+    "`Accept: application/json, text/event-stream` and, in JWT mode, the same bearer token as the rest of the API: "
+    "the tools act for its user. Other errors are the `mcp` package's JSON-RPC error bodies. Use an MCP client "
+    "rather than this page to call it."
+)
+Json = dict[str, Any]
+_SCHEMA_KEYS = {
+    "anyOf": "any_of",
+    "oneOf": "one_of",
+    "allOf": "all_of",
+    "not": "schema_not",
+    "additionalProperties": "additional_properties",
+    "maxItems": "max_items",
+    "minItems": "min_items",
+    "maxLength": "max_length",
+    "minLength": "min_length",
+}
+
+
+def schema_of(node: Json) -> Schema | Reference:
+    """A JSON Schema object (as `backend.contract` writes it) as Litestar's OpenAPI spec objects."""
+    if "$ref" in node:
+        return Reference(ref=node["$ref"])
+    fields: dict[str, Any] = {}
+    for key, value in node.items():
+        if key == "type":
+            value = OpenAPIType(value)
+        elif key == "properties":
+            value = {name: schema_of(prop) for name, prop in value.items()}
+        elif key in {"anyOf", "oneOf", "allOf"}:
+            value = [schema_of(option) for option in value]
+        elif key in {"items", "not"} or (key == "additionalProperties" and isinstance(value, dict)):
+            value = schema_of(value)
+        elif key == "discriminator":
+            value = Discriminator(property_name=value["propertyName"], mapping=value.get("mapping"))
+        fields[_SCHEMA_KEYS.get(key, key)] = value
+    return Schema(**fields)
+
+
+def _ref(name: str) -> Reference:
+    return Reference(ref=f"#/components/schemas/{name}")
+
+
+def _chat_request_kinds() -> list[Json]:
+    """`POST /chatkit` takes exactly one kind of body; each alternative, as the server's validation decides it."""
+    absent = {"type": "null"}  # a property's schema applies only when present: "absent or null"
+    with_thread = {
+        "anyOf": [
+            {"required": ["thread_id"], "properties": {"thread_id": {"type": "string"}}},
+            {"required": ["conversation_id"], "properties": {"conversation_id": {"type": "string"}}},
+        ]
+    }
+    no_attachments = {"type": "array", "maxItems": 0}
+    return [
+        {
+            "title": "SendMessage",
+            "description": "A user message (text, attachments, or both), to `thread_id` or to a new conversation.",
+            "properties": {"action": absent, "approvals": absent, "client_tool_results": absent},
+            "anyOf": [
+                {"required": ["message"], "properties": {"message": {"type": "string", "pattern": NOT_BLANK}}},
+                {
+                    "required": ["attachments"],
+                    "properties": {"message": absent, "attachments": {"type": "array", "minItems": 1}},
+                },
+            ],
+        },
+        {
+            "title": "WidgetAction",
+            "description": "A widget action in conversation `thread_id`.",
+            "required": ["action"],
+            "properties": {
+                "action": {"$ref": "#/components/schemas/Action"},
+                "message": absent,
+                "approvals": absent,
+                "client_tool_results": absent,
+                "attachments": no_attachments,
+            },
+            **with_thread,
+        },
+        {
+            "title": "AnswerPause",
+            "description": "The answers a paused reply in `thread_id` waits for: every pending approval and client "
+            "tool, answered once.",
+            "properties": {"message": absent, "action": absent, "attachments": no_attachments},
+            "allOf": [
+                with_thread,
+                {
+                    "anyOf": [
+                        {"required": ["approvals"], "properties": {"approvals": {"type": "array"}}},
+                        {
+                            "required": ["client_tool_results"],
+                            "properties": {"client_tool_results": {"type": "array"}},
+                        },
+                    ]
+                },
+            ],
+        },
+    ]
+
+
+def _array_limits(schema: Schema | Reference) -> None:
+    """Make a list's limit `maxItems` on the array itself.
+
+    Litestar writes a list's `max_length` as `maxLength` (a string keyword), beside the nullable `oneOf`.
+    """
+    if not isinstance(schema, Schema):
+        return
+    if schema.max_length is not None:
+        arrays = [o for o in [schema, *(schema.one_of or [])] if isinstance(o, Schema) and o.type == OpenAPIType.ARRAY]
+        if arrays:
+            arrays[-1].max_items, schema.max_length = schema.max_length, None
+    for prop in (schema.properties or {}).values():
+        _array_limits(prop)
+
+
+def _event_id_parameter(parameter: Parameter) -> None:
+    """`Last-Event-ID` and `after` are event ids, 0 and up (Litestar drops a `ge=0`, and puts limits beside `oneOf`)."""
+    schema = parameter.schema
+    if isinstance(schema, Schema):
+        for option in schema.one_of or []:
+            if isinstance(option, Schema) and option.type == OpenAPIType.INTEGER:
+                option.minimum, option.maximum = 0, schema.maximum
+        schema.maximum = None
+
+
+def _mcp_path() -> PathItem:
+    ids = [Schema(type=OpenAPIType.STRING), Schema(type=OpenAPIType.INTEGER), Schema(type=OpenAPIType.NULL)]
+    jsonrpc = {"jsonrpc": Schema(const="2.0"), "id": Schema(one_of=ids)}
+    message = Schema(
+        type=OpenAPIType.OBJECT,
+        required=["jsonrpc", "method"],
+        properties={**jsonrpc, "method": Schema(type=OpenAPIType.STRING), "params": Schema(type=OpenAPIType.OBJECT)},
+        description="One JSON-RPC 2.0 request or notification.",
+    )
+    answer = Schema(
+        type=OpenAPIType.OBJECT,
+        required=["jsonrpc"],
+        properties={**jsonrpc, "result": Schema(type=OpenAPIType.OBJECT), "error": Schema(type=OpenAPIType.OBJECT)},
+        description="The JSON-RPC 2.0 response: `result`, or `error`.",
+    )
+    return PathItem(
+        post=Operation(
+            tags=["mcp"],
+            summary="MCP server (the task tools)",
+            description=_MCP_DESCRIPTION,
+            operation_id="Mcp",
+            request_body=RequestBody(content={"application/json": OpenAPIMediaType(schema=message)}, required=True),
+            responses={
+                "200": OpenAPIResponse(
+                    description="The JSON-RPC response.", content={"application/json": OpenAPIMediaType(answer)}
+                ),
+                "202": OpenAPIResponse(description="A notification was accepted; no body."),
+                "400": OpenAPIResponse(
+                    description="Not a valid JSON-RPC message: a JSON-RPC error.",
+                    content={"application/json": OpenAPIMediaType(answer)},
+                ),
+            },
+        )
+    )
+
+
+def _document_contract(spec_paths: dict[str, PathItem], schemas: dict[str, Schema]) -> None:
+    """Type the streams and the stored parts with the published contract (`backend.contract`)."""
+    published = contract.openapi_components()
+    clashes = published.keys() & schemas.keys()
+    assert not clashes, f"contract schemas clash with the API's: {clashes}"
+    for name, schema in published.items():
+        component = schema_of(schema)
+        assert isinstance(component, Schema)
+        schemas[name] = component
+    message = schemas.get("MessagePublic")
+    if isinstance(message, Schema) and message.properties:
+        message.properties["parts"] = Schema(
+            type=OpenAPIType.ARRAY,
+            items=_ref(contract.PART_UNION),
+            description="The reply as ordered typed parts; `content` is its joined text.",
+        )
+    for path, method in STREAMS:
+        operation: Operation | None = getattr(spec_paths.get(path), method, None)
+        if operation is not None and operation.responses:
+            operation.responses["200"] = OpenAPIResponse(
+                description=_STREAM_DESCRIPTION,
+                content={"text/event-stream": OpenAPIMediaType(schema=_ref(contract.EVENT_UNION))},
+            )
 
 
 def _upload_body() -> RequestBody:
@@ -142,6 +344,11 @@ def _refine_request_schemas(schemas: dict[str, Schema], settings: Settings) -> N
                 one_of=[Schema(type=OpenAPIType.STRING), Schema(type=OpenAPIType.NULL)],
                 description="Alias of `thread_id`; send one or the other.",
             )
+        chat.one_of = [schema_of(kind) for kind in _chat_request_kinds()]
+        chat.additional_properties = False
+        chat.required = None
+    for schema in schemas.values():
+        _array_limits(schema)
 
 
 def _trimmed_text(prop: Schema, *, required: bool) -> None:
@@ -175,6 +382,8 @@ def document_api(app: Litestar, settings: Settings) -> None:
         return  # already rewritten (an app object can start more than once, e.g. in tests)
     schemas[ERROR_SCHEMA] = _error_schema()
     _refine_request_schemas(schemas, settings)
+    spec.paths = dict(spec.paths or {})
+    _document_contract(spec.paths, schemas)
     if bearer:
         spec.components.security_schemes = {
             **(spec.components.security_schemes or {}),
@@ -192,6 +401,9 @@ def document_api(app: Litestar, settings: Settings) -> None:
             operation: Operation | None = getattr(item, method)
             if operation is None:
                 continue
+            for parameter in operation.parameters or []:
+                if isinstance(parameter, Parameter) and parameter.name in EVENT_IDS:
+                    _event_id_parameter(parameter)
             if (path, method) == (UPLOAD_PATH, "post"):
                 operation.request_body = _upload_body()
             if (path, method) == (CONTENT_PATH, "get") and operation.responses and "200" in operation.responses:
@@ -208,3 +420,8 @@ def document_api(app: Litestar, settings: Settings) -> None:
             for status in _statuses(path, method, operation, bearer=bearer):
                 responses[status] = OpenAPIResponse(description=_DESCRIPTIONS[status], content=body)
             operation.responses = responses
+    mcp = spec.paths[MCP_PATH] = _mcp_path()
+    assert mcp.post is not None and mcp.post.responses is not None
+    mcp_errors = ["401"] if bearer else []
+    for status in [*mcp_errors, "413", "415"]:
+        mcp.post.responses[status] = OpenAPIResponse(description=_DESCRIPTIONS[status], content=body)

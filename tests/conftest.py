@@ -31,6 +31,7 @@ TABLES = (
     "usage_records",
     "user_limits",
     "rate_windows",
+    "stream_tickets",
     "turn_events",
     "client_message_ids",
     "message_files",

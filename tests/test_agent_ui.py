@@ -104,7 +104,7 @@ async def test_a_rejected_tool_never_runs_and_the_model_hears_why(client, fake):
             },
         )
     )
-    assert resumed.of("tool_result")[0]["result"] == "I still need it"
+    assert resumed.of("tool_result")[0]["result"] == {"error": "I still need it", "rejected": True}
     assert [t["title"] for t in (await client.get("/api/tasks")).json()["data"]] == ["milk"]
     assert "I still need it" in str(function_responses(fake.requests[-1])[-1])
     message = (await detail(client, conversation_id))["messages"][1]
@@ -292,7 +292,7 @@ async def test_a_reloaded_conversation_has_every_part_in_order(client, fake):
         "text",
     ]
     assert parts[-1]["text"] == "All done." and parts[-2]["text"] == "Let me wrap up."
-    assert parts[4]["result"] == "ok" and parts[5]["result"]["deleted"]["title"] == "milk"
+    assert parts[4]["result"] == {"text": "ok"} and parts[5]["result"]["deleted"]["title"] == "milk"
 
 
 async def test_the_offline_model_pauses_for_approval_on_delete(make_settings):

@@ -13,8 +13,8 @@ from tests.seeding import append, b64, count_rows, insert_messages, seed_convers
 
 CONVERSATION_NOT_FOUND = {"error": {"code": "not_found", "message": "Conversation not found."}}
 BAD_CURSOR = {"error": {"code": "validation_error", "message": "cursor: not a cursor this server issued for this list"}}
-SUMMARY_KEYS = {"id", "title", "created_at", "updated_at", "preview"}
-DETAIL_KEYS = {"id", "title", "created_at", "updated_at", "messages", "next_cursor", "active_message_id"}
+SUMMARY_KEYS = {"id", "title", "archived", "created_at", "updated_at", "preview"}
+DETAIL_KEYS = {"id", "title", "archived", "created_at", "updated_at", "messages", "next_cursor", "active_message_id"}
 MESSAGE_KEYS = {
     "id",
     "seq",
@@ -358,7 +358,7 @@ async def test_rename_trims_the_title(client, db):
     response = await client.patch(f"/api/conversations/{cid}", json={"title": "  New title \n"})
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"id", "title", "created_at", "updated_at"}
+    assert set(body) == {"id", "title", "archived", "created_at", "updated_at"}
     assert (body["id"], body["title"]) == (str(cid), "New title")
     detail = (await client.get(f"/api/conversations/{cid}")).json()
     assert detail["title"] == "New title"
@@ -378,8 +378,9 @@ async def test_rename_accepts_200_characters(client, db):
         ({"title": ""}, "title: String should have at least 1 character"),
         ({"title": " \n\t "}, "title: String should have at least 1 character"),
         ({"title": "t" * 201}, "title: String should have at most 200 characters"),
-        ({}, "title: Field required"),
-        ({"title": None}, "title: Input should be a valid string"),
+        ({}, "Value error, send a title, archived, or both"),
+        ({"title": None}, "Value error, title may be omitted but not null"),
+        ({"archived": "yes"}, "archived: Input should be a valid boolean, unable to interpret input"),
     ],
 )
 async def test_rename_rejects_bad_titles(client, db, payload, message):
@@ -388,6 +389,25 @@ async def test_rename_rejects_bad_titles(client, db, payload, message):
     assert response.status_code == 422
     assert error_of(response) == {"error": {"code": "validation_error", "message": message}}
     assert (await client.get(f"/api/conversations/{cid}")).json()["title"] == "Keep"
+
+
+async def test_archived_conversations_leave_the_default_list_and_come_back(client, db):
+    kept = await seed_conversation(db, title="kept", updated_at=BASE + timedelta(hours=1))
+    old = await seed_conversation(db, title="old", updated_at=BASE)
+    archived = await client.patch(f"/api/conversations/{old}", json={"archived": True})
+    assert archived.status_code == 200
+    assert (archived.json()["archived"], archived.json()["title"]) == (True, "old")
+    assert archived.json()["updated_at"].startswith(BASE.isoformat()[:19]), "archiving is not an update"
+    listed = (await client.get("/api/conversations")).json()["data"]
+    assert [c["id"] for c in listed] == [str(kept)]
+    only_archived = (await client.get("/api/conversations?archived=true")).json()["data"]
+    assert [(c["id"], c["archived"]) for c in only_archived] == [(str(old), True)]
+    assert (await client.get(f"/api/conversations/{old}")).status_code == 200, "an archived conversation still reads"
+    restored = await client.patch(f"/api/conversations/{old}", json={"archived": False, "title": "back"})
+    assert (restored.json()["archived"], restored.json()["title"]) == (False, "back")
+    assert [c["id"] for c in (await client.get("/api/conversations")).json()["data"]] == [str(old), str(kept)]
+    theirs = await seed_conversation(db, "someone-else")
+    assert (await client.patch(f"/api/conversations/{theirs}", json={"archived": True})).status_code == 404
 
 
 async def test_rename_missing_conversation_is_404(client):

@@ -90,7 +90,7 @@ async def test_a_stdio_tool_is_called_through_chat(gemini_settings, fake):
 
     assert stream.types[:5] == ["start", "agent", "agent", "tool_call", "tool_result"] and stream.types[-1] == "done"
     assert stream.of("tool_result")[0]["name"] == "mcp_fake__echo"
-    assert "echo: hello" in json.dumps(stream.of("tool_result")[0]["result"])
+    assert stream.of("tool_result")[0]["result"] == {"text": "echo: hello"}, "MCP text content, one shape"
     offered = declared_tools(fake.requests[1])  # the task assistant's, after triage handed off
     assert {"add_task", "mcp_fake__echo", "mcp_fake__boom"} <= set(offered), "our tools and the server's, prefixed"
     assert "echo: hello" in json.dumps(fake.requests[2]["contents"]), "the model saw the tool's output"

@@ -24,6 +24,7 @@ APP_TABLES = {
     "messages",
     "tasks",
     "turn_events",
+    "stream_tickets",
     "client_message_ids",
     "instances",
     "files",

@@ -6,6 +6,7 @@ import pytest
 
 from backend.chat.events import ApprovalRequest, ClientToolCall
 from backend.chat.pause import (
+    MAX_RESULT_BYTES,
     Answers,
     Approved,
     Cancelled,
@@ -19,7 +20,6 @@ from backend.chat.pause import (
     part_of,
     waiting,
 )
-from backend.chat.schemas import ApprovalDecision, ClientToolResult
 from backend.errors import ConflictError, InvalidInputError
 
 APPROVAL = ApprovalRequest("call_a", "delete_task", {"task": "milk"})
@@ -61,19 +61,29 @@ def test_a_new_message_cancels_what_waits_and_keeps_what_was_answered():
 
 
 def test_answers_must_match_what_waits():
-    answers = answers_to(
-        parts(),
-        [ApprovalDecision(id="call_a", approve=True)],
-        [ClientToolResult(id="call_c", result={"theme": "dark"})],
-    )
+    answers = answers_to(parts(), [Approved("call_a")], [ClientResult("call_c", {"theme": "dark"})])
     assert answers.decisions == {"call_a": Approved("call_a")}
     assert answers.client_results() == {"call_c": '{"theme": "dark"}'}
     assert answers.fold(parts())[1]["decision"] == "approved"
     with pytest.raises(ConflictError) as unknown:
-        answers_to(parts(), [ApprovalDecision(id="nope", approve=True)], None)
+        answers_to(parts(), [Approved("nope")], [])
     assert unknown.value.code == "not_pending"
     with pytest.raises(InvalidInputError, match="missing: call_c"):
-        answers_to(parts(), [ApprovalDecision(id="call_a", approve=False)], None)
+        answers_to(parts(), [Rejected("call_a")], [])
+
+
+def test_a_client_that_resends_settled_results_may_have_them_skipped():
+    resent = [Approved("call_a"), Approved("call_old")]
+    results = [ClientResult("call_c", {"theme": "dark"}), ClientResult("call_done", [1, 2])]
+    with pytest.raises(ConflictError):
+        answers_to(parts(), resent, results)
+    answers = answers_to(parts(), resent, results, skip_settled=True)
+    assert (set(answers.decisions), set(answers.client_results())) == ({"call_a"}, {"call_c"})
+    with pytest.raises(InvalidInputError, match="missing: call_a"):
+        answers_to(parts(), [Approved("call_old")], results, skip_settled=True)
+    too_big = [ClientResult("call_c", "x" * (MAX_RESULT_BYTES + 1))]
+    with pytest.raises(InvalidInputError, match="at most"):
+        answers_to(parts(), [Approved("call_a")], too_big)
 
 
 def test_the_finish_reason_and_the_stored_state():

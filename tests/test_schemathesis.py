@@ -46,7 +46,7 @@ async def test_the_document_describes_errors_auth_and_validation(make_settings: 
     for path, item in spec["paths"].items():
         for method, operation in item.items():
             for status, response in operation["responses"].items():
-                if status >= "400":
+                if status >= "400" and (path, status) != ("/mcp", "400"):  # a JSON-RPC error, the protocol's own
                     assert response["content"]["application/json"]["schema"] == error, (path, method, status)
             assert "status_code" not in str(operation["responses"])
     assert set(spec["paths"]["/chatkit"]["post"]["responses"]) == {
@@ -99,6 +99,11 @@ async def test_schemathesis_finds_nothing(make_settings: Callable[..., Settings]
             # /chatkit streams a model reply per example; it is in the document checks above, not fuzzed.
             "--exclude-path",
             "/chatkit",
+            # /mcp is the `mcp` package's JSON-RPC endpoint, described for readers (tests/test_request_contract.py)
+            # and exercised with the real MCP client in tests/test_mcp_server.py; its lenient JSON-RPC parsing is not
+            # ours to describe field by field. It was not in the document before, so nothing fuzzed is lost.
+            "--exclude-path",
+            "/mcp",
             "--max-examples",
             "30",
             "--max-time",

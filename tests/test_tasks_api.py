@@ -103,12 +103,15 @@ async def test_create_rejects_invalid_bodies(client, payload, message):
     assert (await client.get("/api/tasks")).json() == EMPTY_PAGE
 
 
-async def test_create_ignores_id_and_owner_in_the_body(client, db):
+async def test_create_refuses_an_id_or_owner_in_the_body(client, db):
     forged_id = str(uuid.uuid4())
-    body = await create(client, "mine", id=forged_id, user_id="someone-else")
-    assert body["id"] != forged_id
-    assert await task_owner(db, uuid.UUID(body["id"])) == "local"
+    response = await client.post("/api/tasks", json={"title": "mine", "id": forged_id, "user_id": "someone-else"})
+    assert response.status_code == 422
+    assert response.json()["error"]["message"] == (
+        "id: Extra inputs are not permitted; user_id: Extra inputs are not permitted"
+    )
     assert await task_owner(db, uuid.UUID(forged_id)) is None
+    assert (await client.get("/api/tasks")).json() == EMPTY_PAGE
 
 
 # --- list -----------------------------------------------------------------------------------------------------------

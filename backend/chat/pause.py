@@ -28,15 +28,14 @@ from agents.run_state import RunState
 from backend.chat.client_tools import CLIENT_TOOL_NAMES
 from backend.chat.context import ChatContext, context_json
 from backend.chat.events import ApprovalRequest, ClientToolCall, FinishReason
-from backend.chat.schemas import ApprovalDecision, ClientToolResult
-from backend.chat.translate import parse_json
+from backend.chat.translate import parse_json, rejection_output
 from backend.errors import ConflictError, InvalidInputError
 
 Part = dict[str, Any]
 Ask = ApprovalRequest | ClientToolCall
 """What a paused turn waits for: a tool call to approve, or a tool the browser runs."""
 
-REJECTED = "The user rejected this action."
+MAX_RESULT_BYTES = 16 * 1024  # a client tool's result, as JSON
 NO_RESULT = {"error": "cancelled"}
 
 
@@ -215,31 +214,41 @@ class Answers:
 
 def answers_to(
     parts: Sequence[Part],
-    approvals: Sequence[ApprovalDecision] | None,
-    client_tool_results: Sequence[ClientToolResult] | None,
+    decisions: Sequence[Decision],
+    results: Sequence[ClientResult],
+    *,
+    skip_settled: bool = False,
 ) -> Answers:
-    """Check the answers of a request against what the paused reply waits for.
+    """Check a request's answers against what the paused reply waits for.
+
+    Args:
+        parts: The paused reply's stored parts.
+        decisions: The user's approvals and refusals.
+        results: The browser's client-tool results.
+        skip_settled: Drop answers to calls that wait for nothing (a client that resends every tool result it has)
+            instead of refusing them.
 
     Raises:
         ConflictError: An answer names nothing that waits (`not_pending`).
-        InvalidInputError: Something that waits has no answer.
+        InvalidInputError: Something that waits has no answer, or a result is over `MAX_RESULT_BYTES`.
     """
     asks = waiting(parts)
     approvals_waiting = {ask.id for ask in asks if isinstance(ask, ApprovalRequest)}
     clients_waiting = {ask.id for ask in asks if isinstance(ask, ClientToolCall)}
-    decisions: dict[str, Decision] = {
-        d.id: Approved(d.id, d.reason) if d.approve else Rejected(d.id, d.reason) for d in approvals or []
-    }
-    results = {r.id: ClientResult(r.id, r.result) for r in client_tool_results or []}
-    unknown = (decisions.keys() - approvals_waiting) | (results.keys() - clients_waiting)
+    by_id: dict[str, Decision] = {d.id: d for d in decisions if not skip_settled or d.id in approvals_waiting}
+    results_by_id = {r.id: r for r in results if not skip_settled or r.id in clients_waiting}
+    unknown = (by_id.keys() - approvals_waiting) | (results_by_id.keys() - clients_waiting)
     if unknown:
         raise ConflictError(
             f"Nothing pending has the id {sorted(unknown)[0]!r}, or it was already answered.", code="not_pending"
         )
-    missing = (approvals_waiting - decisions.keys()) | (clients_waiting - results.keys())
+    missing = (approvals_waiting - by_id.keys()) | (clients_waiting - results_by_id.keys())
     if missing:
         raise InvalidInputError(f"answer every pending item; missing: {', '.join(sorted(missing))}")
-    return Answers(decisions, results)
+    for result in results_by_id.values():
+        if len(json.dumps(result.result, ensure_ascii=False).encode()) > MAX_RESULT_BYTES:
+            raise InvalidInputError(f"the result of {result.id}: at most {MAX_RESULT_BYTES} bytes as JSON")
+    return Answers(by_id, results_by_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,7 +270,7 @@ class Resume:
             decision = self.answers.decisions.get(item.call_id or "")
             match decision:
                 case Rejected(reason=reason):
-                    state.reject(item, rejection_message=reason or REJECTED)
+                    state.reject(item, rejection_message=rejection_output(reason))
                 case Approved() | None:
                     state.approve(item)
                 case _:

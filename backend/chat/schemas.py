@@ -7,7 +7,9 @@ import uuid
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
+from backend.chat.commands import AnswerPause, ClientResult, Command, SendMessage, WidgetAction, decision
 from backend.chat.widgets import Action
+from backend.errors import NotFoundError
 
 MAX_CLIENT_RESULT_BYTES = 16 * 1024
 MAX_ANSWERS = 20
@@ -51,10 +53,11 @@ class ChatRequest(BaseModel):
     """One request to `POST /chatkit`.
 
     Exactly one of: a user `message` (to `thread_id`, alias `conversation_id`, or a new conversation), a widget
-    `action`, or the `approvals` / `client_tool_results` a paused reply in `thread_id` waits for.
+    `action`, or the `approvals` / `client_tool_results` a paused reply in `thread_id` waits for. Unknown fields are
+    refused (422 naming them): a misspelt `threadId` must not silently start a new conversation.
     """
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
 
     message: str | None = Field(
         default=None, min_length=1, description="The user's message; surrounding whitespace is trimmed."
@@ -74,7 +77,8 @@ class ChatRequest(BaseModel):
     attachments: list[uuid.UUID] = Field(
         default_factory=list,
         max_length=MAX_ATTACHMENTS_FIELD,
-        description="Ids of uploaded files (`POST /api/files`) to send with the message.",
+        description="Ids of uploaded files (`POST /api/files`) to send with the message (a repeated id counts once). "
+        "A message may be attachments alone, without `message`.",
     )
     action: Action | None = Field(default=None, description="A widget action (a Button or Checkbox was used).")
     approvals: list[ApprovalDecision] | None = Field(
@@ -89,14 +93,53 @@ class ChatRequest(BaseModel):
     def _trim(cls, value: object) -> object:
         return value.strip() if isinstance(value, str) else value
 
+    @field_validator("attachments")
+    @classmethod
+    def _once_each(cls, value: list[uuid.UUID]) -> list[uuid.UUID]:
+        return list(dict.fromkeys(value))  # merged before FILES_PER_MESSAGE_MAX counts them; first position wins
+
     @model_validator(mode="after")
     def _one_kind(self) -> ChatRequest:
         answers = self.approvals is not None or self.client_tool_results is not None
-        kinds = sum((self.message is not None, self.action is not None, answers))
+        kinds = sum((self.message is not None or bool(self.attachments), self.action is not None, answers))
         if kinds != 1:
-            raise ValueError("send exactly one of: message, action, or approvals/client_tool_results")
+            raise ValueError(
+                "send exactly one of: message (and/or attachments), action, or approvals/client_tool_results"
+            )
         if (self.action is not None or answers) and self.thread_id is None:
             raise ValueError("thread_id is required with an action, approvals or client_tool_results")
-        if self.attachments and self.message is None:
-            raise ValueError("attachments go with a message")
+        if self.message is None and self.attachments:
+            self.message = ""  # attachments alone are a message with no text
         return self
+
+    def to_command(self) -> Command:
+        """The engine command this body asks for (the native protocol's adapter).
+
+        Raises:
+            NotFoundError: `thread_id` is not a conversation id (so it cannot be the caller's).
+        """
+        conversation_id = _conversation_id(self.thread_id)
+        if self.message is not None:
+            return SendMessage(
+                text=self.message,
+                conversation_id=conversation_id,
+                client_message_id=self.client_message_id,
+                attachments=tuple(self.attachments),
+            )
+        assert conversation_id is not None  # checked by `_one_kind`
+        if self.action is not None:
+            return WidgetAction(conversation_id, self.action)
+        return AnswerPause(
+            conversation_id,
+            approvals=tuple(decision(d.id, d.approve, d.reason) for d in self.approvals or ()),
+            client_results=tuple(ClientResult(r.id, r.result) for r in self.client_tool_results or ()),
+        )
+
+
+def _conversation_id(reference: str | None) -> uuid.UUID | None:
+    if reference is None:
+        return None
+    try:
+        return uuid.UUID(reference)
+    except ValueError:
+        raise NotFoundError("Conversation not found.") from None

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -20,8 +20,9 @@ from agents import Agent, TResponseInputItem
 
 from backend import metrics
 from backend.chat import actions, history
+from backend.chat.commands import AnswerPause, Command, Regenerate, SendMessage, Upload, WidgetAction
 from backend.chat.context import ChatContext
-from backend.chat.events import DONE_FRAME, Done, Event, Start, Text, Usage, encode
+from backend.chat.events import DONE_FRAME, Done, Event, Start, Text, Usage, encode, parse_frames
 from backend.chat.events import Widget as WidgetEvent
 from backend.chat.live import Hub
 from backend.chat.pause import PausedState, Resume, answers_to
@@ -32,9 +33,9 @@ from backend.chat.team import agents_by_name
 from backend.chat.turn import TurnLimits, TurnRun
 from backend.chat.widgets import widget_json
 from backend.db import Database, libpq_dsn
-from backend.errors import InvalidInputError, NotFoundError
+from backend.errors import InvalidInputError
 from backend.files.content import load_attachments
-from backend.files.service import check_attachment_count
+from backend.files.service import check_attachment_count, upload_file
 from backend.files.storage import FileStorage, create_storage
 from backend.models import MessageStatus
 from backend.settings import Settings
@@ -168,32 +169,44 @@ class ChatService:
 
     # --- starting, following and stopping turns ------------------------------------------------------------------
 
-    async def send(self, user_id: str, request: ChatRequest) -> Subscription:
-        """Handle `POST /chatkit` before any byte is streamed: a message, a widget action, or answers to a pause.
+    async def execute(self, user_id: str, command: Command) -> Subscription:
+        """Carry out an adapter's command before any byte is streamed; the subscription says what to stream.
 
         Raises:
             InvalidInputError: The message is over the configured limit, has too many attachments, or answers are
                 missing or invalid.
-            NotFoundError: The conversation, or an attached file, does not exist or is not the caller's.
+            NotFoundError: The conversation, the reply, or an attached file does not exist or is not the caller's.
             ConflictError: A run is already in progress, the idempotency key was used for another message, or the
                 answers name nothing pending.
         """
-        if request.action is not None:
-            return await self._act(user_id, request)
-        if request.message is None:
-            return await self._answer(user_id, request)
-        if len(request.message) > self.settings.max_message_chars:
+        if isinstance(command, SendMessage):
+            return await self._send(user_id, command)
+        if isinstance(command, AnswerPause):
+            return await self._answer(user_id, command)
+        if isinstance(command, WidgetAction):
+            return await self._act(user_id, command)
+        return await self._regenerate(user_id, command)
+
+    async def send(self, user_id: str, request: ChatRequest) -> Subscription:
+        """Handle a native `POST /chatkit` body (see `ChatRequest.to_command`)."""
+        return await self.execute(user_id, request.to_command())
+
+    async def _send(self, user_id: str, command: SendMessage) -> Subscription:
+        if len(command.text) > self.settings.max_message_chars:
             raise InvalidInputError(f"message: must be at most {self.settings.max_message_chars} characters")
-        check_attachment_count(request.attachments, self.settings.files_per_message_max)
+        placeholders = [uuid.UUID(int=0)] * len(command.uploads)  # the uploads' ids, before they are stored
+        check_attachment_count([*command.attachments, *placeholders], self.settings.files_per_message_max)
         admission = await self.quotas.admit(user_id, message=True)
         try:
+            attachments = command.attachments + await self._store_uploads(user_id, command.uploads)
             begun = await self.store.begin_turn(
                 TurnRequest(
                     user_id=user_id,
-                    message=request.message,
-                    conversation_id=_conversation_id(request.thread_id),
-                    client_message_id=request.client_message_id,
-                    attachments=tuple(request.attachments),
+                    message=command.text,
+                    conversation_id=command.conversation_id,
+                    client_message_id=command.client_message_id,
+                    attachments=attachments,
+                    create_missing=command.create_missing,
                 )
             )
         except Exception:
@@ -202,6 +215,37 @@ class ChatService:
         if isinstance(begun, ExistingTurn):
             await self.quotas.uncount(user_id, admission)  # a retry of a message already sent counts once
             return Subscription(begun.message_id)
+        return await self._begin_run(user_id, begun, admission.budget)
+
+    async def _store_uploads(self, user_id: str, uploads: tuple[Upload, ...]) -> tuple[uuid.UUID, ...]:
+        """Store files sent inline with every limit of `POST /api/files` (the sweep removes any a failed turn left)."""
+        ids: list[uuid.UUID] = []
+        for upload in uploads:
+            async with self.database.sessions() as session:
+                stored = await upload_file(
+                    session, self.file_storage, self.settings, user_id, upload.filename, upload.data
+                )
+            ids.append(stored.id)
+        return tuple(ids)
+
+    async def _regenerate(self, user_id: str, command: Regenerate) -> Subscription:
+        admission = await self.quotas.admit(user_id, message=True)  # a new reply: counted like a message
+        try:
+            begun = await self.store.begin_turn(
+                TurnRequest(
+                    user_id=user_id,
+                    message="",
+                    conversation_id=command.conversation_id,
+                    regenerate=command.message_id or uuid.UUID(int=0),
+                )
+            )
+        except Exception:
+            await self.quotas.uncount(user_id, admission)
+            raise
+        assert isinstance(begun, BegunTurn)  # no idempotency key, so never an existing turn
+        return await self._begin_run(user_id, begun, admission.budget)
+
+    async def _begin_run(self, user_id: str, begun: BegunTurn, budget: Budget | None) -> Subscription:
         try:
             run_input = await self._input_of(begun)
         except Exception:
@@ -214,7 +258,7 @@ class ChatService:
             message_id=begun.message_id,
             title=begun.title,
             run_input=run_input,
-            budget=admission.budget,
+            budget=budget,
         )
         return Subscription(begun.message_id, run=run)
 
@@ -277,10 +321,10 @@ class ChatService:
         """
         return self._agent_named(next((m.agent for m in reversed(begun.history) if m.agent), None))
 
-    async def _answer(self, user_id: str, request: ChatRequest) -> Subscription:
+    async def _answer(self, user_id: str, command: AnswerPause) -> Subscription:
         """Resume a paused reply with the user's approvals and the browser's client-tool results."""
-        paused = await self.store.paused_turn(user_id, _required_id(request.thread_id))
-        answers = answers_to(paused.parts, request.approvals, request.client_tool_results)
+        paused = await self.store.paused_turn(user_id, command.conversation_id)
+        answers = answers_to(paused.parts, command.approvals, command.client_results, skip_settled=command.skip_settled)
         admission = await self.quotas.admit(user_id, message=False)
         await self.store.resume_turn(paused)
         stored = PausedState.of(paused.run_state)
@@ -299,11 +343,10 @@ class ChatService:
         )
         return Subscription(paused.message_id, after=paused.last_event_id, run=run)
 
-    async def _act(self, user_id: str, request: ChatRequest) -> Subscription:
+    async def _act(self, user_id: str, command: WidgetAction) -> Subscription:
         """Route a widget action to its handler (never to the model) and stream what it changed."""
-        assert request.action is not None
-        conversation_id = _required_id(request.thread_id)
-        result = await actions.dispatch(self.database, user_id, conversation_id, request.action)
+        conversation_id = command.conversation_id
+        result = await actions.dispatch(self.database, user_id, conversation_id, command.action)
         widgets = {widget_id: widget_json(widget) for widget_id, widget in result.widgets.items()}
         message_id = await self.store.apply_action(user_id, conversation_id, widgets, result.reply)
         shown_id = message_id or uuid.UUID(int=0)
@@ -323,7 +366,31 @@ class ChatService:
         await self.store.turn_info(user_id, message_id)
         return Subscription(message_id, after=after)
 
-    async def stream(self, subscription: Subscription, shutdown: anyio.Event) -> AsyncIterator[bytes]:
+    async def running(self, user_id: str, conversation_id: uuid.UUID, after: int = 0) -> Subscription | None:
+        """The conversation's running turn after event `after` (0: from its start), or None when nothing runs in it.
+
+        A conversation that does not exist yet runs nothing (a client may ask before its first message).
+
+        Raises:
+            NotFoundError: The conversation is another user's.
+        """
+        message_id = await self.store.running_turn(user_id, conversation_id)
+        return Subscription(message_id, after=after) if message_id is not None else None
+
+    async def events(self, subscription: Subscription, shutdown: anyio.Event) -> AsyncIterator[tuple[int, Event]]:
+        """The typed events of a subscription with their ids, for adapters that encode their own protocol.
+
+        The same stream as `stream` (same end, same disconnect and shutdown handling), decoded from our frames.
+        """
+        frames = self.stream(subscription, shutdown)
+        try:
+            async for data in frames:
+                for pair in parse_frames(data):
+                    yield pair
+        finally:
+            await frames.aclose()
+
+    async def stream(self, subscription: Subscription, shutdown: anyio.Event) -> AsyncGenerator[bytes]:
         """The SSE frames of a subscription, ending with `done` and `[DONE]`.
 
         If the client goes away, the turn goes on (`ON_DISCONNECT=continue`) or is cancelled if this request started
@@ -399,19 +466,3 @@ class ChatService:
             await self.store.recover_stale()
             status = await self.store.message_status(message_id)
         return status
-
-
-def _required_id(reference: str | None) -> uuid.UUID:
-    conversation_id = _conversation_id(reference)
-    if conversation_id is None:
-        raise InvalidInputError("thread_id is required")
-    return conversation_id
-
-
-def _conversation_id(reference: str | None) -> uuid.UUID | None:
-    if reference is None:
-        return None
-    try:
-        return uuid.UUID(reference)
-    except ValueError:
-        raise NotFoundError("Conversation not found.") from None

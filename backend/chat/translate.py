@@ -1,7 +1,8 @@
 """Agents SDK stream events and run failures, translated into our SSE events.
 
 The stream's events are translated here; a run's pause is not a stream event (the SDK reports it as the result's
-interruptions), and `backend.chat.pause` turns it into `approval_request` and `client_tool_call` events.
+interruptions), and `backend.chat.pause` turns it into `approval_request` and `client_tool_call` events. This module
+also owns the one shape of a tool's result (`tool_output`): every `tool_result.result` is a JSON object.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from agents import AgentsException, MaxTurnsExceeded, ModelBehaviorError, ToolCa
 from agents.exceptions import ModelTimeoutError
 from openai.types.responses import ResponseFunctionToolCall
 
-from backend.chat.events import Agent, Error, Event, Text, Thinking, ToolCall, ToolResult
+from backend.chat.events import Agent, Error, Event, Text, Thinking, ToolCall, ToolOutput, ToolResult
 from backend.chat.model import TruncatedStreamError
 
 log = logging.getLogger(__name__)
 
 _TEXT_DELTA = "response.output_text.delta"
+_TEXT_PARTS = frozenset({"input_text", "output_text", "text"})
+REJECTED = "The user rejected this action."
 _REASONING_DELTA = "response.reasoning_summary_text.delta"
 
 
@@ -32,6 +35,32 @@ def parse_json(text: Any) -> Any:
         return json.loads(text)
     except ValueError:
         return text
+
+
+def tool_output(output: object) -> ToolOutput:
+    """The one shape of a tool's result: always a JSON object (documented on `backend.chat.events.ToolOutput`).
+
+    Args:
+        output: What the SDK's tool output item holds: our tools' JSON text, an external MCP tool's content parts
+            (`[{"type": "input_text", "text": ...}, ...]`), a plain string, or a client tool's JSON.
+
+    Returns:
+        A JSON object as it is; `{"text": ...}` for text (content parts joined, other parts left out);
+        `{"value": ...}` for any other JSON value.
+    """
+    value = parse_json(output)
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, str):
+        return {"text": value}
+    if isinstance(value, list) and value and all(isinstance(p, dict) and "type" in p for p in value):
+        return {"text": "\n".join(str(p.get("text", "")) for p in value if p["type"] in _TEXT_PARTS)}
+    return {"value": value}
+
+
+def rejection_output(reason: str | None) -> str:
+    """The output a rejected approval gives the model (and, through `tool_output`, the client)."""
+    return json.dumps({"error": reason or REJECTED, "rejected": True}, ensure_ascii=False)
 
 
 class StreamTranslator:
@@ -85,7 +114,7 @@ class StreamTranslator:
             result = item.raw_item
             call_id = str(result.get("call_id", "") if isinstance(result, dict) else getattr(result, "call_id", ""))
             output = result.get("output") if isinstance(result, dict) else getattr(result, "output", None)
-            return ToolResult(id=call_id, name=self._tool_names.get(call_id, ""), result=parse_json(output))
+            return ToolResult(id=call_id, name=self._tool_names.get(call_id, ""), result=tool_output(output))
         return None
 
 

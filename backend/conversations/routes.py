@@ -56,10 +56,14 @@ class ConversationController(Controller):
         user: NamedDependency[User],
         limit: Limit = DEFAULT_LIMIT,
         cursor: FromQuery[str | None] = None,
+        archived: Annotated[bool, QueryParameter(description="List the archived conversations instead.")] = False,
     ) -> ConversationsPublic:
-        """List conversations, most recently updated first, with a preview of each one's last message."""
+        """List conversations, most recently updated first, with a preview of each one's last message.
+
+        Archived conversations are listed only with `?archived=true` (and then only they).
+        """
         page, next_cursor = await conversation_service.list_conversations(
-            db_session, user.id, limit=limit, cursor=cursor
+            db_session, user.id, limit=limit, cursor=cursor, archived=archived
         )
         return ConversationsPublic(data=page, next_cursor=next_cursor)
 
@@ -94,8 +98,10 @@ class ConversationController(Controller):
         conversation_id: FromPath[uuid.UUID],
         data: JSONBody[ConversationUpdate],
     ) -> ConversationPublic:
-        """Rename a conversation (1 to 200 characters after trimming)."""
-        conversation = await conversation_rows.rename_conversation(user.id, conversation_id, data.title)
+        """Rename (1 to 200 characters after trimming), archive or unarchive a conversation."""
+        conversation = await conversation_rows.update_conversation(
+            user.id, conversation_id, title=data.title, archived=data.archived
+        )
         return ConversationPublic.model_validate(conversation)
 
     @delete("/{conversation_id:uuid}", operation_id="DeleteConversation", status_code=HTTP_204_NO_CONTENT)

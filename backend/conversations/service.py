@@ -33,7 +33,12 @@ MESSAGE_COLUMNS = tuple(Message.__table__.columns)  # type: ignore[attr-defined]
 
 
 async def list_conversations(
-    session: AsyncSession, user_id: str, *, limit: int = DEFAULT_LIMIT, cursor: str | None = None
+    session: AsyncSession,
+    user_id: str,
+    *,
+    limit: int = DEFAULT_LIMIT,
+    cursor: str | None = None,
+    archived: bool = False,
 ) -> tuple[list[ConversationSummary], str | None]:
     """List a user's conversations, most recently updated first, each with a preview of its last message.
 
@@ -42,6 +47,7 @@ async def list_conversations(
         user_id: The owner.
         limit: Page size.
         cursor: Where the previous page ended.
+        archived: List the archived conversations (else the others).
 
     Returns:
         The page and the cursor of the next page (None at the end).
@@ -54,7 +60,9 @@ async def list_conversations(
         .correlate(Conversation)
         .scalar_subquery()
     )
-    query = select(Conversation, last_message).where(Conversation.user_id == user_id)
+    query = select(Conversation, last_message).where(
+        Conversation.user_id == user_id, col(Conversation.archived) == archived
+    )
     if cursor:
         query = query.where(
             after_time_cursor(col(Conversation.updated_at), col(Conversation.id), cursor, descending=True)

@@ -1,4 +1,4 @@
-"""The conversation rows that REST owns: renaming and deleting a user's conversation."""
+"""The conversation rows that REST owns: renaming, archiving and deleting a user's conversation."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 class ConversationRows:
-    """Renames and deletes of conversations, each its own transaction."""
+    """Renames, archiving and deletes of conversations, each its own transaction."""
 
     def __init__(self, database: Database, file_storage: FileStorage | None = None) -> None:
         """Write to `database`; the bytes of files deleted with a conversation are discarded in `file_storage`.
@@ -31,16 +31,21 @@ class ConversationRows:
         self.database = database
         self.file_storage = file_storage
 
-    async def rename_conversation(self, user_id: str, conversation_id: uuid.UUID, title: str) -> Conversation:
-        """Set a conversation's title.
+    async def update_conversation(
+        self, user_id: str, conversation_id: uuid.UUID, *, title: str | None = None, archived: bool | None = None
+    ) -> Conversation:
+        """Set a conversation's title (which counts as an update) and whether it is archived (which does not).
 
         Raises:
             NotFoundError: If it does not exist or belongs to another user.
         """
         async with self.database.sessions() as session:
             conversation = await get_conversation(session, user_id, conversation_id)
-            conversation.title = title
-            conversation.updated_at = utcnow()
+            if title is not None:
+                conversation.title = title
+                conversation.updated_at = utcnow()
+            if archived is not None:
+                conversation.archived = archived
             session.add(conversation)
             await session.commit()
             await session.refresh(conversation)  # as stored (see backend.storable)

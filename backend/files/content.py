@@ -107,7 +107,7 @@ def omitted_part(file: StoredFile) -> ResponseInputTextParam:
 
 
 def user_content(text: str, attachments: Sequence[Attachment]) -> list[ResponseInputContentParam]:
-    """The content of a user message: its text, then each attachment (or a note when its bytes are left out).
+    """The content of a user message: its text (if any), then each attachment (or a note when its bytes are left out).
 
     Args:
         text: What the user typed.
@@ -116,7 +116,7 @@ def user_content(text: str, attachments: Sequence[Attachment]) -> list[ResponseI
     Returns:
         Content parts for `{"role": "user", "content": ...}`.
     """
-    parts: list[ResponseInputContentParam] = [ResponseInputTextParam(type="input_text", text=text)]
+    parts: list[ResponseInputContentParam] = [ResponseInputTextParam(type="input_text", text=text)] if text else []
     for attachment in attachments:
         if attachment.data is None:
             parts.append(omitted_part(attachment.file))

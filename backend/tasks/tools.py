@@ -82,7 +82,9 @@ class TaskTool:
         description: What the tool does, shown to the model.
         args: The pydantic model of the arguments; its JSON schema is the tool's input schema.
         run: The behaviour: validated arguments and the caller's scope in, a JSON object out.
-        needs_approval: Whether a person must approve each call before it runs (in chat, the run pauses).
+        needs_approval: Whether a person must approve a call before it runs (in chat, the run pauses): always, or
+            decided per call once the arguments are known (e.g. only once the target is found, so that nobody
+            approves a call that then fails).
         widget: Builds the widget a chat shows for a result (None for no widget); MCP clients get the JSON only.
     """
 
@@ -90,12 +92,26 @@ class TaskTool:
     description: str
     args: type[BaseModel]
     run: Callable[[ToolScope, Any], Awaitable[JsonObject]]
-    needs_approval: bool = False
+    needs_approval: bool | Callable[[ToolScope, Any], Awaitable[bool]] = False
     widget: Callable[[JsonObject], Widget | None] | None = None
 
     def input_schema(self) -> JsonObject:
         """The JSON schema of the arguments, published unchanged by every protocol."""
         return self.args.model_json_schema()
+
+    async def approval_needed(self, scope: ToolScope, arguments: Mapping[str, object]) -> bool:
+        """Whether this call waits for a person. Invalid arguments need none: the call fails without running.
+
+        Args:
+            scope: Whose tasks the call may touch.
+            arguments: The raw arguments from the model.
+        """
+        if isinstance(self.needs_approval, bool):
+            return self.needs_approval
+        try:
+            return await self.needs_approval(scope, self.args.model_validate(arguments))
+        except (AppError, ValidationError):
+            return False
 
     async def invoke(self, scope: ToolScope, arguments: Mapping[str, object]) -> JsonObject:
         """Validate the arguments and run the tool; expected failures come back as `{"error": ...}`.
@@ -161,6 +177,16 @@ async def _update(scope: ToolScope, args: UpdateTaskArgs) -> JsonObject:
     return await _change(scope, args.task, TaskUpdate(**fields))
 
 
+async def _target_exists(scope: ToolScope, args: TaskRefArgs) -> bool:
+    """Ask for approval only once the task is found: an unknown or ambiguous reference fails without asking."""
+    async with scope.database.reads() as session:
+        try:
+            await task_service.find_task(session, scope.user_id, args.task)
+        except AppError:
+            return False
+    return True
+
+
 async def _delete(scope: ToolScope, args: TaskRefArgs) -> JsonObject:
     async with scope.database.sessions() as session:
         found = await task_service.find_task(session, scope.user_id, args.task)
@@ -175,6 +201,6 @@ TASK_TOOLS: tuple[TaskTool, ...] = (
     ),
     TaskTool("complete_task", "Mark one of the user's tasks as done.", TaskRefArgs, _complete),
     TaskTool("update_task", "Change a task's title, notes or completion.", UpdateTaskArgs, _update),
-    TaskTool("delete_task", "Delete one of the user's tasks.", TaskRefArgs, _delete, needs_approval=True),
+    TaskTool("delete_task", "Delete one of the user's tasks.", TaskRefArgs, _delete, needs_approval=_target_exists),
 )
 TASK_TOOL_NAMES = frozenset(tool.name for tool in TASK_TOOLS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from agents import FunctionTool, RunContextWrapper
 
@@ -23,6 +24,10 @@ def function_tool_for(tool: TaskTool) -> FunctionTool:
     Returns:
         A function tool with the definition's name, description and JSON input schema.
     """
+
+    async def approval_needed(ctx: RunContextWrapper[ChatContext], arguments: dict[str, Any], _call_id: str) -> bool:
+        scope = ToolScope(user_id=ctx.context.user_id, database=ctx.context.database)
+        return await tool.approval_needed(scope, arguments)
 
     async def on_invoke(ctx: RunContextWrapper[ChatContext], raw_arguments: str) -> str:
         try:
@@ -47,7 +52,7 @@ def function_tool_for(tool: TaskTool) -> FunctionTool:
         params_json_schema=tool.input_schema(),
         on_invoke_tool=on_invoke,
         strict_json_schema=False,
-        needs_approval=tool.needs_approval,
+        needs_approval=tool.needs_approval if isinstance(tool.needs_approval, bool) else approval_needed,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mimetypes
 from pathlib import Path
 
 from litestar import Request, Response, get
@@ -11,7 +12,10 @@ from litestar.static_files import create_static_files_router
 from litestar.types import ControllerRouterHandler
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-MAX_STATIC_PATH_CHARS = 255  # the longest file name most file systems allow; our files are far shorter
+MAX_STATIC_PATH_CHARS = 255
+# `protocol.d.ts` (the published TypeScript declarations) reads in a browser; the platform's table may map `.ts` to
+# MPEG transport streams or Qt translations.
+mimetypes.add_type("text/plain", ".ts")  # the longest file name most file systems allow; our files are far shorter
 
 
 async def reject_unservable_path(request: Request) -> None:  # type: ignore[type-arg]

@@ -84,6 +84,7 @@ class ConversationStore:
         self.release = self.turns.release
         self.turn_info = self.turns.turn_info
         self.message_status = self.turns.message_status
+        self.running_turn = self.turns.running_turn
         self.latest_reply = self.turns.latest_reply
         self.append_events = self.events.append_events
         self.read_events = self.events.read_events

@@ -75,6 +75,10 @@ class TurnRequest:
     conversation_id: uuid.UUID | None
     client_message_id: uuid.UUID | None = None
     attachments: tuple[uuid.UUID, ...] = ()
+    create_missing: bool = False
+    """Create the conversation under `conversation_id` if no conversation has that id (a client-chosen chat id)."""
+    regenerate: uuid.UUID | None = None
+    """Answer the last user message again instead of adding `message`, replacing this reply (the nil UUID: the last)."""
 
 
 @dataclass(slots=True)

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import exists, insert, update
+from sqlalchemy import delete, exists, insert, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -39,7 +39,7 @@ from backend.chat.store.rows import (
     retrying,
 )
 from backend.chat.store.takeover import Takeover
-from backend.conversations.service import get_conversation
+from backend.conversations.service import CONVERSATION_NOT_FOUND, get_conversation
 from backend.db import Database
 from backend.errors import ConflictError, NotFoundError
 from backend.files import service as file_service
@@ -63,9 +63,14 @@ TITLE_CHARS = 50
 _LEDGER_INSERT = insert(UsageRecord)
 
 
+UNTITLED = "New conversation"
+
+
 def make_title(message: str) -> str:
     """A conversation title from its first message: one line, about 50 characters, cut at a word boundary."""
     flat = " ".join(message.split())
+    if not flat:
+        return UNTITLED  # attachments without text
     if len(flat) <= TITLE_CHARS:
         return flat
     cut = flat[:TITLE_CHARS].rsplit(" ", 1)[0] if " " in flat[:TITLE_CHARS] else flat[:TITLE_CHARS]
@@ -149,6 +154,10 @@ class TurnRows:
         try:
             return await self._begin(request)
         except IntegrityError:
+            if request.create_missing:  # two first messages to one new chat id: the other one created it
+                raise ConflictError(
+                    "A reply is already being generated in this conversation.", code="run_in_progress"
+                ) from None
             if request.client_message_id is None:
                 raise
             existing = await self._existing(request)  # a concurrent repeat won the race
@@ -188,8 +197,11 @@ class TurnRows:
             try:
                 attached = await file_service.resolve_attachments(session, request.user_id, request.attachments)
                 conn = await session.connection()  # Core statements in the session's transaction
-                if request.conversation_id is None:
-                    conversation_id, title = uuid.uuid4(), make_title(request.message)
+                created = request.conversation_id is None or (
+                    request.create_missing and await session.get(Conversation, request.conversation_id) is None
+                )
+                if created:
+                    conversation_id, title = request.conversation_id or uuid.uuid4(), make_title(request.message)
                     await conn.execute(
                         insert(Conversation).values(
                             id=conversation_id,
@@ -201,6 +213,7 @@ class TurnRows:
                     )
                     seq = 1
                 else:
+                    assert request.conversation_id is not None
                     conversation = await get_conversation(session, request.user_id, request.conversation_id)
                     conversation_id, title = conversation.id, conversation.title
                     prior_run = conversation.run_id
@@ -222,12 +235,23 @@ class TurnRows:
                         await self.takeover.interrupt(session, prior_run)
                     history, files = await self._history(session, conversation.id)
                     seq = history[-1].seq + 1 if history else 1
+                    if request.regenerate is not None:
+                        history = await self._drop_reply(session, history, request.regenerate, message_id)
+                        seq = history[-1].seq + 1
                     await self._cancel_pending_actions(session, history)
-                user_row = _message_row(user_message_id, conversation_id, seq, MessageRole.USER, request.message, now)
-                reply_row = _message_row(message_id, conversation_id, seq + 1, MessageRole.ASSISTANT, "", now)
-                # Core INSERTs in order (no unit of work to sort out): the messages, then what references them.
-                await conn.execute(_MESSAGES_INSERT, [user_row, reply_row])
-                user_message = Message.model_validate(user_row)  # model input only, not added to the session
+                if request.regenerate is not None:
+                    user_message = history.pop()
+                    user_message_id = user_message.id
+                    reply_row = _message_row(message_id, conversation_id, seq, MessageRole.ASSISTANT, "", now)
+                    await conn.execute(_MESSAGES_INSERT, [reply_row])
+                else:
+                    user_row = _message_row(
+                        user_message_id, conversation_id, seq, MessageRole.USER, request.message, now
+                    )
+                    reply_row = _message_row(message_id, conversation_id, seq + 1, MessageRole.ASSISTANT, "", now)
+                    # Core INSERTs in order (no unit of work to sort out): the messages, then what references them.
+                    await conn.execute(_MESSAGES_INSERT, [user_row, reply_row])
+                    user_message = Message.model_validate(user_row)  # model input only, not added to the session
                 if attached:
                     await file_service.attach(session, user_message_id, attached)
                     files[user_message_id] = attached
@@ -252,9 +276,38 @@ class TurnRows:
                 user_message_id=user_message_id,
                 message_id=message_id,
                 history=[*history, user_message],
-                created=request.conversation_id is None,
+                created=created,
                 files=files,
             )
+
+    async def _drop_reply(
+        self, session: AsyncSession, history: list[Message], reply_id: uuid.UUID, new_id: uuid.UUID
+    ) -> list[Message]:
+        """Delete the reply a regeneration replaces (the conversation's last; the nil UUID names it too).
+
+        Returns:
+            The history up to and including the user message it answered.
+
+        Raises:
+            NotFoundError: The reply is not the last message of this conversation (or not the caller's).
+        """
+        last = history[-1] if history else None
+        if (
+            last is None
+            or last.role != MessageRole.ASSISTANT
+            or (reply_id.int != 0 and last.id != reply_id)
+            or len(history) < 2
+            or history[-2].role != MessageRole.USER
+        ):
+            raise NotFoundError("Only the conversation's last reply can be regenerated; it was not found.")
+        await session.exec(delete(TurnEvent).where(col(TurnEvent.message_id) == last.id))
+        await session.exec(
+            update(ClientMessageId)
+            .where(col(ClientMessageId.assistant_message_id) == last.id)
+            .values(assistant_message_id=new_id)
+        )
+        await session.exec(delete(Message).where(col(Message.id) == last.id))
+        return history[:-1]
 
     async def _history(
         self, session: AsyncSession, conversation_id: uuid.UUID
@@ -462,6 +515,20 @@ class TurnRows:
             raise NotFoundError(MESSAGE_NOT_FOUND)
         conversation_id, status, run_id = row
         return TurnInfo(conversation_id, message_id, MessageStatus(status), running=run_id == message_id)
+
+    async def running_turn(self, user_id: str, conversation_id: uuid.UUID) -> uuid.UUID | None:
+        """The assistant message the conversation's turn is generating now, or None (also for no such conversation).
+
+        Raises:
+            NotFoundError: The conversation is another user's.
+        """
+        async with self.database.sessions() as session:
+            conversation = await session.get(Conversation, conversation_id)
+        if conversation is None:
+            return None
+        if conversation.user_id != user_id:
+            raise NotFoundError(CONVERSATION_NOT_FOUND)
+        return conversation.run_id
 
     async def message_status(self, message_id: uuid.UUID) -> MessageStatus | None:
         """The status of a message (None if it was deleted)."""

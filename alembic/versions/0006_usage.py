@@ -1,7 +1,7 @@
 """usage: the ledger of model calls, per-user limit overrides, per-minute message windows
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-07 09:09:25
 
 """
@@ -13,8 +13,8 @@ import sqlmodel
 
 from alembic import op
 
-revision: str = "0004"
-down_revision: str | None = "0003"
+revision: str = "0006"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
