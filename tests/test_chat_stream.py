@@ -435,15 +435,10 @@ async def test_tools_act_only_for_the_caller_whatever_the_model_asks(gemini_sett
             text_turn("Tried again."),
         )
         by_id = await chat(client, {"message": "complete alice's task"}, headers=bearer("mallory"))
-        paused = await chat(client, {"message": "delete it"}, headers=bearer("mallory"))
-        assert paused.of("done")[0]["finish_reason"] == "approval_required"
-        approval = paused.of("approval_request")[0]
-        by_title = await chat(
-            client,
-            {"thread_id": paused.events[0]["conversation_id"], "approvals": [{"id": approval["id"], "approve": True}]},
-            headers=bearer("mallory"),
-        )
+        # The target is resolved before approval is asked: another user's task is never found, so nothing waits.
+        by_title = await chat(client, {"message": "delete it"}, headers=bearer("mallory"))
 
+        assert by_title.of("done")[0]["finish_reason"] == "stop" and not by_title.of("approval_request")
         assert by_id.of("tool_result")[0]["result"] == {"error": "Task not found."}
         assert by_title.of("tool_result")[0]["result"] == {"error": 'No task matches "alice\'s task".'}
         task = (await client.get(f"/api/tasks/{task_id}", headers=bearer("alice"))).json()

@@ -60,7 +60,7 @@ class Approval(BaseModel):
     reason: str | None = Field(default=None, max_length=MAX_REASON_CHARS)
 
 
-class Part(BaseModel):
+class UIPart(BaseModel):
     """One part of a UI message; only the fields this server reads are checked, the rest is ignored."""
 
     model_config = ConfigDict(extra="ignore")
@@ -89,7 +89,7 @@ class Message(BaseModel):
 
     id: str = Field(max_length=200)
     role: Literal["system", "user", "assistant"]
-    parts: list[Part] = Field(max_length=MAX_PARTS)
+    parts: list[UIPart] = Field(max_length=MAX_PARTS)
 
 
 class ChatBody(BaseModel):
@@ -144,7 +144,7 @@ class ChatBody(BaseModel):
         )
 
 
-def _add_file(part: Part, attachments: list[uuid.UUID], uploads: list[Upload]) -> None:
+def _add_file(part: UIPart, attachments: list[uuid.UUID], uploads: list[Upload]) -> None:
     """A file part: bytes in a `data:` URL become an upload, our `/api/files/{id}/content` URL an attachment.
 
     Raises:
