@@ -121,7 +121,10 @@ class ChatService:
 
     async def start(self) -> None:
         """Load the users' limits; start the heartbeat, the event-log writer, the listener and the takeover sweep."""
-        await self.quotas.refresh()
+        try:
+            await self.quotas.refresh()
+        except Exception as error:  # a database that is down must not stop the start; the heartbeat retries
+            log.warning("could not load the users' limits yet (%s)", type(error).__name__)
         self._background = [
             asyncio.create_task(self.hub.run_writer(), name="event-log-writer"),
             asyncio.create_task(self.hub.run_listener(), name="event-listener"),
