@@ -215,7 +215,7 @@ def generated() -> dict[Path, str]:
 
 def main(argv: list[str] | None = None) -> int:
     """Write the generated files, or with `--check` report those that differ from the code (exit status 1)."""
-    parser = argparse.ArgumentParser(prog="python -m backend.contract", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m backend.contract", description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--check", action="store_true", help="compare instead of writing")
     args = parser.parse_args(argv)
     stale = [path for path, text in generated().items() if not path.exists() or path.read_text() != text]

@@ -91,7 +91,7 @@ def _closed_by_server(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
     socket means the connection is dead, and raising `DisconnectionError` makes the pool open a fresh one instead.
     This replaces `pool_pre_ping`, which costs a `SELECT 1` round trip on every checkout (three per chat turn). A
     connection lost without a word (a network partition) is found by its first statement instead; the store retries
-    transient errors (see `backend.chat.store.is_transient`).
+    transient errors (see `backend.errors.is_database_unavailable`).
     """
     connection = dbapi_connection.driver_connection  # the psycopg AsyncConnection
     if connection.closed or connection.broken:
@@ -159,7 +159,7 @@ def create_database(settings: Settings) -> Database:
         )
     engine = create_async_engine(url, **kwargs)
     if is_sqlite:
-        on_connect, on_begin = _sqlite_listeners(math.ceil(busy_timeout * 1000))
+        on_connect, on_begin = _sqlite_listeners(math.ceil(settings.sqlite_busy_timeout_seconds * 1000))
         event.listen(engine.sync_engine, "connect", on_connect)
         event.listen(engine.sync_engine, "begin", on_begin)
     else:

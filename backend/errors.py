@@ -269,9 +269,11 @@ def is_database_unavailable(exc: BaseException) -> bool:
     """Tell an outage or a timeout of the database from a bug in a query.
 
     Unavailable means: no free pooled connection in time (SQLAlchemy's pool `TimeoutError`), a lost or refused
-    connection, or any DB-API `OperationalError`/`InterfaceError`. The latter covers psycopg's `ConnectionTimeout`,
-    `QueryCanceled` (`statement_timeout`) and `LockNotAvailable` (`lock_timeout`), and SQLite's `database is locked`.
-    Integrity, data and programming errors are bugs (500).
+    connection (also as a bare `OSError` or `TimeoutError` from the network), or any DB-API
+    `OperationalError`/`InterfaceError`. The latter covers psycopg's `ConnectionTimeout`, `QueryCanceled`
+    (`statement_timeout`) and `LockNotAvailable` (`lock_timeout`), and SQLite's `database is locked`. Integrity, data
+    and programming errors are bugs (500). This is the one classifier: the HTTP answer (503) and the store's retries
+    of transient failures (`backend.chat.store.rows.retrying`) both use it.
 
     Args:
         exc: The exception a handler caught.
@@ -279,7 +281,7 @@ def is_database_unavailable(exc: BaseException) -> bool:
     Returns:
         True when the right answer is 503 `database_unavailable`.
     """
-    if isinstance(exc, PoolTimeoutError | SAOperationalError | SAInterfaceError):
+    if isinstance(exc, PoolTimeoutError | SAOperationalError | SAInterfaceError | OSError | TimeoutError):
         return True
     if isinstance(exc, DBAPIError):
         return exc.connection_invalidated or isinstance(exc.orig, DBAPIOperationalError | DBAPIInterfaceError)

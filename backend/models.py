@@ -82,7 +82,7 @@ class Conversation(ConversationBase, table=True):
     cross-process run lock; `run_cancel_requested` asks the owner to stop the run.
     """
 
-    __tablename__ = "conversations"
+    __tablename__ = "conversations"  # pyright: ignore[reportAssignmentType]
     __table_args__ = (Index("ix_conversations_user_updated", "user_id", "updated_at", "id"),)
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
@@ -146,7 +146,7 @@ class ConversationsPublic(SQLModel):
 class Message(SQLModel, table=True):
     """One user or assistant message. `seq` is the order within its conversation (never order by time)."""
 
-    __tablename__ = "messages"
+    __tablename__ = "messages"  # pyright: ignore[reportAssignmentType]
     __table_args__ = (UniqueConstraint("conversation_id", "seq", name="uq_messages_conversation_seq"),)
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
@@ -182,7 +182,7 @@ class Message(SQLModel, table=True):
 class TurnEvent(SQLModel, table=True):
     """One SSE event of an assistant message's turn, in order: the log that `GET /chatkit/{id}/stream` replays."""
 
-    __tablename__ = "turn_events"
+    __tablename__ = "turn_events"  # pyright: ignore[reportAssignmentType]
     __table_args__ = (PrimaryKeyConstraint("message_id", "id", name="pk_turn_events"),)
 
     message_id: uuid.UUID = Field(sa_column_args=[ForeignKey("messages.id", ondelete="CASCADE")], nullable=False)
@@ -195,7 +195,7 @@ class TurnEvent(SQLModel, table=True):
 class ClientMessageId(SQLModel, table=True):
     """A client-chosen message id (idempotency key), scoped to its user, and the turn it started."""
 
-    __tablename__ = "client_message_ids"
+    __tablename__ = "client_message_ids"  # pyright: ignore[reportAssignmentType]
     __table_args__ = (PrimaryKeyConstraint("user_id", "client_message_id", name="pk_client_message_ids"),)
 
     user_id: str = Field(max_length=255)
@@ -208,7 +208,7 @@ class ClientMessageId(SQLModel, table=True):
 class Instance(SQLModel, table=True):
     """A running server process; its heartbeat tells the others whether its runs are still alive."""
 
-    __tablename__ = "instances"
+    __tablename__ = "instances"  # pyright: ignore[reportAssignmentType]
 
     id: uuid.UUID = Field(primary_key=True)
     started_at: datetime = Field(default_factory=utcnow)
@@ -315,7 +315,7 @@ class TaskUpdate(SQLModel):
 class Task(TaskBase, table=True):
     """A to-do item owned by one user; the agent's tools manage these too."""
 
-    __tablename__ = "tasks"
+    __tablename__ = "tasks"  # pyright: ignore[reportAssignmentType]
     __table_args__ = (Index("ix_tasks_user_created", "user_id", "created_at", "id"),)
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
@@ -348,7 +348,7 @@ class StreamTicket(SQLModel, table=True):
     Only the SHA-256 of the ticket is stored; redeeming deletes the row, so a ticket works once (in any process).
     """
 
-    __tablename__ = "stream_tickets"
+    __tablename__ = "stream_tickets"  # pyright: ignore[reportAssignmentType]
 
     id: str = Field(primary_key=True, max_length=64)
     user_id: str = Field(max_length=255)

@@ -290,6 +290,9 @@ def _error_schema() -> Schema:
     )
 
 
+TURN_PATHS = frozenset({"/chatkit", "/api/chat"})  # the endpoints that start turns: a chat to find, a run to wait for
+
+
 def _statuses(path: str, method: str, operation: Operation, *, bearer: bool) -> list[str]:
     """The error statuses one operation can answer, from its path, method, parameters and body."""
     public = operation.security == [{}]
@@ -300,9 +303,9 @@ def _statuses(path: str, method: str, operation: Operation, *, bearer: bool) -> 
         statuses |= {"400", "413", "415", "422"}
     if operation.parameters:
         statuses.add("422")
-    if "{" in path or path == "/chatkit":
+    if "{" in path or path in TURN_PATHS:
         statuses.add("404")
-    if path == "/chatkit":
+    if path in TURN_PATHS:
         statuses |= {"409", "429"}
     if not public or path == "/ready":
         statuses.add("503")

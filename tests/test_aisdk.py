@@ -183,7 +183,8 @@ async def test_an_approval_request_uses_only_chunks_the_version_knows(
     assert resumed.events[0]["messageId"] == reply_id
     denied = resumed.of("tool-output-denied")
     if version == 5:
-        assert not denied and resumed.of("tool-output-available")[0]["output"] == "keep it"
+        assert not denied
+        assert resumed.of("tool-output-available")[0]["output"] == {"error": "keep it", "rejected": True}
     else:
         assert denied == [{"type": "tool-output-denied", "toolCallId": call_id}]
     assert text_of(resumed) == "Kept it."
@@ -256,7 +257,7 @@ async def test_file_parts_become_attachments_with_the_upload_limits(
 
 async def test_another_users_chat_is_404_everywhere(auth_live: httpx.AsyncClient, fake: FakeGemini) -> None:
     alice, bob = bearer("alice"), bearer("bob")
-    chat_id = new_chat()
+    chat_id = str(uuid.uuid4())  # a conversation id, as a frontend listing /api/conversations passes it
     fake.script(text_turn(["slow ", "reply "] * 20, delay=0.05))
     started = asyncio.create_task(post(auth_live, body(chat_id, user("mine")), **alice))
     for _ in range(200):
@@ -330,3 +331,17 @@ async def test_a_widget_action_is_a_body_field(client: httpx.AsyncClient, fake: 
     assert acted.events[0]["messageId"] == stored[-1]["id"], "the action's short reply is a message of its own"
     assert text_of(acted) == stored[-1]["content"]
     assert (await client.get(f"/api/tasks/{created['id']}")).json()["completed"] is True
+
+
+async def test_two_users_who_pick_the_same_chat_id_get_two_conversations(
+    auth_live: httpx.AsyncClient, fake: FakeGemini
+) -> None:
+    chat_id = "chat-1"  # a client-made id: scoped to its user, so it neither collides nor reveals another's chat
+    fake.script(text_turn("For Alice."), text_turn("For Bob."))
+    alice = ui_stream(await post(auth_live, body(chat_id, user("mine")), **bearer("alice")))
+    bob = ui_stream(await post(auth_live, body(chat_id, user("mine too")), **bearer("bob")))
+    assert (text_of(alice), text_of(bob)) == ("For Alice.", "For Bob.")
+    ids = {s.events[0]["messageMetadata"]["conversationId"] for s in (alice, bob)}
+    assert len(ids) == 2
+    listed = (await auth_live.get("/api/conversations", headers=bearer("bob"))).json()["data"]
+    assert [c["id"] for c in listed] == [bob.events[0]["messageMetadata"]["conversationId"]]

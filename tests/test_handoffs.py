@@ -14,10 +14,12 @@ from agents import ModelSettings, Runner, UserError
 from agents.run_state import RunState
 from sqlalchemy import update
 
+from backend.chat.context import ChatContext
 from backend.chat.team import agents_by_name
-from backend.db import create_database
-from backend.models import Message, MessageRole
+from backend.db import Database, create_database
+from backend.models import Message, MessageRole, TaskCreate
 from backend.settings import Settings
+from backend.tasks import service as task_service
 from backend.team.agents import HELP, TASK_ASSISTANT, TRIAGE, build_agent
 from backend.team.offline import OFFLINE_LABEL, OfflineModel, _team_step
 from tests.conftest import live
@@ -72,9 +74,11 @@ def test_the_team_is_connected_from_every_agent():
     assert team[TRIAGE].tools == []
 
 
-async def test_a_run_paused_inside_a_specialist_loads_from_the_starting_agent():
+async def test_a_run_paused_inside_a_specialist_loads_from_the_starting_agent(db: Database):
+    async with db.sessions() as session:  # approval is asked only once the task to delete is found
+        await task_service.create_task(session, "u", TaskCreate(title="buy milk"))
     start = build_agent(OfflineModel(word_delay=0), ModelSettings())
-    result = Runner.run_streamed(start, "delete buy milk", context={"user_id": "u"})  # type: ignore[arg-type]
+    result = Runner.run_streamed(start, "delete buy milk", context=ChatContext(user_id="u", database=db))
     async for _ in result.stream_events():
         pass
     assert [i.name for i in result.interruptions] == ["delete_task"]

@@ -14,7 +14,7 @@ async def archive(context: ActionContext, payload: ArchivePayload) -> ActionResu
     ...
     return ActionResult(widgets={"notes": notes_widget(...)}, reply="Archived.")
 
-register_action("notes.archive", archive)
+registry.register("notes.archive", archive)
 ```
 """
 
@@ -155,7 +155,6 @@ class ActionRegistry:
 
 
 registry = ActionRegistry()
-"""The application's registry; `register_action` and `dispatch` act on it."""
+"""The application's registry: `registry.register(...)` adds a handler, `dispatch` runs one."""
 
-register_action = registry.register
 dispatch = registry.dispatch

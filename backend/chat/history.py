@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
-from agents import MessageOutputItem, RunItem, ToolApprovalItem
+from agents import MessageOutputItem, RunItem, ToolApprovalItem, TResponseInputItem
 
 from backend.files.content import Attachment, user_content
 from backend.models import Message, MessageRole, MessageStatus
@@ -36,7 +36,7 @@ def to_agent_input(
     messages: Sequence[Message],
     max_items: int,
     attachments: Mapping[uuid.UUID, Sequence[Attachment]] | None = None,
-) -> list[dict[str, Any]]:
+) -> list[TResponseInputItem]:
     """Build the model input for the next turn from a conversation's messages (oldest first).
 
     Long histories are trimmed from the oldest end, and only at user-message boundaries, so that a tool call is
@@ -68,7 +68,10 @@ def to_agent_input(
         total += len(group)
     if kept and kept[-1] and kept[-1][0].get("role") != "user":
         kept.pop()  # history that begins mid-turn would start with an orphan reply
-    return _pair_tool_items([item for group in reversed(kept) for item in group])
+    items = _pair_tool_items([item for group in reversed(kept) for item in group])
+    # The one place stored JSON becomes SDK input: the stored items came from the SDK's `to_input_item()`, the others
+    # are plain user and assistant messages.
+    return cast("list[TResponseInputItem]", items)
 
 
 def turn_items(new_items: Sequence[RunItem], text: str, status: MessageStatus) -> list[dict[str, Any]]:

@@ -18,7 +18,8 @@ attaching to a real Gemini stream), so the guard can never silently turn itself 
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
 
 from agents.extensions.models.litellm_model import LitellmModel
 
@@ -43,13 +44,15 @@ class _FinishGuard:
         self._watching = False
         self._watched: Any = None
         self._make_call: Any = None
-        make_call = getattr(inner, "make_call", None)
+        make_call: Any = getattr(inner, "make_call", None)
         if getattr(inner, "completion_stream", None) is not None:
             self._watch(inner.completion_stream)
         elif callable(make_call):
             # LiteLLM opens the Gemini HTTP stream lazily, on the first chunk.
+            opener = cast("Callable[..., Awaitable[Any]]", make_call)  # LiteLLM's coroutine function
+
             async def make_call_and_watch(*args: Any, **kwargs: Any) -> Any:
-                iterator = await make_call(*args, **kwargs)
+                iterator = await opener(*args, **kwargs)
                 self._watch(iterator)
                 return iterator
 

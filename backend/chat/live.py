@@ -26,19 +26,14 @@ from sqlalchemy.exc import IntegrityError
 
 from backend import metrics, request_ids
 from backend.chat.events import Done, Usage, encode, frame
-from backend.chat.store import NOTIFY_CHANNEL, STOP_CHANNEL, ConversationStore, StoredEvent, is_transient
+from backend.chat.finish import finish_of
+from backend.chat.store import NOTIFY_CHANNEL, STOP_CHANNEL, ConversationStore, StoredEvent
+from backend.errors import is_database_unavailable
 from backend.models import MessageStatus
 
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0
-_FINISH_BY_STATUS = {
-    MessageStatus.COMPLETE: "stop",
-    MessageStatus.CANCELLED: "cancelled",
-    MessageStatus.ERROR: "error",
-    MessageStatus.INTERRUPTED: "interrupted",
-    MessageStatus.REQUIRES_ACTION: "approval_required",
-}
 
 
 class LiveTurn:
@@ -145,7 +140,7 @@ class Hub:
             metrics.EVENT_LOG_FLUSH.observe(time.perf_counter() - started)
             metrics.EVENT_LOG_BATCH.observe(sum(len(events) for events in batch.values()))
         except Exception as error:
-            if not is_transient(error) and not isinstance(error, IntegrityError):
+            if not is_database_unavailable(error) and not isinstance(error, IntegrityError):
                 for message_id in batch:
                     with request_ids.bound(self._request_id(message_id)):
                         log.error(
@@ -209,8 +204,7 @@ class Hub:
                 status = await self.store.message_status(message_id)
                 if status != MessageStatus.IN_PROGRESS:
                     if last_type != "done":  # a log with no ending (a turn from before the log existed)
-                        finish = _FINISH_BY_STATUS.get(status, "cancelled") if status is not None else "cancelled"
-                        done = Done("", str(message_id), finish, Usage())  # type: ignore[arg-type]
+                        done = Done("", str(message_id), finish_of(status), Usage())
                         yield last + 1, encode(done, last + 1)
                     return
             if events and last_type != "done":

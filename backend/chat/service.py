@@ -116,6 +116,8 @@ class ChatService:
         )
         self.runs: dict[uuid.UUID, TurnRun] = {}
         self._background: list[asyncio.Task[None]] = []
+        self.leftovers: set[asyncio.Task[None]] = set()
+        """Tasks that runs left behind (closing replies whose save failed), cancelled at shutdown."""
 
     # --- process lifecycle ---------------------------------------------------------------------------------------
 
@@ -139,9 +141,10 @@ class ChatService:
             await asyncio.wait(tasks, timeout=SHUTDOWN_WAIT_SECONDS)
         with contextlib.suppress(Exception):
             await self.hub.flush()
-        for task in self._background:
+        leftovers = [*self._background, *self.leftovers]
+        for task in leftovers:
             task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await asyncio.gather(*leftovers, return_exceptions=True)
 
     def shutdown_runs(self) -> None:
         """The server is going away: cut every run short (each ends with `server_shutdown` and is stored)."""
@@ -275,7 +278,7 @@ class ChatService:
             begun.user_message_id,
             self.settings.history_attachment_bytes,
         )
-        return history.to_agent_input(begun.history, self.settings.history_max_items, attachments)  # type: ignore[return-value]
+        return history.to_agent_input(begun.history, self.settings.history_max_items, attachments)
 
     def _run(
         self,
@@ -307,6 +310,7 @@ class ChatService:
             first_event_id=first_event_id,
             client_results=client_results,
             budget=budget,
+            background=self.leftovers,
         )
         self.runs[run.message_id] = run
         run.start().add_done_callback(lambda _task: self.runs.pop(run.message_id, None))
@@ -329,7 +333,8 @@ class ChatService:
         paused = await self.store.paused_turn(user_id, command.conversation_id)
         answers = answers_to(paused.parts, command.approvals, command.client_results, skip_settled=command.skip_settled)
         admission = await self.quotas.admit(user_id, message=False)
-        await self.store.resume_turn(paused)
+        parts = answers.fold(paused.parts)
+        await self.store.resume_turn(paused, parts)  # the decisions are stored before the run starts
         stored = PausedState.of(paused.run_state)
         start_agent = self._agent_named(stored.start_agent)
         run = self._run(
@@ -339,7 +344,7 @@ class ChatService:
             message_id=paused.message_id,
             title=paused.title,
             run_input=Resume(start_agent, stored, answers),
-            reply=Reply(answers.fold(paused.parts), paused.agent),
+            reply=Reply(parts, paused.agent),
             first_event_id=paused.last_event_id + 1,
             client_results=answers.client_results(),
             budget=admission.budget,

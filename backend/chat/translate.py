@@ -12,19 +12,30 @@ import logging
 from typing import Any
 
 import openai
-from agents import AgentsException, MaxTurnsExceeded, ModelBehaviorError, ToolCallItem, ToolCallOutputItem
+from agents import (
+    AgentsException,
+    AgentUpdatedStreamEvent,
+    MaxTurnsExceeded,
+    ModelBehaviorError,
+    RawResponsesStreamEvent,
+    StreamEvent,
+    ToolCallItem,
+    ToolCallOutputItem,
+)
 from agents.exceptions import ModelTimeoutError
-from openai.types.responses import ResponseFunctionToolCall
+from openai.types.responses import (
+    ResponseFunctionToolCall,
+    ResponseReasoningSummaryTextDeltaEvent,
+    ResponseTextDeltaEvent,
+)
 
 from backend.chat.events import Agent, Error, Event, Text, Thinking, ToolCall, ToolOutput, ToolResult
 from backend.chat.model import TruncatedStreamError
 
 log = logging.getLogger(__name__)
 
-_TEXT_DELTA = "response.output_text.delta"
 _TEXT_PARTS = frozenset({"input_text", "output_text", "text"})
 REJECTED = "The user rejected this action."
-_REASONING_DELTA = "response.reasoning_summary_text.delta"
 
 
 def parse_json(text: Any) -> Any:
@@ -78,7 +89,7 @@ class StreamTranslator:
         self._tool_names: dict[str, str] = dict(known_calls or {})
         self._hidden = hide_calls
 
-    def translate(self, sdk_event: Any) -> Event | None:
+    def translate(self, sdk_event: StreamEvent) -> Event | None:
         """Map one `Runner.run_streamed(...).stream_events()` item to our event, or None to skip it.
 
         Args:
@@ -87,19 +98,15 @@ class StreamTranslator:
         Returns:
             A `Text`, `Thinking`, `Agent`, `ToolCall` or `ToolResult` event, or None.
         """
-        kind = sdk_event.type
-        if kind == "raw_response_event":
+        if isinstance(sdk_event, RawResponsesStreamEvent):
             data = sdk_event.data
-            data_type = data.type
-            if data_type == _TEXT_DELTA:
+            if isinstance(data, ResponseTextDeltaEvent):
                 return Text(data.delta) if data.delta else None
-            if data_type == _REASONING_DELTA:
+            if isinstance(data, ResponseReasoningSummaryTextDeltaEvent):
                 return Thinking(data.delta) if data.delta else None
             return None
-        if kind == "agent_updated_stream_event":
+        if isinstance(sdk_event, AgentUpdatedStreamEvent):
             return Agent(sdk_event.new_agent.name)
-        if kind != "run_item_stream_event":
-            return None
         item = sdk_event.item
         if isinstance(item, ToolCallItem):
             raw = item.raw_item

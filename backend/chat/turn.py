@@ -38,6 +38,7 @@ from backend.chat.events import (
     frame,
     payload,
 )
+from backend.chat.finish import STATUS_BY_FINISH
 from backend.chat.live import Hub, LiveTurn
 from backend.chat.pause import Pause, Resume, pause_of
 from backend.chat.reply import Reply
@@ -46,7 +47,6 @@ from backend.chat.translate import StreamTranslator, classify_error
 from backend.chat.turn_metrics import TurnMetrics
 from backend.chat.widgets import WidgetError, validate_widget, widget_json
 from backend.db import Database
-from backend.models import MessageStatus
 from backend.usage.ledger import QuotaExceededError, UsageHooks, ledger_rows
 from backend.usage.limits import Budget
 
@@ -55,15 +55,6 @@ log = logging.getLogger(__name__)
 CancelReason = Literal["stopped", "disconnected", "shutdown"]
 SHUTDOWN_ERROR = Error("server_shutdown", "The server is restarting. Send the message again.", retryable=True)
 TIMEOUT_ERROR = Error("turn_timeout", "The reply took too long and was stopped.", retryable=True)
-_STATUS_BY_FINISH: dict[FinishReason, MessageStatus] = {
-    "stop": MessageStatus.COMPLETE,
-    "cancelled": MessageStatus.CANCELLED,
-    "error": MessageStatus.ERROR,
-    "max_turns": MessageStatus.ERROR,
-    "interrupted": MessageStatus.INTERRUPTED,
-    "approval_required": MessageStatus.REQUIRES_ACTION,
-    "client_tool": MessageStatus.REQUIRES_ACTION,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,9 +105,14 @@ class TurnRun:
         reply: Reply | None = None,
         first_event_id: int = 1,
         client_results: dict[str, str] | None = None,
+        background: set[asyncio.Task[None]] | None = None,
         budget: Budget | None = None,
     ) -> None:
-        """Prepare the run; `start()` begins it. `budget` is what its user may still spend (None: no quota)."""
+        """Prepare the run; `start()` begins it.
+
+        `background` keeps the tasks the run leaves behind (closing a reply whose save failed) until they end; its
+        owner cancels them at shutdown. `budget` is what its user may still spend (None: no quota).
+        """
         self.store = store
         self.hub = hub
         self.agent = agent
@@ -134,6 +130,7 @@ class TurnRun:
         self.result: RunResultStreaming | None = None
         self.cancel_reason: CancelReason | None = None
         self.task: asyncio.Task[None] | None = None
+        self.background = background if background is not None else set()
         self.usage = UsageHooks(budget)
         self.metrics: TurnMetrics | None = None
 
@@ -234,7 +231,7 @@ class TurnRun:
 
     async def _finish(self, finish: FinishReason, error: Error | None, pause: Pause | None) -> None:
         usage = self._usage()
-        status = _STATUS_BY_FINISH[finish]
+        status = STATUS_BY_FINISH[finish]
         items: list[dict[str, object]] | None = None
         if self.result is not None and pause is None:
             try:
@@ -272,7 +269,9 @@ class TurnRun:
                 # Tell the user, and keep trying to close the message and free the conversation once the database is
                 # back (the lock must not outlive an outage by more than a retry interval).
                 stored = [self._stored(UNSAVED), self._stored(Done(*self._ids(), "error", usage))]
-                asyncio.get_running_loop().create_task(self._abandon())
+                abandon = asyncio.get_running_loop().create_task(self._abandon(), name=f"abandon-{self.message_id}")
+                self.background.add(abandon)
+                abandon.add_done_callback(self.background.discard)
             for event in stored:
                 self.live.publish(frame(event.id, event.data.encode()))
             self.hub.close(self.live)

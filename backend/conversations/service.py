@@ -12,9 +12,10 @@ from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from backend.errors import InvalidInputError, NotFoundError
+from backend.errors import InvalidInputError
 from backend.files.service import files_of_messages
 from backend.models import AttachmentPublic, Conversation, ConversationSummary, Message, MessagePublic, MessageRole
+from backend.ownership import owned
 from backend.pagination import (
     BAD_CURSOR,
     DEFAULT_LIMIT,
@@ -29,7 +30,6 @@ CONVERSATION_NOT_FOUND = "Conversation not found."
 PREVIEW_CHARS = 120
 PREVIEW_SOURCE_CHARS = 1000  # enough raw text to fill a preview after whitespace is collapsed
 MAX_SEQ = 2**31 - 1
-MESSAGE_COLUMNS = tuple(Message.__table__.columns)  # type: ignore[attr-defined]
 
 
 async def list_conversations(
@@ -92,10 +92,7 @@ async def get_conversation(session: AsyncSession, user_id: str, conversation_id:
     Raises:
         NotFoundError: If it does not exist or belongs to another user.
     """
-    conversation = await session.get(Conversation, conversation_id)
-    if conversation is None or conversation.user_id != user_id:
-        raise NotFoundError(CONVERSATION_NOT_FOUND)
-    return conversation
+    return await owned(session, Conversation, conversation_id, user_id, CONVERSATION_NOT_FOUND)
 
 
 async def list_messages(

@@ -21,7 +21,7 @@ CONTENT_TYPE_MAX = 100
 class File(SQLModel, table=True):
     """One uploaded file, owned by one user. The bytes live in the configured storage, keyed by `id` only."""
 
-    __tablename__ = "files"
+    __tablename__ = "files"  # pyright: ignore[reportAssignmentType]
     __table_args__ = (Index("ix_files_user_created", "user_id", "created_at"), Index("ix_files_created", "created_at"))
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
@@ -35,7 +35,7 @@ class File(SQLModel, table=True):
 class MessageFile(SQLModel, table=True):
     """A file attached to a message, at a position. Deleting either side removes the link."""
 
-    __tablename__ = "message_files"
+    __tablename__ = "message_files"  # pyright: ignore[reportAssignmentType]
     __table_args__ = (Index("ix_message_files_file", "file_id"),)
 
     message_id: uuid.UUID = Field(
@@ -48,7 +48,7 @@ class MessageFile(SQLModel, table=True):
 class FileBlob(SQLModel, table=True):
     """The bytes of one file, for the `database` storage backend (shared by every instance on the database)."""
 
-    __tablename__ = "file_blobs"
+    __tablename__ = "file_blobs"  # pyright: ignore[reportAssignmentType]
 
     file_id: uuid.UUID = Field(
         sa_column_args=[ForeignKey("files.id", ondelete="CASCADE")], primary_key=True, nullable=False

@@ -18,6 +18,7 @@ from backend.files.models import File, MessageFile
 from backend.files.sniff import sanitize_filename, sniff_content_type
 from backend.files.storage import FileStorage
 from backend.models import Message, utcnow
+from backend.ownership import owned
 from backend.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -120,10 +121,7 @@ async def get_file(session: AsyncSession, user_id: str, file_id: uuid.UUID) -> S
     Raises:
         NotFoundError: If it does not exist or belongs to another user.
     """
-    row = await session.get(File, file_id)
-    if row is None or row.user_id != user_id:
-        raise NotFoundError(FILE_NOT_FOUND)
-    return StoredFile.of(row)
+    return StoredFile.of(await owned(session, File, file_id, user_id, FILE_NOT_FOUND))
 
 
 async def read_file(

@@ -10,6 +10,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.errors import NotFoundError
 from backend.models import Task, TaskCreate, TaskUpdate, utcnow
+from backend.ownership import owned
 from backend.pagination import DEFAULT_LIMIT, after_time_cursor, encode_time_cursor, page_of
 
 TASK_NOT_FOUND = "Task not found."
@@ -52,10 +53,7 @@ async def get_task(session: AsyncSession, user_id: str, task_id: uuid.UUID) -> T
     Raises:
         NotFoundError: If it does not exist or belongs to another user.
     """
-    task = await session.get(Task, task_id)
-    if task is None or task.user_id != user_id:
-        raise NotFoundError(TASK_NOT_FOUND)
-    return task
+    return await owned(session, Task, task_id, user_id, TASK_NOT_FOUND)
 
 
 async def create_task(session: AsyncSession, user_id: str, data: TaskCreate) -> Task:

@@ -119,11 +119,10 @@ def _attachments_ack(user_item: dict[str, Any]) -> str:
 
 def _describe_result(tool: str, output: str) -> str:
     try:
-        result = json.loads(output)
+        parsed: object = json.loads(output)
     except ValueError:
-        result = {"error": output}
-    if not isinstance(result, dict):
-        result = {"error": str(result)}
+        parsed = {"error": output}
+    result: dict[str, Any] = parsed if isinstance(parsed, dict) else {"error": str(parsed)}
     if "error" in result:
         return f"{OFFLINE_LABEL} That didn't work: {result['error']}"
     if tool == "list_tasks":

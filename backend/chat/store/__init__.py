@@ -21,7 +21,7 @@ from datetime import timedelta
 from backend.chat.store.actions import ActionRows
 from backend.chat.store.event_log import NOTIFY_CHANNEL, NOTIFY_IDS, STOP_CHANNEL, EventLog
 from backend.chat.store.lock import RunLock
-from backend.chat.store.rows import UNSAVED, BegunTurn, ExistingTurn, Outcome, StoredEvent, TurnRequest, is_transient
+from backend.chat.store.rows import UNSAVED, BegunTurn, ExistingTurn, Outcome, StoredEvent, TurnRequest
 from backend.chat.store.takeover import Takeover
 from backend.chat.store.turns import TurnRows, make_title
 from backend.db import Database
@@ -37,7 +37,6 @@ __all__ = [  # what the runtime and the tests use; the other rows are in `backen
     "Outcome",
     "StoredEvent",
     "TurnRequest",
-    "is_transient",
     "make_title",
 ]
 

@@ -10,12 +10,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-
 from backend.chat.events import Error, Event, Usage, event_type, payload
 from backend.chat.pause import Part
 from backend.chat.reply import Reply
+from backend.errors import is_database_unavailable
 from backend.files.service import StoredFile
 from backend.models import Message, MessageStatus
 
@@ -27,16 +25,6 @@ UNSAVED = Error("internal", "The reply could not be saved.", retryable=True)
 _T = TypeVar("_T")
 
 
-def is_transient(error: BaseException) -> bool:
-    """True for database failures worth retrying: lost or refused connections, timeouts, a full pool."""
-    if isinstance(error, PoolTimeoutError | OSError | TimeoutError):
-        return True
-    if isinstance(error, DBAPIError):
-        name = type(error.orig).__name__ if error.orig is not None else ""
-        return error.connection_invalidated or name in {"OperationalError", "InterfaceError", "QueryCanceled"}
-    return False
-
-
 async def retrying(attempt: Callable[[], Awaitable[_T]], seconds: float, what: str) -> _T:
     """Run `attempt`, retrying transient database failures with backoff for up to `seconds`."""
     deadline = time.monotonic() + seconds
@@ -45,7 +33,7 @@ async def retrying(attempt: Callable[[], Awaitable[_T]], seconds: float, what: s
         try:
             return await attempt()
         except Exception as error:
-            if not is_transient(error) or time.monotonic() + delay > deadline:
+            if not is_database_unavailable(error) or time.monotonic() + delay > deadline:
                 raise
             log.warning("could not %s (%s); retrying in %.1f s", what, type(error).__name__, delay)
             await asyncio.sleep(delay)

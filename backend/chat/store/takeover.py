@@ -26,6 +26,8 @@ from backend.models import Conversation, Instance, Message, MessageStatus, TurnE
 
 log = logging.getLogger(__name__)
 
+_NOTIFY_STOP = text("SELECT pg_notify(:channel, :id)")
+
 
 class Takeover:
     """This process's heartbeat, and the takeover and stopping of turns wherever they run."""
@@ -54,13 +56,13 @@ class Takeover:
             .order_by(col(TurnEvent.id))
         )
         stored = rows.all()
+        # The stored parts hold the reply up to its last pause; the log's last segment (from its last `start`) is what
+        # the dead run added since. Earlier segments are in the parts already.
+        events = [decode(data) for _, data in stored]
+        last_start = max((i for i, event in enumerate(events) if isinstance(event, Start)), default=len(events))
         reply = Reply(message.parts, message.agent)
-        segment_start = 0
-        for event_id, data in stored:
-            event = decode(data)
-            if isinstance(event, Start):
-                segment_start = event_id
-            if segment_start and not isinstance(event, Done | Error):
+        for event in events[last_start:]:
+            if not isinstance(event, Done | Error):
                 reply.add(event)
         last = stored[-1][0] if stored else 0
         finals = [
@@ -164,8 +166,7 @@ class Takeover:
                 .values(run_cancel_requested=True)
             )
             if self.events.is_postgres:
-                await session.exec(  # type: ignore[call-overload]
-                    text("SELECT pg_notify(:channel, :id)"), params={"channel": STOP_CHANNEL, "id": str(run_id)}
-                )
+                conn = await session.connection()  # a Core statement in the session's transaction
+                await conn.execute(_NOTIFY_STOP, {"channel": STOP_CHANNEL, "id": str(run_id)})
             await session.commit()
             return run_id

@@ -23,7 +23,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.chat.events import Usage
-from backend.chat.pause import cancelled
+from backend.chat.pause import Part, cancelled
 from backend.chat.store.event_log import EventLog
 from backend.chat.store.lock import RunLock, released
 from backend.chat.store.rows import (
@@ -385,8 +385,11 @@ class TurnRows:
                 last_event_id=last_event or 0,
             )
 
-    async def resume_turn(self, paused: PausedTurn) -> None:
-        """Take the run lock for a paused reply and mark it `in_progress` again, atomically.
+    async def resume_turn(self, paused: PausedTurn, parts: list[Part]) -> None:
+        """Take the run lock for a paused reply and mark it `in_progress` again with its answered parts, atomically.
+
+        The parts carry the user's decisions from now on, so a takeover of the resumed run (its process died) keeps
+        them.
 
         Raises:
             ConflictError: Another run holds the conversation (`run_in_progress`), or another request answered first
@@ -408,7 +411,7 @@ class TurnRows:
                 flipped = await session.exec(
                     update(Message)
                     .where(col(Message.id) == paused.message_id, col(Message.status) == MessageStatus.REQUIRES_ACTION)
-                    .values(status=MessageStatus.IN_PROGRESS)
+                    .values(status=MessageStatus.IN_PROGRESS, parts=parts)
                 )
                 if flipped.rowcount != 1:
                     raise ConflictError("These answers were already given.", code="already_answered")

@@ -35,19 +35,20 @@ MAX_MESSAGES = 1000
 MAX_PARTS = 200
 MAX_REASON_CHARS = 500
 # Chat ids the client makes up (`useChat` generates 16 random characters) name the conversation
-# uuid5(CHAT_ID_NAMESPACE, id); an id that is a UUID (one of our conversation ids) names that conversation.
+# uuid5(CHAT_ID_NAMESPACE, user + id), so two users who pick the same id never meet; an id that is a UUID (one of our
+# conversation ids) names that conversation.
 CHAT_ID_NAMESPACE = uuid.UUID("6f1c4a52-0d37-4b8e-9a51-3c8de0a4b7e1")
 # A file part's URL: a `data:` URL (base64), or one of our uploads, absolute or relative.
 _DATA_URL = re.compile(r"data:[^,;]*(?:;[^,;]*)*;base64,(?P<data>.*)", re.DOTALL)
 _FILE_URL = re.compile(r"(?:https?://[^/]+)?/api/files/(?P<id>[0-9a-fA-F-]{36})/content")
 
 
-def conversation_id_of(chat_id: str) -> uuid.UUID:
-    """The conversation a chat id names: the id itself when it is a UUID, else a stable UUID derived from it."""
+def conversation_id_of(user_id: str, chat_id: str) -> uuid.UUID:
+    """The conversation a user's chat id names: the id itself when it is a UUID, else a UUID derived from both."""
     try:
         return uuid.UUID(chat_id)
     except ValueError:
-        return uuid.uuid5(CHAT_ID_NAMESPACE, chat_id)
+        return uuid.uuid5(CHAT_ID_NAMESPACE, f"{user_id}\n{chat_id}")
 
 
 class Approval(BaseModel):
@@ -110,13 +111,13 @@ class ChatBody(BaseModel):
             raise ValueError("must be printable")
         return value
 
-    def to_command(self) -> Command:
-        """The engine command this body asks for.
+    def to_command(self, user_id: str) -> Command:
+        """The engine command this body asks for, from the user `user_id`.
 
         Raises:
             InvalidInputError: A new user message with no text.
         """
-        conversation_id = conversation_id_of(self.id)
+        conversation_id = conversation_id_of(user_id, self.id)
         if self.action is not None:
             return WidgetAction(conversation_id, self.action)
         if self.trigger == "regenerate-message":

@@ -78,7 +78,7 @@ class AiSdkController(Controller):
         version: SdkVersion = None,
     ) -> EventSourceResponse:
         """Send a message, answer a paused reply, regenerate, or run a widget action; stream the reply."""
-        command = data.to_command()
+        command = data.to_command(user.id)
         subscription = await chat_service.execute(user.id, command)
         denied = (
             frozenset(d.id for d in command.approvals if isinstance(d, Rejected))
@@ -103,7 +103,8 @@ class AiSdkController(Controller):
     ) -> StarletteResponse:
         """Replay the chat's running reply from its `start` (or after `Last-Event-ID`) and follow it; 204 if none."""
         after = last_event_id or 0
-        subscription = await chat_service.running(user.id, conversation_id_of(_checked_chat_id(chat_id)), after)
+        conversation_id = conversation_id_of(user.id, _checked_chat_id(chat_id))
+        subscription = await chat_service.running(user.id, conversation_id, after)
         if subscription is None:
             return StarletteResponse(status_code=HTTP_204_NO_CONTENT)  # the client's `reconnectToStream` gives null
         return ui_message_stream(chat_service, subscription, Encoder(_version(version), started=after > 0))
@@ -113,4 +114,4 @@ class AiSdkController(Controller):
         self, user: NamedDependency[User], chat_service: NamedDependency[ChatService], chat_id: FromPath[str]
     ) -> None:
         """Stop the chat's running reply for real (`useChat`'s `stop()` only aborts the fetch); idempotent."""
-        await chat_service.stop(user.id, conversation_id_of(_checked_chat_id(chat_id)))
+        await chat_service.stop(user.id, conversation_id_of(user.id, _checked_chat_id(chat_id)))
