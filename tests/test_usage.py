@@ -224,7 +224,7 @@ asyncio.run(main())
 
 
 @pytest.mark.timeout(240)  # two interpreters start on a shared, busy machine
-async def test_two_processes_share_one_rate_limit_on_postgres(database_url, clean_db):
+async def test_two_processes_share_one_rate_limit(database_url, clean_db):
     if not database_url.startswith("postgresql"):
         pytest.skip("the cross-process test runs on PostgreSQL")
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
