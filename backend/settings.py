@@ -104,6 +104,14 @@ class Settings(BaseSettings):
     )
     model_timeout_seconds: float = Field(default=120.0, gt=0)
     model_retries: int = Field(default=2, ge=0, le=10)
+    model_usage_source: Literal["finish_chunk", "usage_chunk", "litellm_model"] = Field(
+        default="finish_chunk",
+        description=(
+            "Where each streamed model call's usage comes from: LiteLLM's finish chunk (default; the stream ends "
+            "there), its usage chunk (`include_usage`, documented behaviour only), or the SDK's LitellmModel "
+            "(LiteLLM rebuilds every reply and runs its cost and logging)."
+        ),
+    )
     max_turns: int = Field(default=10, ge=1, le=100)
 
     auth_secret: str | None = Field(

@@ -9,6 +9,8 @@ stored readably instead.
 
 from __future__ import annotations
 
+import json
+import re
 from typing import TypeVar
 
 from sqlalchemy import JSON, String, Text
@@ -18,6 +20,7 @@ from sqlalchemy.types import TypeDecorator
 REPLACEMENT = "\ufffd"
 JsonValue = None | bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"]
 _T = TypeVar("_T")
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def storable_text(value: str) -> str:
@@ -41,6 +44,22 @@ def storable_json(value: _T) -> _T:
     if isinstance(value, list | tuple):
         return [storable_json(v) for v in value]  # type: ignore[return-value]
     return value
+
+
+def storable_json_text(value: str) -> str:
+    r"""Apply the policy to JSON text (a tool call's arguments) as decoded: a lone surrogate becomes U+FFFD.
+
+    The model's JSON may carry one escaped (`\ud800`), which `storable_text` cannot see but which fails as soon as the
+    decoded value is encoded as UTF-8. Text without one (or that is not JSON) is returned unchanged.
+    """
+    if value.isascii() and not _ESCAPED_SURROGATE.search(value):
+        return value
+    try:
+        decoded = json.loads(value)
+    except ValueError:
+        return storable_text(value)
+    cleaned = storable_json(decoded)
+    return value if cleaned == decoded and storable_text(value) == value else json.dumps(cleaned, ensure_ascii=False)
 
 
 class SafeText(TypeDecorator[str]):

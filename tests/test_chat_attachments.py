@@ -261,7 +261,7 @@ async def test_a_turn_whose_files_cannot_be_read_fails_and_frees_its_conversatio
     service = ChatService(db, settings, build_agent(*build_model(settings)), file_storage=storage)
     request = ChatRequest(message="read this", attachments=[stored.id])
     with pytest.raises(RuntimeError):
-        await service.send("local", request)
+        await service.execute("local", request.to_command())
     async with db.sessions() as session:
         conversation = (await session.exec(select(Conversation))).one()
         statuses = [m.status for m in (await session.exec(select(Message).order_by(col(Message.seq)))).all()]

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import httpx
 
 from backend.app import create_app
-from backend.chat.litellm_guard import _FinishGuard
+from backend.chat.litellm_guard import GuardedStream
 from backend.chat.live import LiveTurn
 from backend.chat.turn import TurnRun
 from backend.settings import Settings
@@ -41,10 +41,10 @@ async def test_a_finished_turn_with_a_tool_and_a_widget_leaves_nothing_for_the_c
             fake.script(handoff_turn(), function_call_turn("list_tasks", {}), text_turn(["a ", "b"]))
             stream = await chat(client, {"message": "list my tasks"})
             for _ in range(50):  # the turn's task ends just after `done` is sent
-                if not _alive(TurnRun, LiveTurn, _FinishGuard):
+                if not _alive(TurnRun, LiveTurn, GuardedStream):
                     break
                 await asyncio.sleep(0.02)
-            alive = _alive(TurnRun, LiveTurn, _FinishGuard)
+            alive = _alive(TurnRun, LiveTurn, GuardedStream)
         finally:
             gc.enable()
     assert "widget" in [e["type"] for e in stream.events], "the turn showed a widget (the context's sink was used)"

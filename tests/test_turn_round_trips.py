@@ -56,7 +56,9 @@ class Counts:
 @pytest.fixture
 async def counted(gemini_settings: Callable[..., Settings]) -> AsyncIterator[tuple[httpx.AsyncClient, Counts]]:
     """A live app whose engine counts its work, once its start-up work is over."""
-    app = create_app(gemini_settings(heartbeat_seconds=60, event_flush_seconds=5))
+    # A heartbeat of a minute needs a takeover delay longer than two of them, or the turns renew their lease
+    # themselves (see backend/chat/lease.py).
+    app = create_app(gemini_settings(heartbeat_seconds=60, stale_after_seconds=600, event_flush_seconds=5))
     counts = Counts(app)
     async with serve(app) as base, httpx.AsyncClient(base_url=base, timeout=30) as client:
         engine = app.state.database.engine.sync_engine

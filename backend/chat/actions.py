@@ -49,7 +49,12 @@ class UnknownActionError(InvalidInputError):
 
 @dataclass(frozen=True, slots=True)
 class ActionContext:
-    """Whose action this is and where: a handler must act for `user_id` only."""
+    """Whose action this is and where: a handler must act for `user_id` only.
+
+    `database.sessions()` join the action's transaction (a handler's `commit` only ends a savepoint): what the handler
+    writes commits with the action's stored reply, or not at all. Do not open connections of your own from
+    `database.engine` (on SQLite they would wait for this very transaction).
+    """
 
     user_id: str
     database: Database

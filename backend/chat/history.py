@@ -10,6 +10,7 @@ from agents import MessageOutputItem, RunItem, ToolApprovalItem, TResponseInputI
 
 from backend.files.content import Attachment, user_content
 from backend.models import Message, MessageRole, MessageStatus
+from backend.storable import storable_json_text
 
 
 def _message_items(message: Message, attachments: Sequence[Attachment]) -> list[dict[str, Any]]:
@@ -18,8 +19,17 @@ def _message_items(message: Message, attachments: Sequence[Attachment]) -> list[
             return [{"role": "user", "content": user_content(message.content, attachments)}]
         return [{"role": "user", "content": message.content}]
     if message.items:
-        return list(message.items)
+        return [_storable_call(item) for item in message.items]
     return [{"role": "assistant", "content": message.content}] if message.content else []
+
+
+def _storable_call(item: dict[str, Any]) -> dict[str, Any]:
+    """A stored item, a tool call's arguments under the text policy (older rows may hold an escaped lone surrogate)."""
+    arguments = item.get("arguments")
+    if item.get("type") != "function_call" or not isinstance(arguments, str):
+        return item
+    cleaned = storable_json_text(arguments)
+    return item if cleaned is arguments else {**item, "arguments": cleaned}
 
 
 def _pair_tool_items(items: list[dict[str, Any]]) -> list[dict[str, Any]]:

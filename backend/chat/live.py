@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from backend import metrics, request_ids
 from backend.chat.events import Done, Usage, encode, frame
 from backend.chat.finish import finish_of
+from backend.chat.lease import Lease
 from backend.chat.store import NOTIFY_CHANNEL, STOP_CHANNEL, ConversationStore, StoredEvent
 from backend.errors import is_database_unavailable
 from backend.models import MessageStatus
@@ -39,7 +40,7 @@ POLL_SECONDS = 1.0
 class LiveTurn:
     """The frames of one turn segment running in this process, readable by any number of followers."""
 
-    __slots__ = ("_changed", "closed", "conversation_id", "first_id", "frames", "message_id", "request_id")
+    __slots__ = ("_changed", "closed", "conversation_id", "end", "first_id", "frames", "message_id", "request_id")
 
     def __init__(self, conversation_id: uuid.UUID, message_id: uuid.UUID, first_id: int) -> None:
         """Open a segment whose first event will have id `first_id` (for the request now running, if any)."""
@@ -49,11 +50,15 @@ class LiveTurn:
         self.request_id = request_ids.current()
         self.frames: list[bytes] = []
         self.closed = False
+        self.end: bytes | None = None
+        """The segment's `done` frame, once published."""
         self._changed = asyncio.Event()
 
-    def publish(self, data: bytes) -> None:
-        """Add the next frame and wake the followers."""
+    def publish(self, data: bytes, *, end: bool = False) -> None:
+        """Add the next frame (`end`: the segment's `done`) and wake the followers."""
         self.frames.append(data)
+        if end:
+            self.end = data
         self._wake()
 
     def close(self) -> None:
@@ -69,7 +74,8 @@ class LiveTurn:
         """Every frame with an id above `after`, then the new ones as they come, until the segment closes.
 
         The frames published since the follower last woke are yielded as one chunk: a follower that fell behind
-        (a busy worker, a slow client) catches up in one send instead of one send per frame.
+        (a busy worker, a slow client) catches up in one send instead of one send per frame. A follower that asked
+        for more than the segment ever had (`after` past its end) gets its real `done` once it ends.
         """
         index = max(0, after - self.first_id + 1)
         while True:
@@ -79,6 +85,8 @@ class LiveTurn:
                 index = end
                 continue  # more may have come during the send
             if self.closed:
+                if index > end and self.end is not None:
+                    yield self.end
                 return
             await self._changed.wait()
 
@@ -86,21 +94,24 @@ class LiveTurn:
 class Hub:
     """This process's live turns, its event-log writer and its cross-process listener."""
 
-    def __init__(self, store: ConversationStore, flush_seconds: float, dsn: str | None) -> None:
+    def __init__(self, store: ConversationStore, flush_seconds: float, dsn: str | None, lease: Lease) -> None:
         """Create the hub.
 
         Args:
             store: Where the event log is written and read.
             flush_seconds: The longest an event waits in memory before it is written.
             dsn: A libpq connection string for `LISTEN` (PostgreSQL), or None to poll (SQLite).
+            lease: The turns this process runs; only theirs are written, and only while the lease holds.
         """
         self.store = store
+        self.lease = lease
         self.flush_seconds = flush_seconds
         self.dsn = dsn
         self.live: dict[uuid.UUID, LiveTurn] = {}
         self.on_stop: Callable[[uuid.UUID], None] = lambda _message_id: None
         self._pending: dict[uuid.UUID, list[StoredEvent]] = {}
         self._has_pending = asyncio.Event()
+        self._writing: dict[uuid.UUID, asyncio.Event] = {}  # turns with a batch being written, and its end
         self._waiters: weakref.WeakValueDictionary[uuid.UUID, asyncio.Event] = weakref.WeakValueDictionary()
 
     # --- live turns ----------------------------------------------------------------------------------------------
@@ -124,16 +135,27 @@ class Hub:
         self._pending.setdefault(message_id, []).append(event)
         self._has_pending.set()
 
-    def take_pending(self, message_id: uuid.UUID) -> list[StoredEvent]:
-        """Remove and return a turn's queued events (its last write takes them along)."""
+    async def take_pending(self, message_id: uuid.UUID) -> list[StoredEvent]:
+        """Remove and return a turn's queued events (its last write takes them along).
+
+        A batch of the turn that is being written is waited for first (if it fails, its events are queued again and
+        returned here): the turn's final save must never be visible before its earlier events are, or a follower
+        that reads the log right after the end would see the `done` but not all that came before it.
+        """
+        while (writing := self._writing.get(message_id)) is not None:
+            await writing.wait()
         return self._pending.pop(message_id, [])
 
     async def flush(self) -> None:
         """Write every queued event now, in one transaction; on a transient failure they wait for the next try."""
+        await self.lease.confirm()  # this process may have stalled: are its turns still its own?
         batch, self._pending = self._pending, {}
         self._has_pending.clear()
+        batch = {message_id: events for message_id, events in batch.items() if message_id in self.lease.held}
         if not batch:
             return
+        written = asyncio.Event()
+        self._writing.update(dict.fromkeys(batch, written))
         started = time.perf_counter()
         try:
             await self.store.append_events(batch)
@@ -151,6 +173,11 @@ class Hub:
             for message_id, events in batch.items():
                 self._pending[message_id] = events + self._pending.get(message_id, [])
             self._has_pending.set()
+        finally:
+            for message_id in batch:
+                if self._writing.get(message_id) is written:
+                    del self._writing[message_id]
+            written.set()
 
     def _request_id(self, message_id: uuid.UUID) -> str | None:
         live = self.live.get(message_id)
@@ -203,15 +230,26 @@ class Hub:
             if not events or last_type == "done":
                 status = await self.store.message_status(message_id)
                 if status != MessageStatus.IN_PROGRESS:
-                    if last_type != "done":  # a log with no ending (a turn from before the log existed)
-                        done = Done("", str(message_id), finish_of(status), Usage())
-                        yield last + 1, encode(done, last + 1)
+                    if last_type != "done":
+                        yield await self._stored_end(message_id, last, status)
                     return
             if events and last_type != "done":
                 continue
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(POLL_SECONDS):
                     await wakeup.wait()
+
+    async def _stored_end(self, message_id: uuid.UUID, after: int, status: MessageStatus | None) -> tuple[int, bytes]:
+        """The end of a finished turn for a follower that asked for more than its log holds (`after` past it).
+
+        The logged `done` as it was sent, with its own id; only a log without one (a turn from before the log
+        existed, or pruned) gets a `done` made from the message's status.
+        """
+        end = await self.store.last_event(message_id)
+        if end is not None and end.type == "done" and end.id <= after:
+            return end.id, frame(end.id, end.data.encode())
+        done = Done("", str(message_id), finish_of(status), Usage())
+        return after + 1, encode(done, after + 1)
 
     def _waiter(self, message_id: uuid.UUID) -> asyncio.Event:
         event = self._waiters.get(message_id)

@@ -1,6 +1,7 @@
 """The model layer: the one factory that builds the model from settings, and its warm-up at start-up.
 
-The model is LiteLLM on the configured provider, or, without a provider key, the example team's offline demo model
+The model is our `FinishChunkLitellmModel` (`litellm_model.py`: LiteLLM, each streamed call ended at the provider's
+finish) on the configured provider, or, without a provider key, the example team's offline demo model
 (`backend.team.offline`), so the first run works with no configuration at all.
 """
 
@@ -12,13 +13,15 @@ import time
 
 import litellm
 from agents import Agent, Model, ModelSettings, RunConfig, Runner, retry_policies
+from agents.extensions.models.litellm_model import LitellmModel
 from agents.retry import ModelRetrySettings
 
 from backend.chat.litellm_guard import GuardedLitellmModel, TruncatedStreamError
+from backend.chat.litellm_model import FinishChunkLitellmModel
 from backend.settings import Settings
 from backend.team.offline import OfflineModel
 
-__all__ = ["GuardedLitellmModel", "TruncatedStreamError", "build_model", "warm_up"]
+__all__ = ["FinishChunkLitellmModel", "GuardedLitellmModel", "TruncatedStreamError", "build_model", "warm_up"]
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +39,14 @@ def build_model(settings: Settings) -> tuple[Model, ModelSettings]:
         settings: Application settings: model string, key, base URL, timeouts, retries.
 
     Returns:
-        The model, and settings that request usage and retry 429/5xx before the first token.
+        The model, and settings that retry 429/5xx before the first token. `MODEL_USAGE_SOURCE` picks the model:
+        ours, taking each call's usage from LiteLLM's finish chunk (`finish_chunk`, the default) or from its usage
+        chunk (`usage_chunk`), or the SDK's `LitellmModel` with the truncated-stream guard (`litellm_model`).
     """
+    source = settings.model_usage_source
     model_settings = ModelSettings(
-        include_usage=True,
+        # Without `stream_options` (None) LiteLLM still reports the provider's usage, on its finish chunk.
+        include_usage=None if source == "finish_chunk" else True,
         # LiteLLM's own HTTP timeout rather than `ModelSettings.timeout`: the SDK enforces that one by moving every
         # model stream into an extra task and handing each event across two queues, a measurable per-chunk cost.
         extra_args={"timeout": settings.model_timeout_seconds},
@@ -51,7 +58,13 @@ def build_model(settings: Settings) -> tuple[Model, ModelSettings]:
     )
     if settings.use_offline_model:
         return OfflineModel(), model_settings
-    model = GuardedLitellmModel(settings.model, base_url=settings.gemini_api_base, api_key=settings.gemini_api_key)
+    model: LitellmModel
+    if source == "litellm_model":
+        model = GuardedLitellmModel(settings.model, base_url=settings.gemini_api_base, api_key=settings.gemini_api_key)
+    else:
+        model = FinishChunkLitellmModel(
+            settings.model, base_url=settings.gemini_api_base, api_key=settings.gemini_api_key, usage_source=source
+        )
     return model, model_settings
 
 
@@ -75,7 +88,7 @@ async def warm_up(model: Model, model_settings: ModelSettings) -> bool:
     Returns:
         Whether the warm-up turn completed (a failure is logged and changes nothing else).
     """
-    if not isinstance(model, GuardedLitellmModel):
+    if not isinstance(model, LitellmModel):
         return False
     mocked = model_settings.resolve(ModelSettings(extra_args={"mock_response": WARM_UP_REPLY}))
     agent = Agent(name="warm-up", instructions="Reply briefly.", model=model, model_settings=mocked)

@@ -88,6 +88,18 @@ class ChatRequest(BaseModel):
         default=None, max_length=MAX_ANSWERS, description="Results of the pending client-side tools."
     )
 
+    @field_validator("approvals", "client_tool_results")
+    @classmethod
+    def _one_answer_per_id(
+        cls, answers: list[ApprovalDecision] | list[ClientToolResult] | None
+    ) -> list[ApprovalDecision] | list[ClientToolResult] | None:
+        seen: set[str] = set()
+        for answer in answers or ():
+            if answer.id in seen:
+                raise ValueError(f"the id {answer.id!r} is answered more than once")
+            seen.add(answer.id)
+        return answers
+
     @field_validator("message", mode="before")
     @classmethod
     def _trim(cls, value: object) -> object:

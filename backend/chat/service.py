@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import assert_never
 
 import anyio
 from agents import Agent, TResponseInputItem
@@ -24,10 +25,10 @@ from backend.chat.commands import AnswerPause, Command, Regenerate, SendMessage,
 from backend.chat.context import ChatContext
 from backend.chat.events import DONE_FRAME, Done, Event, Start, Text, Usage, encode, parse_frames
 from backend.chat.events import Widget as WidgetEvent
+from backend.chat.lease import Lease
 from backend.chat.live import Hub
 from backend.chat.pause import PausedState, Resume, answers_to
 from backend.chat.reply import Reply
-from backend.chat.schemas import ChatRequest
 from backend.chat.store import BegunTurn, ConversationStore, ExistingTurn, TurnRequest
 from backend.chat.team import agents_by_name
 from backend.chat.turn import TurnLimits, TurnRun
@@ -107,7 +108,9 @@ class ChatService:
         )
         self.quotas = LimitsService(database, settings)
         dsn = libpq_dsn(database.engine.url) if self.store.is_postgres else None
-        self.hub = Hub(self.store, settings.event_flush_seconds, dsn)
+        self.lease = Lease(self.store, settings.stale_after_seconds)
+        self.lease.on_lost = self._lose_local
+        self.hub = Hub(self.store, settings.event_flush_seconds, dsn, self.lease)
         self.hub.on_stop = self._stop_local
         self.limits = TurnLimits(
             max_turns=settings.max_turns,
@@ -157,7 +160,7 @@ class ChatService:
         retention = timedelta(hours=self.settings.event_retention_hours)
         while True:
             try:
-                await self.store.heartbeat()
+                await self.lease.renew()
                 await self.quotas.refresh()
                 for message_id in await self.store.cancel_requests():
                     self._stop_local(message_id)
@@ -185,17 +188,17 @@ class ChatService:
             ConflictError: A run is already in progress, the idempotency key was used for another message, or the
                 answers name nothing pending.
         """
-        if isinstance(command, SendMessage):
-            return await self._send(user_id, command)
-        if isinstance(command, AnswerPause):
-            return await self._answer(user_id, command)
-        if isinstance(command, WidgetAction):
-            return await self._act(user_id, command)
-        return await self._regenerate(user_id, command)
-
-    async def send(self, user_id: str, request: ChatRequest) -> Subscription:
-        """Handle a native `POST /chatkit` body (see `ChatRequest.to_command`)."""
-        return await self.execute(user_id, request.to_command())
+        match command:
+            case SendMessage():
+                return await self._send(user_id, command)
+            case AnswerPause():
+                return await self._answer(user_id, command)
+            case WidgetAction():
+                return await self._act(user_id, command)
+            case Regenerate():
+                return await self._regenerate(user_id, command)
+            case _:
+                assert_never(command)
 
     async def _send(self, user_id: str, command: SendMessage) -> Subscription:
         if len(command.text) > self.settings.max_message_chars:
@@ -298,6 +301,7 @@ class ChatService:
         run = TurnRun(
             store=self.store,
             hub=self.hub,
+            lease=self.lease,
             agent=agent,
             user_id=user_id,
             database=self.database,
@@ -354,9 +358,10 @@ class ChatService:
     async def _act(self, user_id: str, command: WidgetAction) -> Subscription:
         """Route a widget action to its handler (never to the model) and stream what it changed."""
         conversation_id = command.conversation_id
-        result = await actions.dispatch(self.database, user_id, conversation_id, command.action)
-        widgets = {widget_id: widget_json(widget) for widget_id, widget in result.widgets.items()}
-        message_id = await self.store.apply_action(user_id, conversation_id, widgets, result.reply)
+        async with self.store.action(user_id, conversation_id) as action:
+            result = await actions.dispatch(action.database, user_id, conversation_id, command.action)
+            widgets = {widget_id: widget_json(widget) for widget_id, widget in result.widgets.items()}
+            message_id = await action.record(widgets, result.reply)
         shown_id = message_id or uuid.UUID(int=0)
         events: list[Event] = [Start(str(conversation_id), str(shown_id), "", status="complete")]
         events += [WidgetEvent(widget_id, widget) for widget_id, widget in widgets.items()]
@@ -432,6 +437,11 @@ class ChatService:
         run = self.runs.get(message_id)
         if run is not None:
             run.cancel("stopped")
+
+    def _lose_local(self, message_id: uuid.UUID) -> None:
+        run = self.runs.get(message_id)
+        if run is not None:
+            run.lose()
 
     async def stop(self, user_id: str, conversation_id: uuid.UUID) -> StopResult:
         """Stop the conversation's running turn, wherever it runs; idempotent.

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import uuid
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from agents import Agent as SdkAgent
@@ -39,20 +39,22 @@ from backend.chat.events import (
     payload,
 )
 from backend.chat.finish import STATUS_BY_FINISH
+from backend.chat.lease import Lease
 from backend.chat.live import Hub, LiveTurn
 from backend.chat.pause import Pause, Resume, pause_of
 from backend.chat.reply import Reply
-from backend.chat.store import UNSAVED, ConversationStore, Outcome, StoredEvent
+from backend.chat.store import INTERRUPTED, UNSAVED, ConversationStore, Outcome, Saved, StoredEvent
 from backend.chat.translate import StreamTranslator, classify_error
 from backend.chat.turn_metrics import TurnMetrics
 from backend.chat.widgets import WidgetError, validate_widget, widget_json
 from backend.db import Database
+from backend.models import MessageStatus
 from backend.usage.ledger import QuotaExceededError, UsageHooks, ledger_rows
 from backend.usage.limits import Budget
 
 log = logging.getLogger(__name__)
 
-CancelReason = Literal["stopped", "disconnected", "shutdown"]
+CancelReason = Literal["stopped", "disconnected", "shutdown", "lost"]
 SHUTDOWN_ERROR = Error("server_shutdown", "The server is restarting. Send the message again.", retryable=True)
 TIMEOUT_ERROR = Error("turn_timeout", "The reply took too long and was stopped.", retryable=True)
 
@@ -94,6 +96,7 @@ class TurnRun:
         *,
         store: ConversationStore,
         hub: Hub,
+        lease: Lease,
         agent: SdkAgent[ChatContext],
         user_id: str,
         database: Database,
@@ -131,11 +134,14 @@ class TurnRun:
         self.cancel_reason: CancelReason | None = None
         self.task: asyncio.Task[None] | None = None
         self.background = background if background is not None else set()
+        self.lease = lease
+        self.finishing = False
         self.usage = UsageHooks(budget)
         self.metrics: TurnMetrics | None = None
 
     def start(self) -> asyncio.Task[None]:
         """Run in a background task of this process."""
+        self.lease.held.add(self.message_id)
         self.task = asyncio.create_task(self._run(), name=f"turn-{self.message_id}")
         return self.task
 
@@ -146,6 +152,23 @@ class TurnRun:
         self.cancel_reason = reason
         if self.result is not None:
             self.result.cancel()  # stops the run and closes the upstream model stream
+        else:
+            self.task.cancel()
+
+    def lose(self) -> None:
+        """Another process took the turn over (this one stalled): stop at once, and send or log nothing more of it.
+
+        The run is cancelled and its upstream model request closed; its clients get `error interrupted` and `done
+        interrupted`, as the other process stored it. A run that is already finishing learns it from its final save.
+        """
+        if self.finishing or self.task is None or self.task.done():
+            return
+        already_cancelled = self.cancel_reason is not None
+        self.cancel_reason = "lost"
+        if already_cancelled:
+            return
+        if self.result is not None:
+            self.result.cancel()
         else:
             self.task.cancel()
 
@@ -160,6 +183,8 @@ class TurnRun:
         self._emit(event)
 
     def _emit(self, event: Event) -> None:
+        if self.cancel_reason == "lost":
+            return  # another process runs this turn now
         if self.metrics is not None:
             self.metrics.observe(event)
         event_id = self.next_id
@@ -193,6 +218,10 @@ class TurnRun:
                     self.agent, run_input, context=self.context, max_turns=self.limits.max_turns, hooks=self.usage
                 )
                 async for sdk_event in self.result.stream_events():
+                    if not self.lease.valid():
+                        await self.lease.confirm()  # this process may have stalled: is the turn still its own?
+                    if self.cancel_reason == "lost":
+                        break
                     event = translator.translate(sdk_event)
                     if event is not None:
                         self.reply.add(event)
@@ -230,6 +259,7 @@ class TurnRun:
             otel_context.detach(attached)
 
     async def _finish(self, finish: FinishReason, error: Error | None, pause: Pause | None) -> None:
+        self.finishing = True
         usage = self._usage()
         status = STATUS_BY_FINISH[finish]
         items: list[dict[str, object]] | None = None
@@ -254,27 +284,40 @@ class TurnRun:
         finals: list[Event] = [error] if error is not None else []
         finals.append(Done(str(self.conversation_id), str(self.message_id), finish, usage))
         stored = [self._stored(event) for event in finals]
-        pending = self.hub.take_pending(self.message_id)
-        saved = False
+        pending: list[StoredEvent] = []
+        saved: Saved = "unsaved"
         try:
-            saved = await self.store.finish_turn(
-                self.conversation_id,
-                self.message_id,
-                outcome,
-                [*pending, *stored],
-                retry_seconds=self.limits.save_retry_seconds,
-            )
+            pending = await self.hub.take_pending(self.message_id)
+            if self.cancel_reason == "lost":
+                saved = "lost"  # its events are no longer this process's to log
+            else:
+                saved = await self.store.finish_turn(
+                    self.conversation_id,
+                    self.message_id,
+                    outcome,
+                    [*pending, *stored],
+                    retry_seconds=self.limits.save_retry_seconds,
+                )
         finally:
-            if not saved:
-                # Tell the user, and keep trying to close the message and free the conversation once the database is
-                # back (the lock must not outlive an outage by more than a retry interval).
+            if saved != "saved":
+                self.next_id = stored[0].id  # what the clients see instead of the unsaved finals
+            if saved == "lost":
+                # Another process took the turn over and stored it as interrupted: the clients hear the same.
+                stored = [self._stored(INTERRUPTED), self._stored(Done(*self._ids(), "interrupted", usage))]
+            elif saved == "unsaved":
+                # Tell the user, and keep trying to close the message (with the whole reply) and free the conversation
+                # once the database is back (the lock must not outlive an outage by more than a retry interval).
                 stored = [self._stored(UNSAVED), self._stored(Done(*self._ids(), "error", usage))]
-                abandon = asyncio.get_running_loop().create_task(self._abandon(), name=f"abandon-{self.message_id}")
-                self.background.add(abandon)
-                abandon.add_done_callback(self.background.discard)
+                unsaved = replace(outcome, status=MessageStatus.ERROR, error_code=UNSAVED.code, run_state=None)
+                closing = asyncio.get_running_loop().create_task(
+                    self._close_unsaved(unsaved, [*pending, *stored]), name=f"close-unsaved-{self.message_id}"
+                )
+                self.background.add(closing)
+                closing.add_done_callback(self.background.discard)
             for event in stored:
-                self.live.publish(frame(event.id, event.data.encode()))
+                self.live.publish(frame(event.id, event.data.encode()), end=event.type == "done")
             self.hub.close(self.live)
+            self.lease.held.discard(self.message_id)
 
     def _ids(self) -> tuple[str, str]:
         return str(self.conversation_id), str(self.message_id)
@@ -284,11 +327,11 @@ class TurnRun:
         self.next_id += 1
         return StoredEvent.of(event_id, event)
 
-    async def _abandon(self) -> None:
+    async def _close_unsaved(self, outcome: Outcome, events: list[StoredEvent]) -> None:
         delay = 1.0
         while True:
             try:
-                await self.store.abandon(self.conversation_id, self.message_id)
+                await self.store.close_unsaved(self.conversation_id, self.message_id, outcome, events)
                 return
             except Exception as error:
                 log.warning("could not close unsaved reply %s yet (%s)", self.message_id, type(error).__name__)

@@ -8,8 +8,9 @@ and per text chunk is reported:
 
 1. ``aiohttp + json``: the floor's upstream read (POST, iterate SSE lines, ``json.loads``, pick the text parts);
 2. ``litellm.acompletion``: LiteLLM's gemini route, ``stream=True``, ``include_usage``, iterating the chunks;
-3. ``LitellmModel.stream_response``: the Agents SDK model layer (our `GuardedLitellmModel`), chat-completions
-   chunks converted to Responses events;
+3. ``LitellmModel.stream_response``: the Agents SDK model layer (`GuardedLitellmModel`, ``include_usage``),
+   chat-completions chunks converted to Responses events; 3'. the same on our ``FinishChunkLitellmModel`` (what the
+   layers above run on), which ends each call at LiteLLM's finish chunk;
 4. ``Runner.run_streamed``: the whole agent loop (our agent, tools declared, none called), ``stream_events()``;
 5. ``+ translate + encode``: our `StreamTranslator` and msgspec frame encoding on top of (4).
 
@@ -80,7 +81,7 @@ async def layer_litellm(base: str, n: int) -> int:
     return chunks
 
 
-def _agent(base: str) -> Any:
+def _agent(base: str, source: str = "finish_chunk") -> Any:
     from backend.chat.model import build_model
     from backend.settings import load_settings
     from backend.team.agents import build_agent
@@ -92,14 +93,15 @@ def _agent(base: str) -> Any:
         database_url="sqlite+aiosqlite:///:memory:",
         auth_secret=None,
         host="127.0.0.1",
+        model_usage_source=source,
     )
     return build_agent(*build_model(settings))
 
 
-async def layer_model(base: str, n: int) -> int:
+async def layer_model(base: str, n: int, source: str = "finish_chunk") -> int:
     from agents.models.interface import ModelTracing
 
-    agent = _agent(base)
+    agent = _agent(base, source)
     model = agent.model
     tools = await agent.get_all_tools(None)  # type: ignore[arg-type]
     chunks = 0
@@ -149,7 +151,8 @@ async def layer_runner(base: str, n: int, translate: bool = False) -> int:
 LAYERS: list[tuple[str, Callable[[str, int], Awaitable[int]]]] = [
     ("1 aiohttp + json (floor's upstream read)", layer_aiohttp),
     ("2 litellm.acompletion stream", layer_litellm),
-    ("3 LitellmModel.stream_response (Agents SDK model)", layer_model),
+    ("3 LitellmModel.stream_response (the SDK's model)", lambda b, n: layer_model(b, n, "litellm_model")),
+    ("3' FinishChunkLitellmModel.stream_response (our model)", layer_model),
     ("4 Runner.run_streamed (agent loop)", layer_runner),
     ("5 + StreamTranslator + encode (our code)", lambda b, n: layer_runner(b, n, translate=True)),
 ]

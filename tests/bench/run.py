@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "tests" / "bench" / "results"
 PY = sys.executable
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
-STREAM_DB = "chatkit_bench"
+STREAM_DB = os.environ.get("BENCH_STREAM_DB", "chatkit_bench")  # dropped and recreated by every run
 DATASET_DB = "chatkit_bench_db"
 STALLS = bool(os.environ.get("BENCH_STALLS"))  # also sample what holds the loop (see tests/bench/lag.py)
 SECRET_VARS = ("AUTH_SECRET", "BETTER_AUTH_SECRET", "JWT_SECRET", "GOOGLE_API_KEY", "OPENAI_API_KEY")
@@ -208,13 +208,18 @@ def server_env(*, port: int, workers: int, database_url: str, fake_port: int, lo
 class ServerSpec:
     """One server under test: ours (as deployed, or with bench tweaks), the ChatKit peer, or the floor."""
 
-    label: str  # "ours", "chatkit", "sdk", "floor", or a variant name
-    kind: str  # "ours" | "chatkit" | "sdk" | "floor"
+    label: str  # "ours", "chatkit", "sdk", "sdk-ours", "floor", or a variant name
+    kind: str  # "ours" | "chatkit" | "sdk" | "sdk-ours" | "floor"
     tweaks: str = ""  # for kind "ours": BENCH_TWEAKS of tests.bench.server ("" = plain `python -m backend`)
     root: Path = ROOT  # for kind "ours": the checkout whose backend/ (and launcher) runs (`--tree`)
 
 
-PEER_MODULES = {"floor": "tests.bench.floor", "chatkit": "tests.bench.chatkit_peer", "sdk": "tests.bench.sdk_floor"}
+PEER_MODULES = {
+    "floor": "tests.bench.floor",
+    "chatkit": "tests.bench.chatkit_peer",
+    "sdk": "tests.bench.sdk_floor",
+    "sdk-ours": "tests.bench.sdk_floor",
+}
 
 
 def start_server(
@@ -232,9 +237,11 @@ def start_server(
     path = run_dir / "logs" / f"{spec.label}-w{workers}.log"
     lag_dir = run_dir / "lag" / f"{spec.label}-w{workers}"
     lag_dir.mkdir(parents=True, exist_ok=True)
-    if spec.kind in ("floor", "chatkit", "sdk"):
+    if spec.kind in PEER_MODULES:
         # LOG_LEVEL would turn on the ChatKit SDK's own handler at that level (an INFO line per request).
         env = {k: v for k, v in os.environ.items() if k not in (*SECRET_VARS, "LOG_LEVEL")}
+        if spec.kind == "sdk-ours":
+            env["SDK_FLOOR_MODEL"] = "finish_chunk"  # the same floor on our model (`FinishChunkLitellmModel`)
         argv = [
             PY,
             "-m",
@@ -880,6 +887,9 @@ def _own(row: dict[str, Any], sdk: dict[str, Any]) -> str:
     return _fmt(mine - floor, 2) if mine is not None and floor is not None else "–"
 
 
+FLOORS = ("sdk", "sdk-ours", "floor")
+
+
 def side_by_side(by_cell: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
     """The headline table: every server of a cell on its own row, with ratios to the ChatKit peer and the floor."""
     out = [
@@ -894,17 +904,20 @@ def side_by_side(by_cell: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
         "a tool turn, 1 without; a little above while streams cut at the end of the run had started their calls).",
         "",
         "*sdk* is the SDK floor (`tests/bench/sdk_floor.py`): `Runner.run_streamed` on the same team and fake with no "
-        "server work around it, which both this backend and the ChatKit peer pay; *own* is a server's CPU above it.",
+        "server work around it, with the SDK's `LitellmModel` (what the ChatKit peer runs); *sdk-ours* is the same "
+        "floor on our model (`backend/chat/litellm_model.py`, what this backend runs); *own* is a server's CPU above "
+        "the floor of its model.",
         "",
         "| cell | server | CPU ms/reply | vs ChatKit | vs floor | own ms/reply | CPU µs/delta | vs ChatKit | "
         "vs floor | added TTFT p50 / p99 ms | loop lag p50 / p99 / max ms | GC pauses (gen 2) / longest ms | "
         "replies (unfinished) | errors | upstream calls/reply |",
         "|" + "---|" * 15,
     ]
-    others = set().union(*by_cell.values()) - {"ours", "chatkit", "sdk", "floor"}
-    order = ["ours", *sorted(others), "chatkit", "sdk", "floor"]
+    others = set().union(*by_cell.values()) - {"ours", "chatkit", "sdk", "sdk-ours", "floor"}
+    order = ["ours", *sorted(others), "chatkit", "sdk-ours", "sdk", "floor"]
     for cell, servers in by_cell.items():
         peer, floor, sdk = servers.get("chatkit") or {}, servers.get("floor") or {}, servers.get("sdk") or {}
+        sdk_ours = servers.get("sdk-ours") or sdk
         for label in order:
             r = servers.get(label)
             if r is None:
@@ -913,7 +926,7 @@ def side_by_side(by_cell: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
                 f"| {cell} | {label} | {_fmt(r['cpu_ms_per_reply'], 2)} | "
                 f"{_ratio(r['cpu_ms_per_reply'], peer.get('cpu_ms_per_reply'))} | "
                 f"{_ratio(r['cpu_ms_per_reply'], floor.get('cpu_ms_per_reply'))} | "
-                f"{_own(r, sdk) if label not in ('sdk', 'floor') else '–'} | "
+                f"{_own(r, sdk if label == 'chatkit' else sdk_ours) if label not in FLOORS else '–'} | "
                 f"{_fmt(r['cpu_us_per_chunk'], 0)} | {_ratio(r['cpu_us_per_chunk'], peer.get('cpu_us_per_chunk'))} | "
                 f"{_ratio(r['cpu_us_per_chunk'], floor.get('cpu_us_per_chunk'))} | "
                 f"{_fmt(r['added_ttft_p50_ms'])} / {_fmt(r['added_ttft_p99_ms'])} | "
@@ -978,12 +991,18 @@ def targets(rows: list[dict[str, Any]], idle: list[dict[str, Any]]) -> list[str]
                 f"CPU ≤ 0.8× the ChatKit peer — {cell}: {o[key]:.2f} vs {p[key]:.2f} {unit} = {ratio:.2f}× "
                 f"→ **{'met' if ratio <= 0.8 else 'NOT met'}**"
             )
-            s = found.get((cell, "sdk"))
+            s, so = found.get((cell, "sdk")), found.get((cell, "sdk-ours"))
             if s and s[key]:
                 lines.append(
-                    f"↳ of which the SDK floor (Agents SDK + LiteLLM alone, paid by both): {s[key]:.2f} {unit} "
-                    f"({s[key] / p[key]:.2f}× the peer's total); each server's own share above it: ours "
-                    f"{o[key] - s[key]:.2f}, ChatKit {p[key] - s[key]:.2f} {unit}"
+                    f"↳ of which the SDK floor (Agents SDK + LitellmModel alone, what the peer pays): {s[key]:.2f} "
+                    f"{unit} ({s[key] / p[key]:.2f}× the peer's total); ChatKit's own share above it "
+                    f"{p[key] - s[key]:.2f} {unit}"
+                )
+            if so and so[key]:
+                ratio_floor = f" ({so[key] / s[key]:.2f}× the SDK floor)" if s and s[key] else ""
+                lines.append(
+                    f"↳ the SDK floor on our model (what ours pays): {so[key]:.2f} {unit}{ratio_floor}; our own "
+                    f"share above it {o[key] - so[key]:.2f} {unit}"
                 )
         p50, p99, lag99 = o["added_ttft_p50_ms"], o["added_ttft_p99_ms"], o.get("lag_p99_ms")
         delivered = o["errors"] == 0 and o["text_mismatches"] == 0 and o["unfinished"] == 0
@@ -1123,6 +1142,7 @@ def main(argv: list[str] | None = None) -> int:
         specs.append(ServerSpec("chatkit", "chatkit"))
     if not args.no_sdk:
         ensure_bench_group()  # it runs the peer's mirror of our team
+        specs.append(ServerSpec("sdk-ours", "sdk-ours"))
         specs.append(ServerSpec("sdk", "sdk"))
     if not args.no_floor:
         specs.append(ServerSpec("floor", "floor"))

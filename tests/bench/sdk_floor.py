@@ -3,7 +3,8 @@
 A bare ASGI app (no framework, no database, no event log, no ChatKit) under the same uvicorn: for each
 ``POST /chatkit {"message": ...}`` it runs ``Runner.run_streamed`` on this project's agent team (rebuilt with stub
 tools by `tests.bench.chatkit_peer.mirror_team`, exactly what the ChatKit peer runs) with the SDK's ``LitellmModel``
-on the fake, and writes each text delta as our ``text`` frame, then ``done`` and ``data: [DONE]``. Nothing else:
+(or, with ``SDK_FLOOR_MODEL=finish_chunk|usage_chunk``, this backend's ``FinishChunkLitellmModel``) on the fake,
+and writes each text delta as our ``text`` frame, then ``done`` and ``data: [DONE]``. Nothing else:
 no persistence, no translation of the other events, no rejoin.
 
 Both this backend and the ChatKit peer pay this much per reply on top of their own work, so it bounds what either
@@ -35,10 +36,18 @@ def _build_team() -> None:
     from agents import ModelSettings, RunConfig, Runner
     from agents.extensions.models.litellm_model import LitellmModel
 
+    from backend.chat.litellm_model import USAGE_SOURCES, FinishChunkLitellmModel
     from tests.bench.chatkit_peer import MODEL, mirror_team
 
-    model = LitellmModel(MODEL, base_url=os.environ["SDK_FLOOR_UPSTREAM"], api_key="bench-key")
-    team = mirror_team(model, ModelSettings(include_usage=True, extra_args={"timeout": 120.0}))
+    base_url, source = os.environ["SDK_FLOOR_UPSTREAM"], os.environ.get("SDK_FLOOR_MODEL")
+    if source in USAGE_SOURCES:  # our model, as the backend runs it
+        model: LitellmModel = FinishChunkLitellmModel(
+            MODEL, base_url=base_url, api_key="bench-key", usage_source=source
+        )
+        include_usage = None if source == "finish_chunk" else True
+    else:
+        model, include_usage = LitellmModel(MODEL, base_url=base_url, api_key="bench-key"), True
+    team = mirror_team(model, ModelSettings(include_usage=include_usage, extra_args={"timeout": 120.0}))
     config = RunConfig(tracing_disabled=True)
     _run = lambda text: Runner.run_streamed(team, text, context=None, run_config=config)  # noqa: E731
 

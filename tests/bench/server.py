@@ -27,6 +27,8 @@ Tweaks:
 * ``gc_thaw``: a diagnostic: ``gc.unfreeze()`` right after the app's start-up ``gc.freeze()`` (backend/app.py),
   i.e. the server as it was before that change.
 * ``pool45``: a diagnostic: 45 pooled connections per worker instead of 10 + 20 overflow.
+* ``identity_cache``: the Agents SDK's per-turn agent identity map (a JSON signature of the whole team) built once
+  per starting agent (see `_identity_cache`).
 * ``direct_gemini``: replace LiteLLM with `tests.bench.gemini_direct.GeminiDirectModel`, an Agents SDK `Model` that
   streams Gemini's REST API itself (a prototype of a `backend/chat/model.py` change; see that module's limits).
 """
@@ -194,7 +196,31 @@ def _gc_young() -> None:
     gc.set_threshold(10_000, 10, 10)
 
 
+def _identity_cache() -> None:
+    """The Agents SDK's agent identity keys built once per starting agent instead of at every turn of every run.
+
+    `serialize_tool_use_tracker` (called after each model call of a streamed run, and at its end) rebuilds the whole
+    team's identity map: a JSON signature of every reachable agent (instructions, model settings via
+    `dataclasses.asdict`, tools, handoffs), about 1.5 ms for our team on this VM, four times per three-call reply. A
+    team built once at start-up and never mutated has the same keys every time. Backend change: the same memo in a
+    guarded seam module (it replaces a private SDK function, `tool_use_tracker._build_agent_identity_keys_by_id`).
+    """
+    from agents.run_internal import tool_use_tracker
+
+    original = tool_use_tracker._build_agent_identity_keys_by_id
+    cache: dict[int, tuple[Any, dict[int, str]]] = {}
+
+    def cached(agent: Any) -> dict[int, str]:
+        hit = cache.get(id(agent))
+        if hit is None or hit[0] is not agent:
+            hit = cache[id(agent)] = (agent, original(agent))
+        return hit[1]
+
+    tool_use_tracker._build_agent_identity_keys_by_id = cached  # type: ignore[attr-defined]
+
+
 TWEAKS = {
+    "identity_cache": _identity_cache,
     "gc_young": _gc_young,
     "no_event_log": _no_event_log,
     "quiet_litellm": _quiet_litellm,

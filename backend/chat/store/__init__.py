@@ -7,7 +7,7 @@ One facade over small modules, each owning one seam:
 - `turns`: the turn's own rows (begin, pause and resume, finish, abandon, and the reads of where a turn stands);
 - `event_log`: the SSE event log (append, read, prune) and its PostgreSQL notifications;
 - `takeover`: heartbeats, the takeover of turns whose process died, and stop requests;
-- `actions`: what a widget action changed.
+- `actions`: a widget action's transaction and what it changed.
 The conversation rows that REST owns (rename, delete) live in `backend.conversations.store`.
 
 `ConversationStore` builds the parts for one process and exposes their methods under one name; it adds no logic.
@@ -21,12 +21,22 @@ from datetime import timedelta
 from backend.chat.store.actions import ActionRows
 from backend.chat.store.event_log import NOTIFY_CHANNEL, NOTIFY_IDS, STOP_CHANNEL, EventLog
 from backend.chat.store.lock import RunLock
-from backend.chat.store.rows import UNSAVED, BegunTurn, ExistingTurn, Outcome, StoredEvent, TurnRequest
+from backend.chat.store.rows import (
+    INTERRUPTED,
+    UNSAVED,
+    BegunTurn,
+    ExistingTurn,
+    Outcome,
+    Saved,
+    StoredEvent,
+    TurnRequest,
+)
 from backend.chat.store.takeover import Takeover
 from backend.chat.store.turns import TurnRows, make_title
 from backend.db import Database
 
 __all__ = [  # what the runtime and the tests use; the other rows are in `backend.chat.store.rows`
+    "INTERRUPTED",
     "NOTIFY_CHANNEL",
     "NOTIFY_IDS",
     "STOP_CHANNEL",
@@ -35,6 +45,7 @@ __all__ = [  # what the runtime and the tests use; the other rows are in `backen
     "ConversationStore",
     "ExistingTurn",
     "Outcome",
+    "Saved",
     "StoredEvent",
     "TurnRequest",
     "make_title",
@@ -79,6 +90,7 @@ class ConversationStore:
         self.paused_turn = self.turns.paused_turn
         self.resume_turn = self.turns.resume_turn
         self.finish_turn = self.turns.finish_turn
+        self.close_unsaved = self.turns.close_unsaved
         self.abandon = self.turns.abandon
         self.release = self.turns.release
         self.turn_info = self.turns.turn_info
@@ -87,9 +99,11 @@ class ConversationStore:
         self.latest_reply = self.turns.latest_reply
         self.append_events = self.events.append_events
         self.read_events = self.events.read_events
+        self.last_event = self.events.last_event
         self.prune_events = self.events.prune_events
         self.heartbeat = self.takeover.heartbeat
         self.recover_stale = self.takeover.recover_stale
+        self.owned_turns = self.takeover.owned_turns
         self.cancel_requests = self.takeover.cancel_requests
         self.request_stop = self.takeover.request_stop
-        self.apply_action = self.actions.apply_action
+        self.action = self.actions.action

@@ -1,15 +1,28 @@
-"""What a widget action changed, stored: every stored copy of its widgets, and its short reply as a message."""
+"""A widget action's transaction: the handler's writes and what the action changed, stored together.
+
+`ActionRows.action` opens it under the conversation's row lock, the lock a new turn takes too, so concurrent actions
+and messages queue instead of colliding on the next message's `seq`; `ActionTransaction.record` stores every stored
+copy of the action's widgets and its short reply as a message. It all commits together, or not at all.
+"""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from sqlalchemy import update
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
-from backend.conversations.service import get_conversation
+from backend.chat.events import ApprovalRequest
+from backend.chat.pause import waiting
+from backend.conversations.service import CONVERSATION_NOT_FOUND
 from backend.db import Database
-from backend.models import Conversation, Message, MessageRole, utcnow
+from backend.errors import ConflictError, NotFoundError
+from backend.models import Conversation, Message, MessageRole, MessageStatus, utcnow
 
 
 class ActionRows:
@@ -20,21 +33,67 @@ class ActionRows:
         self.database = database
         self.history_max_items = history_max_items
 
-    async def apply_action(
-        self, user_id: str, conversation_id: uuid.UUID, widgets: dict[str, dict[str, object]], reply: str | None
-    ) -> uuid.UUID | None:
-        """Store what a widget action changed: every stored copy of its widgets, and its short reply as a message.
+    @asynccontextmanager
+    async def action(self, user_id: str, conversation_id: uuid.UUID) -> AsyncIterator[ActionTransaction]:
+        """A widget action's transaction, under the conversation's row lock: it commits when the block ends.
+
+        Raises:
+            NotFoundError: The conversation does not exist or is not the caller's.
+            ConflictError: A reply in it waits for the user's answer (`answer_pending`): an action now would put
+                its reply after the paused one, which must stay the conversation's last message until answered.
+        """
+        async with self.database.engine.connect() as conn, conn.begin():
+            owner = (
+                await conn.execute(
+                    select(Conversation.user_id)
+                    .where(col(Conversation.id) == conversation_id)
+                    .with_for_update(key_share=True)
+                )
+            ).first()
+            if owner is None or owner[0] != user_id:
+                raise NotFoundError(CONVERSATION_NOT_FOUND)
+            replies = select(Message.status, Message.parts).where(
+                col(Message.conversation_id) == conversation_id, col(Message.role) == MessageRole.ASSISTANT
+            )
+            latest = (await conn.execute(replies.order_by(col(Message.seq).desc()).limit(1))).first()
+            if latest is not None and latest[0] == MessageStatus.REQUIRES_ACTION:
+                asks = ", ".join(
+                    f"{'approval' if isinstance(ask, ApprovalRequest) else 'client tool'} {ask.id} ({ask.name})"
+                    for ask in waiting(latest[1])
+                )
+                raise ConflictError(
+                    f"A reply in this conversation waits for your answer to {asks or 'a pending item'}. Answer it "
+                    "(or send a new message) before using a widget.",
+                    code="answer_pending",
+                )
+            sessions = async_sessionmaker(
+                bind=conn, class_=AsyncSession, expire_on_commit=False, join_transaction_mode="create_savepoint"
+            )
+            database = Database(engine=self.database.engine, sessions=sessions, reads=sessions)
+            yield ActionTransaction(database, conversation_id, self.history_max_items)
+
+
+@dataclass(frozen=True, slots=True)
+class ActionTransaction:
+    """One widget action's transaction (see `ActionRows.action`)."""
+
+    database: Database
+    """For the action's handler: its sessions join the transaction (a handler's commit only ends a savepoint)."""
+    conversation_id: uuid.UUID
+    history_max_items: int
+
+    async def record(self, widgets: dict[str, dict[str, object]], reply: str | None) -> uuid.UUID | None:
+        """Store what the action changed: every stored copy of its widgets, and its short reply as a message.
 
         Returns:
             The id of the assistant message holding the reply, or None without a reply.
         """
         now = utcnow()
         async with self.database.sessions() as session:
-            await get_conversation(session, user_id, conversation_id)
             recent = (
                 await session.exec(
                     select(Message)
-                    .where(Message.conversation_id == conversation_id)
+                    .where(Message.conversation_id == self.conversation_id)
                     .order_by(col(Message.seq).desc())
                     .limit(self.history_max_items)
                 )
@@ -53,7 +112,7 @@ class ActionRows:
                 session.add(
                     Message(
                         id=message_id,
-                        conversation_id=conversation_id,
+                        conversation_id=self.conversation_id,
                         seq=(recent[0].seq + 1) if recent else 1,
                         role=MessageRole.ASSISTANT,
                         content=reply,
@@ -62,7 +121,7 @@ class ActionRows:
                     )
                 )
                 await session.exec(
-                    update(Conversation).where(col(Conversation.id) == conversation_id).values(updated_at=now)
+                    update(Conversation).where(col(Conversation.id) == self.conversation_id).values(updated_at=now)
                 )
             await session.commit()
             return message_id

@@ -113,6 +113,19 @@ class EventLog:
             )
             return [StoredEvent(i, t, d) for i, t, d in rows.all()]
 
+    async def last_event(self, message_id: uuid.UUID) -> StoredEvent | None:
+        """A turn's last logged event (None if its log is empty)."""
+        async with self.database.sessions() as session:
+            row = (
+                await session.exec(
+                    select(TurnEvent.id, TurnEvent.type, TurnEvent.data)
+                    .where(col(TurnEvent.message_id) == message_id)
+                    .order_by(col(TurnEvent.id).desc())
+                    .limit(1)
+                )
+            ).first()
+        return StoredEvent(*row) if row is not None else None
+
     async def prune_events(self, older_than: timedelta) -> int:
         """Delete the event logs of finished turns begun more than `older_than` ago; the messages stay.
 

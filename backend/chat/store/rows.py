@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from backend.chat.events import Error, Event, Usage, event_type, payload
 from backend.chat.pause import Part
@@ -23,6 +23,13 @@ MESSAGE_NOT_FOUND = "Message not found."
 INTERRUPTED = Error("interrupted", "The server running this reply stopped. Send the message again.", retryable=True)
 UNSAVED = Error("internal", "The reply could not be saved.", retryable=True)
 _T = TypeVar("_T")
+Saved = Literal["saved", "lost", "unsaved"]
+"""How a final save went: stored (or nothing to store: the conversation was deleted), the turn no longer this
+process's (another took it over), or not stored (the database failed)."""
+
+
+class TurnLostError(Exception):
+    """This process no longer runs the turn: another process took it over while this one was stalled."""
 
 
 async def retrying(attempt: Callable[[], Awaitable[_T]], seconds: float, what: str) -> _T:

@@ -136,6 +136,21 @@ class Takeover:
             await session.exec(delete(Instance).where(col(Instance.heartbeat_at) < now - timedelta(hours=1)))
             await session.commit()
 
+    async def owned_turns(self, message_ids: set[uuid.UUID]) -> set[uuid.UUID]:
+        """Which of these turns this process still runs (holds the run lock of).
+
+        A locking read: a takeover that is committing is waited for, so a turn it takes is never reported as owned.
+        """
+        async with self.database.sessions() as session:
+            rows = await session.exec(
+                select(Conversation.run_id)
+                .where(col(Conversation.run_id).in_(message_ids), col(Conversation.run_owner) == self.lock.instance_id)
+                .with_for_update(read=True)
+            )
+            owned = {run_id for run_id in rows.all() if run_id is not None}
+            await session.commit()
+        return owned
+
     async def cancel_requests(self) -> list[uuid.UUID]:
         """Running turns of this process that someone asked to stop (the fallback to the stop notification)."""
         async with self.database.sessions() as session:

@@ -33,8 +33,10 @@ from backend.chat.store.rows import (
     ExistingTurn,
     Outcome,
     PausedTurn,
+    Saved,
     StoredEvent,
     TurnInfo,
+    TurnLostError,
     TurnRequest,
     retrying,
 )
@@ -100,6 +102,22 @@ def _message_row(
         "parts": [],
         "status": status,
         "created_at": now,
+    }
+
+
+def _outcome_values(outcome: Outcome) -> dict[str, object]:
+    """The columns of an assistant message that an outcome sets."""
+    reply = outcome.reply
+    return {
+        "status": outcome.status,
+        "content": reply.text,
+        "parts": reply.parts(),
+        "tool_calls": reply.tool_calls(),
+        "agent": reply.agent,
+        "error_code": outcome.error_code,
+        "usage": _usage_json(outcome.usage),
+        "items": outcome.items,
+        "run_state": outcome.run_state,
     }
 
 
@@ -350,6 +368,8 @@ class TurnRows:
     async def paused_turn(self, user_id: str, conversation_id: uuid.UUID) -> PausedTurn:
         """The conversation's reply that waits for approvals or client-tool results.
 
+        Found by its status, not its place: it is the last message unless an action landed while its turn still ran.
+
         Raises:
             NotFoundError: The conversation does not exist or is not the caller's.
             ConflictError: Nothing waits for an answer (`nothing_pending`).
@@ -359,12 +379,16 @@ class TurnRows:
             message = (
                 await session.exec(
                     select(Message)
-                    .where(Message.conversation_id == conversation_id, Message.role == MessageRole.ASSISTANT)
+                    .where(
+                        Message.conversation_id == conversation_id,
+                        Message.role == MessageRole.ASSISTANT,
+                        Message.status == MessageStatus.REQUIRES_ACTION,
+                    )
                     .order_by(col(Message.seq).desc())
                     .limit(1)
                 )
             ).first()
-            if message is None or message.status != MessageStatus.REQUIRES_ACTION or not message.run_state:
+            if message is None or not message.run_state:
                 raise ConflictError("Nothing in this conversation waits for an answer.", code="nothing_pending")
             last_event = (
                 await session.exec(
@@ -430,7 +454,7 @@ class TurnRows:
         events: Sequence[StoredEvent],
         *,
         retry_seconds: float,
-    ) -> bool:
+    ) -> Saved:
         """Write a turn's outcome and its last events once, then release its lock, whatever happens to the save.
 
         Idempotent: only a message still `in_progress` is written, so a second call (from another path) is a no-op.
@@ -438,53 +462,99 @@ class TurnRows:
         memory.
 
         Returns:
-            False if the outcome could not be stored (the caller tells the user; `abandon` finishes the message later).
+            `saved` (or the conversation was deleted meanwhile: nothing to keep); `lost` if the turn is no longer this
+            process's (another process took it over: nothing was written); `unsaved` if the outcome could not be
+            stored (the caller tells the user and closes the message with `close_unsaved`).
         """
-        saved = released = False
+        result: Saved = "unsaved"
         try:
             await retrying(
                 lambda: self._write_outcome(conversation_id, message_id, outcome, events),
                 retry_seconds,
                 "save the reply",
             )
-            saved = released = True  # the release is the last statement of the same transaction
-        except IntegrityError:
-            log.info("conversation %s was deleted during its run; the reply was dropped", conversation_id)
-            saved = True
+            result = "saved"  # the release is the last statement of the same transaction
+        except TurnLostError:
+            if not await self._conversation_exists(conversation_id):
+                log.info("conversation %s was deleted during its run; the reply was dropped", conversation_id)
+                return "saved"
+            log.warning("turn %s was taken over by another process; its outcome was not stored", message_id)
+            return "lost"
+        except IntegrityError as error:
+            if not await self._conversation_exists(conversation_id):
+                log.info("conversation %s was deleted during its run; the reply was dropped", conversation_id)
+                return "saved"
+            log.error("could not save the reply of conversation %s: %s", conversation_id, type(error).__name__)
         except Exception as error:
             log.error("could not save the reply of conversation %s: %s", conversation_id, type(error).__name__)
         finally:
-            if not released:  # whatever happened to the save, in a statement (and transaction) of its own
+            if result != "saved":  # whatever happened to the save, in a statement (and transaction) of its own
                 try:
                     await retrying(lambda: self.release(conversation_id, message_id), 2.0, "release the run lock")
                 except Exception as error:
                     log.warning("could not release the run lock of %s: %s", conversation_id, type(error).__name__)
-        return saved
+        return result
+
+    async def _conversation_exists(self, conversation_id: uuid.UUID) -> bool:
+        """Whether the conversation is still there (True when that cannot be read: assume it is)."""
+        try:
+            async with self.database.sessions() as session:
+                found = await session.exec(select(Conversation.id).where(col(Conversation.id) == conversation_id))
+                return found.first() is not None
+        except Exception:
+            return True
 
     async def _write_outcome(
         self, conversation_id: uuid.UUID, message_id: uuid.UUID, outcome: Outcome, events: Sequence[StoredEvent]
     ) -> None:
-        reply = outcome.reply
+        """The final save, in one transaction: the message first, then its last events, then the lock's release.
+
+        A takeover interrupts the message in the transaction that takes the lock, so a message no longer `in_progress`
+        means the turn is not this process's any more (nothing is written); on PostgreSQL the UPDATE waits for a
+        takeover that is committing and then sees its result.
+
+        Raises:
+            TurnLostError: The message is no longer `in_progress` (taken over, or deleted with its conversation).
+        """
         async with self.database.engine.begin() as conn:  # Core: no unit of work on the hot path
-            if events:
-                await self.events.write(conn, {message_id: list(events)})
-            await conn.execute(
+            written = await conn.execute(
                 update(Message)
                 .where(col(Message.id) == message_id, col(Message.status) == MessageStatus.IN_PROGRESS)
-                .values(
-                    status=outcome.status,
-                    content=reply.text,
-                    parts=reply.parts(),
-                    tool_calls=reply.tool_calls(),
-                    agent=reply.agent,
-                    error_code=outcome.error_code,
-                    usage=_usage_json(outcome.usage),
-                    items=outcome.items,
-                    run_state=outcome.run_state,
-                )
+                .values(**_outcome_values(outcome))
             )
+            if written.rowcount != 1:
+                raise TurnLostError(message_id)
             if outcome.ledger:
                 await conn.execute(_LEDGER_INSERT, outcome.ledger)
+            if events:
+                await self.events.write(conn, {message_id: list(events)})
+            await conn.execute(released(conversation_id, message_id))
+
+    async def close_unsaved(
+        self, conversation_id: uuid.UUID, message_id: uuid.UUID, outcome: Outcome, events: Sequence[StoredEvent]
+    ) -> None:
+        """Close a reply whose final save failed, with the whole reply held in memory, and free its lock.
+
+        In one transaction: the message gets the reply, the log the events its clients were sent that it does not
+        hold yet, and the run lock is released. Nothing is written to a message that is no longer `in_progress`
+        (another process took it over).
+        """
+        async with self.database.engine.begin() as conn:
+            closed = await conn.execute(
+                update(Message)
+                .where(col(Message.id) == message_id, col(Message.status) == MessageStatus.IN_PROGRESS)
+                .values(**_outcome_values(outcome))
+            )
+            if closed.rowcount == 1 and outcome.ledger:
+                await conn.execute(_LEDGER_INSERT, outcome.ledger)
+            if closed.rowcount == 1 and events:
+                logged = await conn.execute(
+                    select(TurnEvent.id).where(
+                        col(TurnEvent.message_id) == message_id, col(TurnEvent.id) >= min(e.id for e in events)
+                    )
+                )
+                have = set(logged.scalars().all())
+                await self.events.write(conn, {message_id: [e for e in events if e.id not in have]})
             await conn.execute(released(conversation_id, message_id))
 
     async def abandon(self, conversation_id: uuid.UUID, message_id: uuid.UUID) -> None:

@@ -5,7 +5,7 @@ block is open, where a step (one model call) begins and ends, and the one `finis
 spans a paused turn's segments (start ... done, start ... done) reads as one message.
 
 Versions: `ai` 5 lacks `tool-approval-request` and `tool-output-denied`. With version 5 an approval is a tool call
-without output plus a `data-approval` part, and a refused tool gets its refusal as its output (see AISDK.md).
+without output plus a `data-approval` part, and a refused tool gets its output `{error, rejected: true}` (see AISDK.md).
 """
 
 from __future__ import annotations
@@ -51,16 +51,14 @@ Chunk = dict[str, Any]
 class Encoder:
     """Encodes one response's events; `close()` gives its last frames."""
 
-    def __init__(self, version: Version, *, started: bool = False, denied: frozenset[str] = frozenset()) -> None:
+    def __init__(self, version: Version, *, started: bool = False) -> None:
         """Create an encoder.
 
         Args:
             version: The client's `ai` major version (decides which chunk types may be sent).
             started: The response starts mid-turn (after a `Last-Event-ID`): send no `start`.
-            denied: Tool calls this request refused (their results go out as `tool-output-denied`).
         """
         self.version = version
-        self.denied = denied
         self._started = started
         self._step = started
         self._after_tools = False
@@ -106,7 +104,7 @@ class Encoder:
         elif isinstance(event, ToolResult):
             chunks += self._close_block()
             self._after_tools = True
-            if event.id in self.denied and self.version >= 6:
+            if self.version >= 6 and isinstance(event.result, dict) and event.result.get("rejected") is True:
                 chunks.append({"type": "tool-output-denied", "toolCallId": event.id})
             else:
                 chunks.append({"type": "tool-output-available", "toolCallId": event.id, "output": event.result})

@@ -20,7 +20,6 @@ from sse_starlette import EventSourceResponse
 from starlette.responses import Response as StarletteResponse
 
 from backend.auth import User
-from backend.chat.commands import AnswerPause, Rejected
 from backend.chat.routes import LastEventId, provide_chat_service, sse_response
 from backend.chat.service import ChatService, Subscription
 from backend.errors import NotFoundError
@@ -78,14 +77,8 @@ class AiSdkController(Controller):
         version: SdkVersion = None,
     ) -> EventSourceResponse:
         """Send a message, answer a paused reply, regenerate, or run a widget action; stream the reply."""
-        command = data.to_command(user.id)
-        subscription = await chat_service.execute(user.id, command)
-        denied = (
-            frozenset(d.id for d in command.approvals if isinstance(d, Rejected))
-            if isinstance(command, AnswerPause)
-            else frozenset()
-        )
-        return ui_message_stream(chat_service, subscription, Encoder(_version(version), denied=denied))
+        subscription = await chat_service.execute(user.id, data.to_command(user.id))
+        return ui_message_stream(chat_service, subscription, Encoder(_version(version)))
 
     @get(
         "/{chat_id:str}/stream",
