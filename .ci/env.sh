@@ -32,4 +32,4 @@ else
 fi
 
 export UV_PYTHON="$PYTHON"
-"$UV" sync --locked --quiet
+"$UV" sync --locked --quiet --all-extras

@@ -8,8 +8,6 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
 
-import backend.files.models
-import backend.models  # noqa: F401  (registers the tables)
 from alembic import context
 from backend.settings import get_settings, normalize_database_url
 

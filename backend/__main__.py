@@ -1,4 +1,7 @@
-"""`python -m backend`: check the settings, migrate the database when configured to, and serve with uvicorn."""
+"""`python -m backend`: check the settings, migrate the database when configured to, and serve with uvicorn.
+
+`python -m backend usage ...` and `python -m backend limits ...` are the operator's commands (`backend.usage.cli`).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import sys
 import uvicorn
 from uvicorn.supervisors import Multiprocess
 
+from backend import metrics
 from backend.db import SchemaNotCurrentError, create_database, prepare_schema
 from backend.logs import configure_logging, logging_config
 from backend.settings import Settings, SettingsError, load_settings
@@ -62,6 +66,9 @@ def main(app_factory: str = "backend.app:create_app") -> None:
     except Exception as error:
         reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
         sys.exit(f"error: could not migrate the database at DATABASE_URL: {type(error).__name__}: {reason}")
+    metrics.prepare_multiprocess(settings.workers)
+    if settings.metrics == "port" and settings.workers > 1:
+        metrics.serve_port(settings)  # one server for every worker's values
     if settings.should_migrate_on_startup:
         # Migrated once here, so the workers must not race each other doing it again.
         os.environ["MIGRATE_ON_STARTUP"] = "false"
@@ -91,4 +98,9 @@ def main(app_factory: str = "backend.app:create_app") -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] in (["usage"], ["limits"]):  # the operator's commands (see backend.usage.cli)
+        from backend.usage import cli
+
+        cli.main(sys.argv[1:])
+    else:
+        main()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,7 +12,9 @@ from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
+from litestar.plugins.prometheus import PrometheusConfig
 
+from backend import metrics, tracing
 from backend.auth import USER_DEPENDENCY, auth_middleware
 from backend.chat.model import build_model, warm_up
 from backend.chat.routes import ChatController
@@ -29,15 +32,20 @@ from backend.mcp.client import McpServers
 from backend.mcp.server import TaskMcpServer
 from backend.openapi import document_api
 from backend.protocols.aisdk.routes import AiSdkController
+from backend.request_ids import RequestIdMiddleware
 from backend.settings import Settings, get_settings
 from backend.system.routes import health, ready
 from backend.tasks.routes import TaskController
 from backend.tasks.widgets import register_task_actions
 from backend.team.agents import build_agent
+from backend.usage.routes import get_usage
 from backend.web.docs import docs_assets_router, swagger_plugin
 from backend.web.routes import WEB_HANDLERS
 
 log = logging.getLogger(__name__)
+HTTP_METRICS = PrometheusConfig(app_name="chatkit", prefix="http", group_path=True, exclude=["^/metrics$"])
+"""HTTP requests by method, route (its path template) and status: `http_requests_total`, `http_request_duration_
+seconds`, `http_requests_in_progress`."""
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -51,6 +59,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     """
     settings = settings or get_settings()
     configure_logging(settings)
+    tracing.configure()  # only when OTEL_EXPORTER_OTLP_ENDPOINT is set
     task_mcp = TaskMcpServer(host=settings.host)
     register_task_actions()  # the task-list widget's `tasks.toggle` action (idempotent)
 
@@ -64,6 +73,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
         )
         app.state.database = database
         app.state.settings = settings
+        if settings.metrics != "off":
+            metrics.instrument_pool(database.engine)
+        if settings.metrics == "port" and not os.environ.get(metrics.MULTIPROC_ENV):
+            metrics.serve_port(settings)  # with several workers, `python -m backend` serves it once
         app.state.mcp_servers = mcp_servers
         model, model_settings = build_model(settings)
         chat_service = ChatService(
@@ -97,7 +110,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await mcp_servers.stop()
             await database.dispose()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             health,
             ready,
@@ -107,13 +120,21 @@ def create_app(settings: Settings | None = None) -> Litestar:
             TaskController,
             task_mcp.mount(),
             files_router(settings),
+            get_usage,
             *WEB_HANDLERS,
             docs_assets_router(),
+            *([metrics.metrics_endpoint] if settings.metrics == "token" else []),
         ],
         dependencies={"db_session": Provide(provide_db_session), **USER_DEPENDENCY},
         # Outermost first: network/header rules before authentication, body checks once the route is known.
-        middleware=[transport_guard(settings), auth_middleware(settings), BodyGuard],
+        middleware=[
+            transport_guard(settings),
+            *([HTTP_METRICS.middleware] if settings.metrics != "off" else []),
+            auth_middleware(settings),
+            BodyGuard,
+        ],
         exception_handlers=EXCEPTION_HANDLERS,
+        plugins=tracing.http_plugins(),
         lifespan=[lifespan, files_lifespan],
         on_startup=[lambda app: document_api(app, settings)],
         cors_config=CORSConfig(allow_origins=settings.cors_origins, allow_credentials=False)
@@ -126,6 +147,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         logging_config=None,  # configure_logging above; errors are logged by backend.errors, never by Litestar
         debug=False,
     )
+    # Around everything, routing's own 404/405 included (route middleware runs only once a route matched).
+    app.asgi_handler = RequestIdMiddleware(app.asgi_handler)
+    return app
 
 
 def _freeze_startup_heap() -> None:

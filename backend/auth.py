@@ -29,7 +29,7 @@ LOCAL_USER_ID = "local"
 CLOCK_SKEW_SECONDS = 30
 MAX_SUBJECT_CHARS = 255  # the width of every `user_id` column
 STREAM_ROUTE = re.compile(r"/chatkit/(?P<message_id>[0-9a-fA-F-]{36})/stream")
-PUBLIC_PATHS = ["^/health$", "^/ready$", "^/schema", "^/$", "^/static/", "^/favicon"]
+PUBLIC_PATHS = ["^/health$", "^/ready$", "^/schema", "^/$", "^/static/", "^/favicon", "^/metrics$"]
 
 
 @dataclass(frozen=True, slots=True)

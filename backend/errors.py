@@ -1,4 +1,7 @@
-"""One error hierarchy, and the one place that maps every error to an HTTP response `{"error": {code, message}}`."""
+"""One error hierarchy, and the one place that maps every error to an HTTP response `{"error": {code, message}}`.
+
+Every error body also carries the request's `request_id` (see `backend.request_ids`).
+"""
 
 from __future__ import annotations
 
@@ -37,6 +40,8 @@ from sqlalchemy.exc import InterfaceError as SAInterfaceError
 from sqlalchemy.exc import OperationalError as SAOperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from backend import request_ids
+
 log = logging.getLogger(__name__)
 
 NO_CREDENTIALS = "Send an 'Authorization: Bearer <token>' header."
@@ -50,6 +55,10 @@ class AppError(Exception):
 
     status_code: int = HTTP_400_BAD_REQUEST
     code: str = "bad_request"
+    details: dict[str, str | int | float] | None = None
+    """More fields of the error body (a 429's limit, usage and reset time)."""
+    headers: dict[str, str] | None = None
+    """Response headers (a 429's `Retry-After`)."""
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
@@ -120,9 +129,13 @@ class RateLimitedError(AppError):
     status_code = HTTP_429_TOO_MANY_REQUESTS
     code = "rate_limited"
 
-    def __init__(self, message: str, *, retry_after_seconds: int) -> None:
+    def __init__(
+        self, message: str, *, retry_after_seconds: int, details: dict[str, str | int | float] | None = None
+    ) -> None:
         super().__init__(message)
         self.retry_after_seconds = retry_after_seconds
+        self.headers = {"Retry-After": str(retry_after_seconds)}
+        self.details = details
 
 
 class UnavailableError(AppError):
@@ -169,25 +182,37 @@ def code_for_status(status: int) -> str:
     return _CODES_BY_STATUS.get(status, "bad_request")
 
 
-def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
+def error_body(
+    code: str, message: str, details: dict[str, str | int | float] | None = None
+) -> dict[str, dict[str, str | int | float]]:
     """Build the one error body shape the API uses.
 
     Args:
         code: A stable, machine-readable code such as `not_found`.
         message: A short human-readable sentence, safe to show to the user.
+        details: More fields for the inner object, if any.
 
     Returns:
-        `{"error": {"code": code, "message": message}}`.
+        `{"error": {"code": code, "message": message, "request_id": ...}}`; the id is the request's (the one in its
+        `X-Request-ID` response header and its log lines), left out outside of a request.
     """
-    return {"error": {"code": code, "message": message}}
+    inner: dict[str, str | int | float] = {"code": code, "message": message, **(details or {})}
+    rid = request_ids.current()
+    if rid is not None:
+        inner["request_id"] = rid
+    return {"error": inner}
 
 
 def error_response(
-    status_code: int, code: str, message: str, headers: dict[str, str] | None = None
+    status_code: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    details: dict[str, str | int | float] | None = None,
 ) -> Response[dict[str, Any]]:
     """Build a JSON error response."""
     return Response(
-        error_body(code, message), status_code=status_code, media_type=MediaType.JSON, headers=headers or {}
+        error_body(code, message, details), status_code=status_code, media_type=MediaType.JSON, headers=headers or {}
     )
 
 
@@ -224,9 +249,8 @@ def _unauthorized_message(exc: NotAuthorizedException) -> tuple[str, str]:
 
 
 def app_error_handler(_: Request[Any, Any, Any], exc: AppError) -> Response[dict[str, Any]]:
-    """Map a service error to its status and code."""
-    headers = {"Retry-After": str(exc.retry_after_seconds)} if isinstance(exc, RateLimitedError) else None
-    return error_response(exc.status_code, exc.code, exc.message, headers=headers)
+    """Map a service error to its status and code (with its extra fields and headers, if any)."""
+    return error_response(exc.status_code, exc.code, exc.message, headers=exc.headers, details=exc.details)
 
 
 def unauthorized_handler(_: Request[Any, Any, Any], exc: NotAuthorizedException) -> Response[dict[str, Any]]:
@@ -283,6 +307,10 @@ def database_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Respons
             "".join(traceback.format_tb(exc.__traceback__)).rstrip(),
         )
         return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "internal", "An internal error occurred.")
+    if isinstance(exc, PoolTimeoutError):
+        from backend.metrics import DB_POOL_TIMEOUTS
+
+        DB_POOL_TIMEOUTS.inc()
     log.warning("database unavailable: %s", type(getattr(exc, "orig", None) or exc.__cause__ or exc).__name__)
     return error_response(HTTP_503_SERVICE_UNAVAILABLE, "database_unavailable", DATABASE_UNAVAILABLE)
 

@@ -12,14 +12,32 @@ import logging.config
 from datetime import UTC, datetime
 from typing import Any
 
+from backend.request_ids import install_log_records
 from backend.settings import Settings
 
-TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
 UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
 
 
+class TextFormatter(logging.Formatter):
+    """`TEXT_FORMAT`, with `-` for a record made before the request-id log records were installed."""
+
+    def __init__(self, format: str = TEXT_FORMAT) -> None:
+        """Create the formatter (dictConfig passes `format`)."""
+        super().__init__(format)
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render `record` as one text line."""
+        if not hasattr(record, "request_id"):
+            record.request_id = "-"
+        return super().format(record)
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: `time` (UTC, ISO 8601), `level`, `logger`, `message`, and `exception` if any."""
+    """One JSON object per line: `time` (UTC, ISO 8601), `level`, `logger`, `message`, `request_id`, `exception`.
+
+    `request_id` and `exception` only when the record has them.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
         """Render `record` as a single line of JSON."""
@@ -29,6 +47,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        rid = getattr(record, "request_id", "-")
+        if rid != "-":
+            entry["request_id"] = rid
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
@@ -45,7 +66,9 @@ def logging_config(settings: Settings) -> dict[str, Any]:
         to it, so every line has the same format.
     """
     formatter: dict[str, Any] = (
-        {"()": f"{__name__}.JsonFormatter"} if settings.log_format == "json" else {"format": TEXT_FORMAT}
+        {"()": f"{__name__}.JsonFormatter"}
+        if settings.log_format == "json"
+        else {"()": f"{__name__}.TextFormatter", "format": TEXT_FORMAT}
     )
     return {
         "version": 1,
@@ -60,5 +83,6 @@ def logging_config(settings: Settings) -> dict[str, Any]:
 
 
 def configure_logging(settings: Settings) -> None:
-    """Apply `logging_config(settings)` to this process."""
+    """Apply `logging_config(settings)` to this process, every record carrying its request's id."""
+    install_log_records()
     logging.config.dictConfig(logging_config(settings))

@@ -48,6 +48,8 @@ _DESCRIPTIONS = {
     "415": "The body is not `application/json` (`unsupported_media_type`), or an upload's type is refused "
     "(`unsupported_file_type`).",
     "422": "A field or parameter is invalid; the message names it (`validation_error`).",
+    "429": "A quota is used up (`quota_exceeded`) or a rate limit reached (`rate_limited`): the body names the limit, "
+    "the usage and `reset_at`; `Retry-After` says when to retry.",
     "503": "The database is unreachable, too slow or locked (`database_unavailable`), or not migrated "
     "(`database_not_migrated`, `/ready` only).",
 }
@@ -267,7 +269,16 @@ def _error_schema() -> Schema:
     inner = Schema(
         type=OpenAPIType.OBJECT,
         required=["code", "message"],
-        properties={"code": text, "message": text},
+        properties={
+            "code": text,
+            "message": text,
+            "request_id": Schema(type=OpenAPIType.STRING, min_length=1, description="As in `X-Request-ID`."),
+            # 429 only: which limit, its value, the usage counted against it, and when it resets.
+            "limit_name": text,
+            "limit": Schema(type=OpenAPIType.NUMBER),
+            "usage": Schema(type=OpenAPIType.NUMBER),
+            "reset_at": Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.DATE_TIME),
+        },
         additional_properties=False,
     )
     return Schema(
@@ -295,7 +306,7 @@ def _statuses(path: str, method: str, operation: Operation, *, bearer: bool) -> 
     if "{" in path or path in TURN_PATHS:
         statuses.add("404")
     if path in TURN_PATHS:
-        statuses.add("409")
+        statuses |= {"409", "429"}
     if not public or path == "/ready":
         statuses.add("503")
     return sorted(statuses)

@@ -17,6 +17,9 @@ DEFAULT_SQLITE_URL = f"sqlite+aiosqlite:///{PROJECT_ROOT / 'data' / 'chat.db'}"
 MIN_SECRET_BYTES = 32
 
 
+MIN_METRICS_TOKEN = 16
+
+
 class SettingsError(Exception):
     """A setting has a bad value. The message is one line that names the setting."""
 
@@ -190,15 +193,34 @@ class Settings(BaseSettings):
         description="Budget for re-sending earlier messages' attachments; the new message's own files use it up first.",
     )
     max_turns_per_user: int = Field(
-        default=3, ge=0, description="Most replies one user may have running at once (429 above); 0: no limit."
+        default=3,
+        ge=0,
+        description="Most replies one user may have running at once, in all processes (429 above; a per-user override "
+        "with `python -m backend limits set`); 0: no limit.",
     )
+
+    # Quotas and rate limits per user (0: none); `python -m backend limits set` overrides them for one user.
+    tokens_per_day: int = Field(default=0, ge=0, description="Model tokens per user per UTC day; 0: no limit.")
+    tokens_per_month: int = Field(default=0, ge=0, description="Model tokens per user per UTC month; 0: no limit.")
+    usd_per_month: float = Field(default=0.0, ge=0, description="Model cost in USD per user per UTC month; 0: none.")
+    messages_per_minute: int = Field(default=0, ge=0, description="Chat messages per user per minute; 0: no limit.")
+
+    metrics: Literal["off", "token", "port"] = Field(
+        default="off",
+        description="Prometheus metrics: off; `token`: GET /metrics with METRICS_TOKEN as bearer; `port`: open on "
+        "METRICS_PORT.",
+    )
+    metrics_token: str | None = Field(default=None, description="The bearer token of GET /metrics (METRICS=token).")
+    metrics_port: int = Field(default=9464, ge=1, le=65535, description="The metrics port (METRICS=port).")
 
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, value: str) -> str:
         return normalize_database_url(value.strip())
 
-    @field_validator("gemini_api_key", "gemini_api_base", "auth_secret", "jwt_issuer", "jwt_audience", mode="before")
+    @field_validator(
+        "gemini_api_key", "gemini_api_base", "auth_secret", "jwt_issuer", "jwt_audience", "metrics_token", mode="before"
+    )
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -231,6 +253,12 @@ class Settings(BaseSettings):
         if value is not None and len(value.encode()) < MIN_SECRET_BYTES:
             raise ValueError(f"must be at least {MIN_SECRET_BYTES} bytes for HS256")
         return value
+
+    @model_validator(mode="after")
+    def _metrics_token_given(self) -> Settings:
+        if self.metrics == "token" and (self.metrics_token is None or len(self.metrics_token) < MIN_METRICS_TOKEN):
+            raise ValueError(f"METRICS=token needs METRICS_TOKEN of at least {MIN_METRICS_TOKEN} characters")
+        return self
 
     @model_validator(mode="after")
     def _local_mode_only_on_loopback(self) -> Settings:

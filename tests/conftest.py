@@ -28,6 +28,9 @@ from tests.seeding import client_for
 
 SECRET = "test-secret-that-is-at-least-32-bytes-long"
 TABLES = (
+    "usage_records",
+    "user_limits",
+    "rate_windows",
     "stream_tickets",
     "turn_events",
     "client_message_ids",
@@ -217,3 +220,15 @@ async def live(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 def anyio_backend() -> Iterator[str]:
     yield "asyncio"
+
+
+# --- error bodies ---------------------------------------------------------------------------------------------------
+
+
+def error_of(response: httpx.Response) -> dict[str, Any]:
+    """An error response's body without its `request_id`, once that id is checked against `X-Request-ID`."""
+    body = response.json()
+    assert isinstance(body, dict) and isinstance(body.get("error"), dict), body
+    inner = dict(body["error"])
+    assert inner.pop("request_id", None) == response.headers.get("x-request-id"), (body, response.headers)
+    return {**body, "error": inner}

@@ -35,6 +35,14 @@ class Stream:
     body: Any = None
 
     @property
+    def error_body(self) -> dict[str, Any]:
+        """A JSON error answer without its `request_id`, once that id is checked against `X-Request-ID`."""
+        assert isinstance(self.body, dict) and isinstance(self.body.get("error"), dict), self.body
+        inner = dict(self.body["error"])
+        assert inner.pop("request_id", None) == self.headers.get("x-request-id"), (self.body, self.headers)
+        return {**self.body, "error": inner}
+
+    @property
     def events(self) -> list[dict[str, Any]]:
         return [f.data for f in self.frames if isinstance(f.data, dict)]
 

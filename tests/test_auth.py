@@ -14,7 +14,7 @@ import jwt
 import pytest
 
 from backend.settings import Settings
-from tests.conftest import SECRET, bearer, make_token
+from tests.conftest import SECRET, bearer, error_of, make_token
 from tests.seeding import client_for, seed_conversation, task_owner
 
 ISSUER = "https://auth.example.test"
@@ -51,7 +51,7 @@ async def scoped_client(make_settings: Callable[..., Settings]) -> AsyncIterator
 def assert_401(response, body: dict[str, Any]) -> None:
     assert response.status_code == 401
     assert response.headers["content-type"].startswith("application/json")
-    assert response.json() == body
+    assert error_of(response) == body
     assert response.headers["www-authenticate"].startswith("Bearer")
 
 
@@ -234,7 +234,7 @@ async def test_users_cannot_see_or_touch_each_others_rows(auth_client, db):
             theirs = await auth_client.request(method, f"/api/{kind}/{own_id}", json=payload, headers=bob)
             absent = await auth_client.request(method, f"/api/{kind}/{missing_id}", json=payload, headers=bob)
             assert theirs.status_code == absent.status_code == 404, (kind, method)
-            assert theirs.json() == absent.json(), (kind, method)
+            assert error_of(theirs) == error_of(absent), (kind, method)
             assert theirs.headers["content-type"] == absent.headers["content-type"]
 
     assert (await auth_client.get("/api/tasks", headers=bob)).json() == {"data": [], "next_cursor": None}

@@ -413,7 +413,7 @@ async def test_another_users_thread_is_404_like_a_missing_one(gemini_settings, f
         )
         anonymous = await chat(client, {"message": "hi"})
 
-        assert bob.status == 404 and bob.body == missing.body
+        assert bob.status == 404 and bob.error_body == missing.error_body
         assert anonymous.status == 401 and anonymous.body["error"]["code"] == "unauthorized"
         stored = await conversation(client, conversation_id, **bearer("alice"))
         assert [m["content"] for m in stored["messages"] if m["role"] == "user"] == ["alice's secret plan"]

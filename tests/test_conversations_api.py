@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from backend.models import Conversation, Message
+from tests.conftest import error_of
 from tests.seeding import append, b64, count_rows, insert_messages, seed_conversation, when
 
 CONVERSATION_NOT_FOUND = {"error": {"code": "not_found", "message": "Conversation not found."}}
@@ -197,7 +198,7 @@ async def test_bad_list_cursor_is_rejected(client, db, cursor):
     await seed_conversation(db)
     response = await client.get(f"/api/conversations?cursor={cursor}")
     assert response.status_code == 422
-    assert response.json() == BAD_CURSOR
+    assert error_of(response) == BAD_CURSOR
 
 
 @pytest.mark.parametrize("limit", [0, 101])
@@ -275,7 +276,7 @@ async def test_get_orders_by_seq_not_insertion_or_time(client, db):
 async def test_get_missing_conversation_is_404(client):
     response = await client.get(f"/api/conversations/{uuid.uuid4()}")
     assert response.status_code == 404
-    assert response.json() == CONVERSATION_NOT_FOUND
+    assert error_of(response) == CONVERSATION_NOT_FOUND
 
 
 @pytest.mark.parametrize("method", ["GET", "PATCH", "DELETE"])
@@ -284,7 +285,7 @@ async def test_non_uuid_id_is_a_json_404(client, method):
         method, "/api/conversations/nope", json={"title": "x"} if method == "PATCH" else None
     )
     assert response.status_code == 404
-    assert response.json() == {"error": {"code": "not_found", "message": "No such resource."}}
+    assert error_of(response) == {"error": {"code": "not_found", "message": "No such resource."}}
 
 
 # --- messages pagination --------------------------------------------------------------------------------------------
@@ -338,7 +339,7 @@ async def test_bad_messages_cursor_is_422(client, db, cursor):
     cid = await seed_conversation(db, messages=[{"content": "m"}])
     response = await client.get(f"/api/conversations/{cid}?cursor={cursor}")
     assert response.status_code == 422
-    assert response.json() == BAD_CURSOR
+    assert error_of(response) == BAD_CURSOR
 
 
 @pytest.mark.parametrize("limit", [0, 501])
@@ -386,7 +387,7 @@ async def test_rename_rejects_bad_titles(client, db, payload, message):
     cid = await seed_conversation(db, title="Keep")
     response = await client.patch(f"/api/conversations/{cid}", json=payload)
     assert response.status_code == 422
-    assert response.json() == {"error": {"code": "validation_error", "message": message}}
+    assert error_of(response) == {"error": {"code": "validation_error", "message": message}}
     assert (await client.get(f"/api/conversations/{cid}")).json()["title"] == "Keep"
 
 
@@ -412,7 +413,7 @@ async def test_archived_conversations_leave_the_default_list_and_come_back(clien
 async def test_rename_missing_conversation_is_404(client):
     response = await client.patch(f"/api/conversations/{uuid.uuid4()}", json={"title": "x"})
     assert response.status_code == 404
-    assert response.json() == CONVERSATION_NOT_FOUND
+    assert error_of(response) == CONVERSATION_NOT_FOUND
 
 
 # --- delete ---------------------------------------------------------------------------------------------------------
@@ -431,8 +432,8 @@ async def test_delete_cascades_to_messages(client, db):
     assert await count_rows(db, Conversation, Conversation.id == doomed) == 0
     assert await count_rows(db, Message, Message.conversation_id == kept) == 1
     assert await list_ids(client) == [str(kept)]
-    assert (await client.get(f"/api/conversations/{doomed}")).json() == CONVERSATION_NOT_FOUND
+    assert error_of(await client.get(f"/api/conversations/{doomed}")) == CONVERSATION_NOT_FOUND
 
     again = await client.delete(f"/api/conversations/{doomed}")
     assert again.status_code == 404
-    assert again.json() == CONVERSATION_NOT_FOUND
+    assert error_of(again) == CONVERSATION_NOT_FOUND

@@ -28,7 +28,7 @@ from backend.db import SchemaNotCurrentError, create_database, head_revision, li
 from backend.models import Conversation, Task, TaskCreate
 from backend.settings import PROJECT_ROOT, Settings, load_settings
 from backend.tasks import service as task_service
-from tests.conftest import serve
+from tests.conftest import error_of, serve
 from tests.fakes.tcpproxy import TcpProxy
 from tests.seeding import client_for, count_rows, loopback_client
 from tests.sse import chat
@@ -90,7 +90,7 @@ async def test_a_locked_table_answers_503_then_recovers(make_settings, database_
             for method, path, payload in [("GET", "/api/tasks", None), ("POST", "/api/tasks", {"title": "during"})]:
                 response = await client.request(method, path, json=payload)
                 assert response.status_code == 503, (method, path, response.text)
-                assert response.json() == DB_UNAVAILABLE
+                assert error_of(response) == DB_UNAVAILABLE
         listed = await client.get("/api/tasks")
         assert listed.status_code == 200
         assert [task["title"] for task in listed.json()["data"]] == ["before"]
@@ -117,7 +117,7 @@ async def test_every_database_timeout_is_503(client, monkeypatch, error):
     monkeypatch.setattr(task_service, "list_tasks", fail)
     response = await client.get("/api/tasks")
     assert response.status_code == 503
-    assert response.json() == DB_UNAVAILABLE
+    assert error_of(response) == DB_UNAVAILABLE
     assert "secret" not in response.text
 
 
@@ -157,7 +157,7 @@ async def test_ready_answers_503_when_the_server_freezes(make_settings, database
             proxy.freeze()
             response = await client.get("/ready")
             assert response.status_code == 503
-            assert response.json() == DB_UNAVAILABLE
+            assert error_of(response) == DB_UNAVAILABLE
             assert (await client.get("/health")).json() == {"status": "ok"}
             proxy.thaw()  # let the app close its connections on shutdown
 
@@ -264,7 +264,7 @@ async def test_ready_says_not_migrated_when_the_schema_falls_behind(client, monk
     pretend_head(monkeypatch, "f" * 12, knows_current=True)
     response = await client.get("/ready")
     assert response.status_code == 503
-    assert response.json() == NOT_MIGRATED
+    assert error_of(response) == NOT_MIGRATED
 
 
 def run_backend(database_url: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -325,7 +325,7 @@ async def test_200_concurrent_new_conversations_all_succeed(live, db, database_u
     if is_postgres(database_url):
         # 200 open streams outgrow the 30-connection pool: the excess is told so (503), never hangs or 500s.
         assert set(statuses) <= {200, 503}, {s: statuses.count(s) for s in set(statuses)}
-        assert all(stream.body == DB_UNAVAILABLE for stream in streams if stream.status == 503)
+        assert all(stream.error_body == DB_UNAVAILABLE for stream in streams if stream.status == 503)
     else:
         assert statuses == [200] * CONCURRENCY, {s: statuses.count(s) for s in set(statuses)}
     completed = [stream for stream in streams if stream.status == 200]

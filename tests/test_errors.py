@@ -15,7 +15,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from backend.app import create_app
 from backend.settings import Settings, load_settings
 from backend.tasks import service as task_service
-from tests.conftest import SECRET, bearer, serve
+from tests.conftest import SECRET, bearer, error_of, serve
 from tests.seeding import client_for, loopback_client
 
 INTERNAL = {"error": {"code": "internal", "message": "An internal error occurred."}}
@@ -30,8 +30,9 @@ def assert_error_shape(response: httpx.Response) -> dict[str, Any]:
     assert response.headers["content-type"].startswith("application/json"), response.text
     body = response.json()
     assert set(body) == {"error"}
-    assert set(body["error"]) == {"code", "message"}
+    assert set(body["error"]) == {"code", "message", "request_id"}
     assert all(isinstance(value, str) and value for value in body["error"].values())
+    assert body["error"]["request_id"] == response.headers["x-request-id"]
     return body
 
 
@@ -63,7 +64,7 @@ async def small_body_client(make_settings: Callable[..., Settings]) -> AsyncIter
 async def test_malformed_json_is_400(client, body):
     response = await client.post("/api/tasks", content=body, headers={"content-type": "application/json"})
     assert response.status_code == 400
-    assert response.json() == MALFORMED
+    assert error_of(response) == MALFORMED
     assert (await client.get("/api/tasks")).json()["data"] == []
 
 
@@ -73,14 +74,14 @@ async def test_malformed_json_on_patch_is_400(client):
         f"/api/tasks/{task['id']}", content=b"{nope", headers={"content-type": "application/json"}
     )
     assert response.status_code == 400
-    assert response.json() == MALFORMED
+    assert error_of(response) == MALFORMED
 
 
 async def test_empty_body_is_malformed_json(client):
     # An empty body is not JSON. Today it answers 422 "data: 'data'", which names an internal parameter.
     response = await client.post("/api/tasks", content=b"", headers={"content-type": "application/json"})
     assert response.status_code == 400
-    assert response.json() == MALFORMED
+    assert error_of(response) == MALFORMED
 
 
 @pytest.mark.parametrize("body", [b"[]", b'"a string"', b"42", b"null"])
@@ -93,7 +94,7 @@ async def test_json_that_is_not_an_object_is_422(client, body):
 async def test_body_over_max_body_bytes_is_413(small_body_client):
     response = await small_body_client.post("/api/tasks", json={"title": "x", "notes": "n" * 3000})
     assert response.status_code == 413
-    assert response.json() == TOO_LARGE
+    assert error_of(response) == TOO_LARGE
     assert (await small_body_client.get("/api/tasks")).json()["data"] == []
 
 
@@ -117,7 +118,7 @@ async def test_chunked_body_over_max_body_bytes_is_413(make_settings):
     async with serve(app) as base_url, httpx.AsyncClient(base_url=base_url, timeout=30) as http:
         response = await http.post("/api/tasks", content=chunks(), headers={"content-type": "application/json"})
         assert response.status_code == 413
-        assert response.json() == TOO_LARGE
+        assert error_of(response) == TOO_LARGE
         assert (await http.get("/api/tasks")).json()["data"] == []
 
 
@@ -128,14 +129,16 @@ async def test_chunked_body_over_max_body_bytes_is_413(make_settings):
 async def test_wrong_method_is_405(client, method, path):
     response = await client.request(method, path)
     assert response.status_code == 405
-    assert response.json() == {"error": {"code": "method_not_allowed", "message": "This method is not allowed here."}}
+    assert error_of(response) == {
+        "error": {"code": "method_not_allowed", "message": "This method is not allowed here."}
+    }
 
 
 @pytest.mark.parametrize("path", ["/nope", "/api", "/api/task", "/api/tasks/x/y"])
 async def test_unknown_route_is_404(client, path):
     response = await client.get(path)
     assert response.status_code == 404
-    assert response.json() == {"error": {"code": "not_found", "message": "No such resource."}}
+    assert error_of(response) == {"error": {"code": "not_found", "message": "No such resource."}}
 
 
 async def test_unknown_route_is_404_even_without_a_token(auth_client):
@@ -145,7 +148,7 @@ async def test_unknown_route_is_404_even_without_a_token(auth_client):
 
 
 async def test_422_names_the_field(client):
-    body = (await client.post("/api/tasks", json={"title": ""})).json()
+    body = error_of(await client.post("/api/tasks", json={"title": ""}))
     assert body == {"error": {"code": "validation_error", "message": "title: String should have at least 1 character"}}
     body = (await client.post("/api/tasks", json={"title": "ok", "notes": 5})).json()
     assert body["error"]["code"] == "validation_error"
@@ -165,7 +168,7 @@ async def test_unexpected_exception_is_a_bare_500(client, monkeypatch):
     monkeypatch.setattr(task_service, "list_tasks", explode)
     response = await client.get("/api/tasks")
     assert response.status_code == 500
-    assert response.json() == INTERNAL
+    assert error_of(response) == INTERNAL
     assert "secret" not in response.text
     assert "Traceback" not in response.text
     assert "RuntimeError" not in response.text
@@ -178,7 +181,7 @@ async def test_unexpected_exception_in_jwt_mode_is_a_bare_500(auth_client, monke
     monkeypatch.setattr(task_service, "create_task", explode)
     response = await auth_client.post("/api/tasks", json={"title": "x"}, headers=bearer("alice"))
     assert response.status_code == 500
-    assert response.json() == INTERNAL
+    assert error_of(response) == INTERNAL
 
 
 def _dbapi_error(kind: type[DBAPIError], orig: Exception, **kwargs: Any) -> DBAPIError:
@@ -216,7 +219,7 @@ async def test_database_errors_map_to_503_or_500(client, monkeypatch, error, sta
     monkeypatch.setattr(task_service, "list_tasks", fail)
     response = await client.get("/api/tasks")
     assert response.status_code == status
-    assert response.json() == body
+    assert error_of(response) == body
     assert "secret" not in response.text
 
 
@@ -233,7 +236,7 @@ async def test_database_on_a_closed_port_is_503():
         ]:
             response = await client.request(method, path, json=payload)
             assert response.status_code == 503, (method, path)
-            assert response.json() == DB_UNAVAILABLE
+            assert error_of(response) == DB_UNAVAILABLE
         ready = await client.get("/ready")
         assert ready.status_code == 503
         assert assert_error_shape(ready)["error"]["code"] == "database_unavailable"
@@ -248,7 +251,7 @@ async def test_database_on_a_closed_port_is_503_in_jwt_mode():
     async with loopback_client(create_app(settings)) as client:
         response = await client.get("/api/tasks", headers=bearer("alice"))
         assert response.status_code == 503
-        assert response.json() == DB_UNAVAILABLE
+        assert error_of(response) == DB_UNAVAILABLE
         assert (await client.get("/api/tasks")).status_code == 401
 
 
@@ -258,7 +261,7 @@ async def test_unopenable_sqlite_file_is_503(tmp_path: Path):
     async with loopback_client(create_app(offline_settings(f"sqlite+aiosqlite:///{tmp_path}"))) as client:
         response = await client.get("/api/tasks")
         assert response.status_code == 503
-        assert response.json() == DB_UNAVAILABLE
+        assert error_of(response) == DB_UNAVAILABLE
         ready = await client.get("/ready")
         assert ready.status_code == 503
         assert assert_error_shape(ready)["error"]["code"] == "database_unavailable"

@@ -21,7 +21,7 @@ from backend.app import create_app
 from backend.errors import EXCEPTION_HANDLERS
 from backend.http_guard import BodyGuard, split_host
 from backend.models import Conversation, Task
-from tests.conftest import SECRET, bearer, make_token, serve
+from tests.conftest import SECRET, bearer, error_of, make_token, serve
 from tests.seeding import client_for, count_rows, loopback_client
 
 LOOPBACK_ONLY = "local_mode_loopback_only"
@@ -330,7 +330,7 @@ async def test_long_expired_token_says_token_expired(auth_client):
     headers = {"Authorization": f"Bearer {make_token('alice', expires_in=-120)}"}
     response = await auth_client.get("/api/tasks", headers=headers)
     assert response.status_code == 401
-    assert response.json() == {"error": {"code": "token_expired", "message": "The token has expired."}}
+    assert error_of(response) == {"error": {"code": "token_expired", "message": "The token has expired."}}
     assert response.headers["www-authenticate"] == (
         'Bearer error="invalid_token", error_description="The token has expired"'
     )

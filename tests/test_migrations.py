@@ -30,6 +30,9 @@ APP_TABLES = {
     "files",
     "message_files",
     "file_blobs",
+    "usage_records",
+    "user_limits",
+    "rate_windows",
 }
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import error_of
 from tests.seeding import b64, insert_tasks, task_owner, when
 
 TASK_KEYS = {"id", "title", "notes", "completed", "created_at", "updated_at"}
@@ -98,7 +99,7 @@ async def test_title_of_200_characters_is_accepted_even_with_padding(client):
 async def test_create_rejects_invalid_bodies(client, payload, message):
     response = await client.post("/api/tasks", json=payload)
     assert response.status_code == 422
-    assert response.json() == {"error": {"code": "validation_error", "message": message}}
+    assert error_of(response) == {"error": {"code": "validation_error", "message": message}}
     assert (await client.get("/api/tasks")).json() == EMPTY_PAGE
 
 
@@ -214,7 +215,7 @@ async def test_bad_cursor_is_rejected(client, cursor):
     await create(client)
     response = await client.get(f"/api/tasks?cursor={cursor}")
     assert response.status_code == 422
-    assert response.json() == BAD_CURSOR
+    assert error_of(response) == BAD_CURSOR
 
 
 @pytest.mark.parametrize("limit", ["0", "101", "-1", "ten"])
@@ -239,7 +240,7 @@ async def test_limit_bounds_are_inclusive(client):
 async def test_get_missing_task_is_404(client):
     response = await client.get(f"/api/tasks/{uuid.uuid4()}")
     assert response.status_code == 404
-    assert response.json() == TASK_NOT_FOUND
+    assert error_of(response) == TASK_NOT_FOUND
 
 
 @pytest.mark.parametrize("method", ["GET", "PATCH", "DELETE"])
@@ -249,7 +250,7 @@ async def test_non_uuid_id_is_a_json_404(client, method, task_id):
     response = await client.request(method, f"/api/tasks/{task_id}", json={"title": "x"} if method == "PATCH" else None)
     assert response.status_code == 404
     assert response.headers["content-type"].startswith("application/json")
-    assert response.json() == NO_SUCH_RESOURCE
+    assert error_of(response) == NO_SUCH_RESOURCE
     assert len((await client.get("/api/tasks")).json()["data"]) == 1
 
 
@@ -312,14 +313,14 @@ async def test_patch_rejects_invalid_values_and_leaves_the_task(client, payload,
     task = await create(client, "unchanged", notes="n")
     response = await client.patch(f"/api/tasks/{task['id']}", json=payload)
     assert response.status_code == 422
-    assert response.json() == {"error": {"code": "validation_error", "message": message}}
+    assert error_of(response) == {"error": {"code": "validation_error", "message": message}}
     assert (await client.get(f"/api/tasks/{task['id']}")).json() == task
 
 
 async def test_patch_missing_task_is_404(client):
     response = await client.patch(f"/api/tasks/{uuid.uuid4()}", json={"title": "x"})
     assert response.status_code == 404
-    assert response.json() == TASK_NOT_FOUND
+    assert error_of(response) == TASK_NOT_FOUND
 
 
 # --- delete ---------------------------------------------------------------------------------------------------------
@@ -332,10 +333,10 @@ async def test_delete_then_delete_again(client, db):
     assert response.status_code == 204
     assert response.content == b""
     assert await task_owner(db, uuid.UUID(task["id"])) is None
-    assert (await client.get(f"/api/tasks/{task['id']}")).json() == TASK_NOT_FOUND
+    assert error_of(await client.get(f"/api/tasks/{task['id']}")) == TASK_NOT_FOUND
     again = await client.delete(f"/api/tasks/{task['id']}")
     assert again.status_code == 404
-    assert again.json() == TASK_NOT_FOUND
+    assert error_of(again) == TASK_NOT_FOUND
     assert (await client.get("/api/tasks")).json() == {"data": [keep], "next_cursor": None}
 
 

@@ -16,6 +16,7 @@ from backend.storable import storable_json
 FinishReason = Literal["stop", "error", "cancelled", "max_turns", "interrupted", "approval_required", "client_tool"]
 ErrorCode = Literal[
     "rate_limited",
+    "quota_exceeded",
     "provider_unavailable",
     "provider_error",
     "max_turns",

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Callable
@@ -23,6 +24,7 @@ from collections.abc import AsyncIterator, Callable
 import psycopg
 from sqlalchemy.exc import IntegrityError
 
+from backend import metrics, request_ids
 from backend.chat.events import Done, Usage, encode, frame
 from backend.chat.finish import finish_of
 from backend.chat.lease import Lease
@@ -38,13 +40,14 @@ POLL_SECONDS = 1.0
 class LiveTurn:
     """The frames of one turn segment running in this process, readable by any number of followers."""
 
-    __slots__ = ("_changed", "closed", "conversation_id", "end", "first_id", "frames", "message_id")
+    __slots__ = ("_changed", "closed", "conversation_id", "end", "first_id", "frames", "message_id", "request_id")
 
     def __init__(self, conversation_id: uuid.UUID, message_id: uuid.UUID, first_id: int) -> None:
-        """Open a segment whose first event will have id `first_id`."""
+        """Open a segment whose first event will have id `first_id` (for the request now running, if any)."""
         self.conversation_id = conversation_id
         self.message_id = message_id
         self.first_id = first_id
+        self.request_id = request_ids.current()
         self.frames: list[bytes] = []
         self.closed = False
         self.end: bytes | None = None
@@ -153,11 +156,18 @@ class Hub:
             return
         written = asyncio.Event()
         self._writing.update(dict.fromkeys(batch, written))
+        started = time.perf_counter()
         try:
             await self.store.append_events(batch)
+            metrics.EVENT_LOG_FLUSH.observe(time.perf_counter() - started)
+            metrics.EVENT_LOG_BATCH.observe(sum(len(events) for events in batch.values()))
         except Exception as error:
             if not is_database_unavailable(error) and not isinstance(error, IntegrityError):
-                log.error("could not write the event log: %s; %d turn(s) lost events", type(error).__name__, len(batch))
+                for message_id in batch:
+                    with request_ids.bound(self._request_id(message_id)):
+                        log.error(
+                            "could not write the event log: %s; turn %s lost events", type(error).__name__, message_id
+                        )
                 return
             log.warning("could not write the event log (%s); will retry", type(error).__name__)
             for message_id, events in batch.items():
@@ -168,6 +178,10 @@ class Hub:
                 if self._writing.get(message_id) is written:
                     del self._writing[message_id]
             written.set()
+
+    def _request_id(self, message_id: uuid.UUID) -> str | None:
+        live = self.live.get(message_id)
+        return live.request_id if live is not None else None
 
     async def run_writer(self) -> None:
         """Flush queued events at most every `flush_seconds`, for as long as the process runs."""
@@ -263,6 +277,7 @@ class Hub:
                     await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
                     await conn.execute(f"LISTEN {STOP_CHANNEL}")
                     delay = 0.5
+                    metrics.LISTENER_CONNECTED.set(1)
                     for event in list(self._waiters.values()):  # notifications sent while away are lost: re-read
                         event.set()
                     while True:
@@ -270,6 +285,8 @@ class Hub:
                             self._dispatch(note.channel, note.payload)
                         await conn.execute("SELECT 1")
             except (psycopg.Error, OSError) as error:
+                metrics.LISTENER_CONNECTED.set(0)
+                metrics.LISTENER_RECONNECTS.inc()
                 log.warning("event listener lost its database connection (%s); reconnecting", type(error).__name__)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)

@@ -19,6 +19,7 @@ from typing import assert_never
 import anyio
 from agents import Agent, TResponseInputItem
 
+from backend import metrics
 from backend.chat import actions, history
 from backend.chat.commands import AnswerPause, Command, Regenerate, SendMessage, Upload, WidgetAction
 from backend.chat.context import ChatContext
@@ -39,6 +40,7 @@ from backend.files.service import check_message_attachments, upload_file
 from backend.files.storage import FileStorage, create_storage
 from backend.models import MessageStatus
 from backend.settings import Settings
+from backend.usage.limits import Budget, LimitsService
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +105,8 @@ class ChatService:
             stale_after_seconds=settings.stale_after_seconds,
             max_turn_seconds=settings.max_turn_seconds,
             history_max_items=settings.history_max_items,
-            max_turns_per_user=settings.max_turns_per_user,
         )
+        self.quotas = LimitsService(database, settings)
         dsn = libpq_dsn(database.engine.url) if self.store.is_postgres else None
         self.lease = Lease(self.store, settings.stale_after_seconds)
         self.lease.on_lost = self._lose_local
@@ -123,7 +125,11 @@ class ChatService:
     # --- process lifecycle ---------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the heartbeat, the event-log writer, the listener and the takeover sweep."""
+        """Load the users' limits; start the heartbeat, the event-log writer, the listener and the takeover sweep."""
+        try:
+            await self.quotas.refresh()
+        except Exception as error:  # a database that is down must not stop the start; the heartbeat retries
+            log.warning("could not load the users' limits yet (%s)", type(error).__name__)
         self._background = [
             asyncio.create_task(self.hub.run_writer(), name="event-log-writer"),
             asyncio.create_task(self.hub.run_listener(), name="event-listener"),
@@ -155,6 +161,7 @@ class ChatService:
         while True:
             try:
                 await self.lease.renew()
+                await self.quotas.refresh()
                 for message_id in await self.store.cancel_requests():
                     self._stop_local(message_id)
                 if beats % SWEEP_EVERY_BEATS == 0:
@@ -163,6 +170,7 @@ class ChatService:
                 if now - pruned_at >= PRUNE_EVERY_SECONDS:
                     pruned_at = now
                     await self.store.prune_events(retention)
+                    await self.quotas.prune()
             except Exception as error:
                 log.warning("turn maintenance failed: %s", type(error).__name__)
             beats += 1
@@ -205,20 +213,27 @@ class ChatService:
                     max_bytes=self.settings.message_attachment_bytes,
                     inline_sizes=[len(upload.data) for upload in command.uploads],
                 )
-        attachments = command.attachments + await self._store_uploads(user_id, command.uploads)
-        begun = await self.store.begin_turn(
-            TurnRequest(
-                user_id=user_id,
-                message=command.text,
-                conversation_id=command.conversation_id,
-                client_message_id=command.client_message_id,
-                attachments=attachments,
-                create_missing=command.create_missing,
+        admission = await self.quotas.admit(user_id, message=True)
+        try:
+            attachments = command.attachments + await self._store_uploads(user_id, command.uploads)
+            begun = await self.store.begin_turn(
+                TurnRequest(
+                    user_id=user_id,
+                    message=command.text,
+                    conversation_id=command.conversation_id,
+                    client_message_id=command.client_message_id,
+                    attachments=attachments,
+                    create_missing=command.create_missing,
+                    max_running=self.quotas.limits_of(user_id).max_turns_per_user,
+                )
             )
-        )
+        except Exception:
+            await self.quotas.uncount(user_id, admission)
+            raise
         if isinstance(begun, ExistingTurn):
+            await self.quotas.uncount(user_id, admission)  # a retry of a message already sent counts once
             return Subscription(begun.message_id)
-        return await self._begin_run(user_id, begun)
+        return await self._begin_run(user_id, begun, admission.budget)
 
     async def _store_uploads(self, user_id: str, uploads: tuple[Upload, ...]) -> tuple[uuid.UUID, ...]:
         """Store files sent inline with every limit of `POST /api/files` (the sweep removes any a failed turn left)."""
@@ -232,18 +247,24 @@ class ChatService:
         return tuple(ids)
 
     async def _regenerate(self, user_id: str, command: Regenerate) -> Subscription:
-        begun = await self.store.begin_turn(
-            TurnRequest(
-                user_id=user_id,
-                message="",
-                conversation_id=command.conversation_id,
-                regenerate=command.message_id or uuid.UUID(int=0),
+        admission = await self.quotas.admit(user_id, message=True)  # a new reply: counted like a message
+        try:
+            begun = await self.store.begin_turn(
+                TurnRequest(
+                    user_id=user_id,
+                    message="",
+                    conversation_id=command.conversation_id,
+                    regenerate=command.message_id or uuid.UUID(int=0),
+                    max_running=self.quotas.limits_of(user_id).max_turns_per_user,
+                )
             )
-        )
+        except Exception:
+            await self.quotas.uncount(user_id, admission)
+            raise
         assert isinstance(begun, BegunTurn)  # no idempotency key, so never an existing turn
-        return await self._begin_run(user_id, begun)
+        return await self._begin_run(user_id, begun, admission.budget)
 
-    async def _begin_run(self, user_id: str, begun: BegunTurn) -> Subscription:
+    async def _begin_run(self, user_id: str, begun: BegunTurn, budget: Budget | None) -> Subscription:
         try:
             run_input = await self._input_of(begun)
         except Exception:
@@ -256,6 +277,7 @@ class ChatService:
             message_id=begun.message_id,
             title=begun.title,
             run_input=run_input,
+            budget=budget,
         )
         return Subscription(begun.message_id, run=run)
 
@@ -286,6 +308,7 @@ class ChatService:
         reply: Reply | None = None,
         first_event_id: int = 1,
         client_results: dict[str, str] | None = None,
+        budget: Budget | None = None,
     ) -> TurnRun:
         """Start a turn segment in the background of this process (a new turn, or a paused one resuming)."""
         run = TurnRun(
@@ -303,6 +326,7 @@ class ChatService:
             reply=reply,
             first_event_id=first_event_id,
             client_results=client_results,
+            budget=budget,
             background=self.leftovers,
         )
         self.runs[run.message_id] = run
@@ -325,6 +349,7 @@ class ChatService:
         """Resume a paused reply with the user's approvals and the browser's client-tool results."""
         paused = await self.store.paused_turn(user_id, command.conversation_id)
         answers = answers_to(paused.parts, command.approvals, command.client_results, skip_settled=command.skip_settled)
+        admission = await self.quotas.admit(user_id, message=False)
         parts = answers.fold(paused.parts)
         await self.store.resume_turn(paused, parts)  # the decisions are stored before the run starts
         stored = PausedState.of(paused.run_state)
@@ -339,6 +364,7 @@ class ChatService:
             reply=Reply(parts, paused.agent),
             first_event_id=paused.last_event_id + 1,
             client_results=answers.client_results(),
+            budget=admission.budget,
         )
         return Subscription(paused.message_id, after=paused.last_event_id, run=run)
 
@@ -403,12 +429,14 @@ class ChatService:
             return
         watcher = asyncio.create_task(self._on_shutdown(shutdown))
         ended = False
+        metrics.ACTIVE_STREAMS.inc()
         try:
             async for data in self.hub.follow(subscription.message_id, subscription.after):
                 yield data
             yield DONE_FRAME
             ended = True
         finally:
+            metrics.ACTIVE_STREAMS.dec()
             watcher.cancel()
             run = subscription.run
             if not ended and run is not None and self.settings.on_disconnect == "cancel":

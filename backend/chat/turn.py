@@ -20,7 +20,10 @@ from typing import Literal
 
 from agents import Agent as SdkAgent
 from agents import Runner, RunResultStreaming, TResponseInputItem
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 
+from backend import tracing
 from backend.chat import history
 from backend.chat.client_tools import CLIENT_TOOL_NAMES
 from backend.chat.context import ChatContext
@@ -42,10 +45,13 @@ from backend.chat.pause import Pause, Resume, pause_of
 from backend.chat.reply import Reply
 from backend.chat.store import INTERRUPTED, UNSAVED, ConversationStore, Outcome, Saved, StoredEvent
 from backend.chat.translate import StreamTranslator, classify_error
+from backend.chat.turn_metrics import TurnMetrics
 from backend.chat.widgets import WidgetError, validate_widget, widget_json
 from backend.db import Database
 from backend.memory import collect_soon
 from backend.models import MessageStatus
+from backend.usage.ledger import QuotaExceededError, UsageHooks, ledger_rows
+from backend.usage.limits import Budget
 
 log = logging.getLogger(__name__)
 
@@ -104,11 +110,12 @@ class TurnRun:
         first_event_id: int = 1,
         client_results: dict[str, str] | None = None,
         background: set[asyncio.Task[None]] | None = None,
+        budget: Budget | None = None,
     ) -> None:
         """Prepare the run; `start()` begins it.
 
         `background` keeps the tasks the run leaves behind (closing a reply whose save failed) until they end; its
-        owner cancels them at shutdown.
+        owner cancels them at shutdown. `budget` is what its user may still spend (None: no quota).
         """
         self.store = store
         self.hub = hub
@@ -130,6 +137,8 @@ class TurnRun:
         self.background = background if background is not None else set()
         self.lease = lease
         self.finishing = False
+        self.usage = UsageHooks(budget)
+        self.metrics: TurnMetrics | None = None
 
     def start(self) -> asyncio.Task[None]:
         """Run in a background task of this process."""
@@ -177,6 +186,8 @@ class TurnRun:
     def _emit(self, event: Event) -> None:
         if self.cancel_reason == "lost":
             return  # another process runs this turn now
+        if self.metrics is not None:
+            self.metrics.observe(event)
         event_id = self.next_id
         self.next_id += 1
         data = payload(event)
@@ -187,6 +198,17 @@ class TurnRun:
         finish: FinishReason = "stop"
         error: Error | None = None
         pause: Pause | None = None
+        self.metrics = TurnMetrics()
+        span = tracing.tracer.start_span(
+            "chat turn",
+            attributes={
+                "gen_ai.operation.name": "invoke_agent",
+                "gen_ai.agent.name": self.agent.name,
+                "gen_ai.conversation.id": str(self.conversation_id),
+                "chat.message_id": str(self.message_id),
+            },
+        )
+        attached = otel_context.attach(trace.set_span_in_context(span))  # the run's tasks inherit it
         try:
             self._emit(Start(str(self.conversation_id), str(self.message_id), self.title))
             translator = StreamTranslator(hide_calls=CLIENT_TOOL_NAMES, known_calls=self.reply.call_names())
@@ -194,7 +216,7 @@ class TurnRun:
                 given = self.run_input
                 run_input = await given.state(self.context) if isinstance(given, Resume) else given
                 self.result = Runner.run_streamed(
-                    self.agent, run_input, context=self.context, max_turns=self.limits.max_turns
+                    self.agent, run_input, context=self.context, max_turns=self.limits.max_turns, hooks=self.usage
                 )
                 async for sdk_event in self.result.stream_events():
                     if not self.lease.valid():
@@ -214,6 +236,8 @@ class TurnRun:
             current.uncancel()
         except TimeoutError:
             error, finish = TIMEOUT_ERROR, "error"
+        except QuotaExceededError as exc:  # the call that crossed the quota is done; its reply so far is kept
+            error, finish = Error("quota_exceeded", exc.refusal.message, retryable=False), "error"
         except Exception as exc:
             error = classify_error(exc)
             finish = "max_turns" if error.code == "max_turns" else "error"
@@ -228,7 +252,12 @@ class TurnRun:
                 self.reply.add(event)
                 self._emit(event)
             finish = pause.finish
-        await self._finish(finish, error, pause)
+        try:
+            await self._finish(finish, error, pause)
+        finally:
+            span.set_attribute("chat.finish_reason", finish)
+            tracing.end_span(span, error.code if error is not None else None)
+            otel_context.detach(attached)
 
     async def _finish(self, finish: FinishReason, error: Error | None, pause: Pause | None) -> None:
         self.finishing = True
@@ -240,6 +269,9 @@ class TurnRun:
                 items = history.turn_items(self.result.new_items, self.reply.text, status)
             except Exception:  # the reply is still stored; only its model replay falls back to its text
                 log.exception("could not build the replay items of %s", self.message_id)
+        self.usage.close("cancelled" if finish == "cancelled" else "error")
+        if self.metrics is not None:
+            self.metrics.finish(finish, error.code if error is not None else None, self.usage.calls)
         outcome = Outcome(
             status=status,
             reply=self.reply,
@@ -247,7 +279,9 @@ class TurnRun:
             usage=usage,
             items=items,
             run_state=pause.state.to_json() if pause is not None else None,
+            ledger=ledger_rows(self.context.user_id, self.conversation_id, self.message_id, self.usage.calls),
         )
+        log.info("reply %s ended: %s%s", self.message_id, finish, f" ({error.code})" if error is not None else "")
         finals: list[Event] = [error] if error is not None else []
         finals.append(Done(str(self.conversation_id), str(self.message_id), finish, usage))
         stored = [self._stored(event) for event in finals]

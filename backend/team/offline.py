@@ -333,6 +333,8 @@ def _usage(input_items: list[Any], output_words: int) -> ResponseUsage:
 class OfflineModel(Model):
     """A deterministic stand-in for a real model, used when no API key is configured."""
 
+    model = OFFLINE_MODEL_NAME  # the model string the usage ledger records (as `LitellmModel.model`)
+
     def __init__(self, word_delay: float = 0.02) -> None:
         """Create the model.
 

@@ -63,7 +63,6 @@ class ConversationStore:
         stale_after_seconds: float,
         max_turn_seconds: float,
         history_max_items: int,
-        max_turns_per_user: int = 0,
     ) -> None:
         """Create the store.
 
@@ -73,7 +72,6 @@ class ConversationStore:
             stale_after_seconds: A lock whose owner's heartbeat is older than this may be taken over.
             max_turn_seconds: The longest a turn may run; the lock's hard cap adds a margin to it.
             history_max_items: How many recent messages to load as model input.
-            max_turns_per_user: Most turns one user may have running at once, in all processes (0: no limit).
         """
         self.database = database
         self.instance_id = instance_id
@@ -91,7 +89,6 @@ class ConversationStore:
             self.events,
             self.takeover,
             history_max_items=history_max_items,
-            max_turns_per_user=max_turns_per_user,
         )
         self.actions = ActionRows(database, history_max_items=history_max_items)
         # The parts' methods under one name (bound methods: no logic here).

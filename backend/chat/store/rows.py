@@ -74,6 +74,8 @@ class TurnRequest:
     """Create the conversation under `conversation_id` if no conversation has that id (a client-chosen chat id)."""
     regenerate: uuid.UUID | None = None
     """Answer the last user message again instead of adding `message`, replacing this reply (the nil UUID: the last)."""
+    max_running: int = 0
+    """The most turns the user may have running at once, in all processes, this one included (0: no limit)."""
 
 
 @dataclass(slots=True)
@@ -123,6 +125,7 @@ class Outcome:
     usage: Usage = field(default_factory=Usage)
     items: list[dict[str, object]] | None = None
     run_state: dict[str, object] | None = None
+    ledger: list[dict[str, object]] = field(default_factory=list)  # `usage_records` rows, one per model call
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, exists, func, insert, update
 from sqlalchemy.exc import IntegrityError
@@ -57,6 +57,7 @@ from backend.models import (
     utcnow,
 )
 from backend.storable import storable_text
+from backend.usage.models import UsageRecord
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ TURN_RETRY_AFTER_SECONDS = 5
 """The `Retry-After` of a turn refused for `MAX_TURNS_PER_USER`: about how long a short reply runs."""
 
 TITLE_CHARS = 50
+_LEDGER_INSERT = insert(UsageRecord)
 
 
 UNTITLED = "New conversation"
@@ -141,7 +143,6 @@ class TurnRows:
         takeover: Takeover,
         *,
         history_max_items: int,
-        max_turns_per_user: int = 0,
     ) -> None:
         """Write turns to `database` under `lock`, logging their last events in `events`.
 
@@ -151,10 +152,8 @@ class TurnRows:
             events: The event log (a turn's last events go in the transaction of its outcome).
             takeover: Closes a stale turn found when a new one begins.
             history_max_items: How many recent messages to load as model input.
-            max_turns_per_user: Most turns one user may have running at once, in all processes (0: no limit).
         """
         self.database = database
-        self.max_turns_per_user = max_turns_per_user
         self.lock = lock
         self.events = events
         self.takeover = takeover
@@ -216,8 +215,8 @@ class TurnRows:
             )
         return ExistingTurn(conversation_id=conversation_id, message_id=key.assistant_message_id)
 
-    async def _check_running_turns(self, session: AsyncSession, user_id: str, now: datetime) -> None:
-        """Refuse a turn while the user has `max_turns_per_user` running (in any process).
+    async def _check_running_turns(self, session: AsyncSession, user_id: str, limit: int, now: datetime) -> None:
+        """Refuse a turn while the user has `limit` turns running (in any process).
 
         The count and the lock the caller then takes are one step per user: the transaction is serialised on the
         user (`serialize_on`), so concurrent requests see each other's turns.
@@ -233,10 +232,16 @@ class TurnRows:
                 .where(col(Conversation.user_id) == user_id, ~self.lock.is_free(now))
             )
         ).one()
-        if running >= self.max_turns_per_user:
+        if running >= limit:
             raise RateLimitedError(
                 f"You already have {running} replies running; wait for one to finish.",
                 retry_after_seconds=TURN_RETRY_AFTER_SECONDS,
+                details={
+                    "limit_name": "max_turns_per_user",
+                    "limit": limit,
+                    "usage": running,
+                    "reset_at": (now + timedelta(seconds=TURN_RETRY_AFTER_SECONDS)).isoformat(),
+                },
             )
 
     async def _begin(self, request: TurnRequest) -> BegunTurn:
@@ -247,8 +252,8 @@ class TurnRows:
         async with self.database.sessions() as session:
             try:
                 attached = await file_service.resolve_attachments(session, request.user_id, request.attachments)
-                if self.max_turns_per_user:
-                    await self._check_running_turns(session, request.user_id, now)
+                if request.max_running:
+                    await self._check_running_turns(session, request.user_id, request.max_running, now)
                 conn = await session.connection()  # Core statements in the session's transaction
                 created = request.conversation_id is None or (
                     request.create_missing and await session.get(Conversation, request.conversation_id) is None
@@ -559,6 +564,8 @@ class TurnRows:
             )
             if written.rowcount != 1:
                 raise TurnLostError(message_id)
+            if outcome.ledger:
+                await conn.execute(_LEDGER_INSERT, outcome.ledger)
             if events:
                 await self.events.write(conn, {message_id: list(events)})
             await conn.execute(released(conversation_id, message_id))
@@ -578,6 +585,8 @@ class TurnRows:
                 .where(col(Message.id) == message_id, col(Message.status) == MessageStatus.IN_PROGRESS)
                 .values(**_outcome_values(outcome))
             )
+            if closed.rowcount == 1 and outcome.ledger:
+                await conn.execute(_LEDGER_INSERT, outcome.ledger)
             if closed.rowcount == 1 and events:
                 logged = await conn.execute(
                     select(TurnEvent.id).where(

@@ -74,7 +74,7 @@ export interface ClientToolCallEvent {
 /** The run failed. The code is from a small stable set; the message is ours, never provider text. */
 export interface ErrorEvent {
   type: "error";
-  code: "internal" | "interrupted" | "max_turns" | "provider_error" | "provider_unavailable" | "rate_limited" | "server_shutdown" | "turn_timeout";
+  code: "internal" | "interrupted" | "max_turns" | "provider_error" | "provider_unavailable" | "quota_exceeded" | "rate_limited" | "server_shutdown" | "turn_timeout";
   message: string;
   retryable: boolean;
 }
