@@ -171,7 +171,12 @@ async def run(database: str, url: str | None, minutes: float, streams: int) -> F
     with tempfile.TemporaryDirectory() as workdir:
         url = await _prepare(database, url, Path(workdir))
         async with FakeGemini(default_turn=text_turn(WORDS, delay=0.02)) as fake:
-            env = server_env(url, fake.base_url, FILE_STORAGE_DIR=str(Path(workdir) / "files"))
+            env = server_env(
+                url,
+                fake.base_url,
+                FILE_STORAGE_DIR=str(Path(workdir) / "files"),
+                MAX_TURNS_PER_USER="0",  # every stream is the one local user
+            )
             async with (
                 server_process(env) as server,
                 httpx.AsyncClient(base_url=server.base_url, timeout=60) as client,
