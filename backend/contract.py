@@ -8,7 +8,7 @@ The source of truth is the msgspec types: the SSE events of `backend.chat.events
 - the OpenAPI components that type `/chatkit`'s stream and a message's `parts` (`openapi_components()`).
 
 Regenerate the committed files with `python -m backend.contract`; `python -m backend.contract --check` exits 1 when
-they differ from the code (CI runs the same comparison in `tests/test_contract.py`).
+they differ from the code (CI runs the same comparison in `tests/contract/test_contract.py`).
 """
 
 from __future__ import annotations

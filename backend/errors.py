@@ -268,7 +268,10 @@ CLIENT_DISCONNECTED_DETAIL = "client disconnected prematurely"
 
 
 def is_client_abort(exc: HTTPException) -> bool:
-    """Tell the client's disconnect while its body was read from a server fault (tests/test_files_api.py pins it)."""
+    """Tell the client's disconnect while its body was read from a server fault.
+
+    Pinned in tests/files/test_files_api.py.
+    """
     return isinstance(exc, InternalServerException) and exc.detail == CLIENT_DISCONNECTED_DETAIL
 
 

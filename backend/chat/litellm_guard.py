@@ -28,8 +28,9 @@ Names used:
 * the Gemini ``ModelResponseIterator.chunk_parser(chunk=...)`` (LiteLLM), which its ``__anext__`` calls through the
   instance, so an instance attribute can wrap it.
 
-``tests/test_litellm_guard.py`` fails loudly when an upgrade changes any of these (and when the guard stops attaching
-to a real Gemini stream, or the finish chunk stops carrying the usage), so nothing here can silently turn itself off.
+``tests/model/test_litellm_guard.py`` fails loudly when an upgrade changes any of these (and when the guard stops
+attaching to a real Gemini stream, or the finish chunk stops carrying the usage), so nothing here can silently turn
+itself off.
 """
 
 from __future__ import annotations

@@ -459,7 +459,7 @@ async def test_server_shutdown_mid_reply_is_shown_and_can_be_retried(
         await asyncio.sleep(0.03)
     # What uvicorn's SIGTERM handler does for sse-starlette (its patched Server.handle_exit sets this flag): open
     # streams are told to finish. Done in-process because a cold `python -m backend` takes too long to start here
-    # (tests/test_chat_stream.py covers the real SIGTERM); monkeypatch resets the process-wide flag afterwards.
+    # (tests/chat/test_chat_stream.py covers the real SIGTERM); monkeypatch resets the process-wide flag afterwards.
     monkeypatch.setattr(AppStatus, "should_exit", True)
     message = page.locator(ASSISTANT).last
     await expect(message.get_by_test_id("message-error-text")).to_have_text(

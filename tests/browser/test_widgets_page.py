@@ -15,8 +15,8 @@ from backend.models import Task
 from backend.tasks.widgets import task_list_widget
 from tests.browser.conftest import ChatServer, script_chatkit, sse
 from tests.browser.test_chat_page import ASSISTANT, USER, ask, assistant_text, send, wait_until_finished
+from tests.chat.test_widgets import EVERY_COMPONENT, PNG
 from tests.fakes.gemini import text_turn
-from tests.test_widgets import EVERY_COMPONENT, PNG
 
 pytestmark = [
     pytest.mark.browser,

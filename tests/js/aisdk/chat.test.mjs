@@ -1,5 +1,5 @@
 // The real AI SDK clients (`ai` 5, 6 and 7, side by side through npm aliases) against our /api/chat.
-// Run by tests/test_aisdk_node.py, which starts the server and the fake Gemini and sets CHAT_BASE_URL/FAKE_GEMINI_URL.
+// Run by tests/protocols/test_aisdk_node.py, which starts the server and the fake Gemini and sets CHAT_BASE_URL/FAKE_GEMINI_URL.
 import assert from 'node:assert/strict';
 import { before, beforeEach, describe, test } from 'node:test';
 

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 export const BASE = process.env.CHAT_BASE_URL;
 export const FAKE = process.env.FAKE_GEMINI_URL;
 export const VERSIONS = (process.env.AI_SDK_VERSIONS || '5,6,7').split(',').map(Number);
-if (!BASE || !FAKE) throw new Error('CHAT_BASE_URL and FAKE_GEMINI_URL must be set (tests/test_aisdk_node.py sets them)');
+if (!BASE || !FAKE) throw new Error('CHAT_BASE_URL and FAKE_GEMINI_URL must be set (tests/protocols/test_aisdk_node.py sets them)');
 
 export const loadAi = (version) => import(`ai${version}`);
 

@@ -20,7 +20,7 @@ from backend.settings import Settings
 from tests.conftest import live
 from tests.fakes.gemini import FakeGemini
 
-SUITE = Path(__file__).parent / "js" / "aisdk"
+SUITE = Path(__file__).parents[1] / "js" / "aisdk"
 pytestmark = pytest.mark.timeout(600)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-STATIC = Path(__file__).resolve().parents[1] / "backend" / "web" / "static"
+STATIC = Path(__file__).resolve().parents[2] / "backend" / "web" / "static"
 HTML_SINKS = re.compile(r"\.(innerHTML|outerHTML)\s*[+]?=|insertAdjacentHTML\s*\(|document\.write\s*\(")
 LOCAL_IMPORT = re.compile(r"""(?:\bfrom|^\s*import)\s*["']\./([\w.]+)["']""", re.MULTILINE)
 COMMENT = re.compile(r"//[^\n]*|/\*.*?\*/", re.DOTALL)

@@ -17,10 +17,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from backend.settings import Settings
+from tests.chat.test_agent_ui import detail, well_formed
 from tests.conftest import live
 from tests.fakes.gemini import FakeGemini, function_call_turn, handoff_turn, text_turn
 from tests.sse import Stream, chat, rejoin
-from tests.test_agent_ui import detail, well_formed
 
 pytestmark = pytest.mark.timeout(180)
 

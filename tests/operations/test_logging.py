@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from backend.logs import UVICORN_LOGGERS, JsonFormatter, logging_config
 from backend.settings import PROJECT_ROOT, SettingsError, load_settings
 from backend.tasks import service as task_service
-from tests.test_http_guard import captured_logs
+from tests.platform.test_http_guard import captured_logs
 
 SECRET_TEXT = "sekrit-user-message-text"
 

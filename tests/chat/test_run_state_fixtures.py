@@ -6,7 +6,7 @@ approval, a paused client tool, and an approval reached after a handoff. Each mu
 agent, take its answers and finish against the fake Gemini. When an SDK upgrade breaks one, this test names it.
 
 Record them again (only when the stored format is meant to change) with `RECORD_RUN_STATE=1 bash .ci/test
-tests/test_run_state_fixtures.py -k sqlite`.
+tests/chat/test_run_state_fixtures.py -k sqlite`.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from backend.chat.pause import Answers, Approved, ClientResult, PausedState, Res
 from backend.chat.team import agents_by_name
 from backend.team.agents import TASK_ASSISTANT, TRIAGE, build_agent
 from tests.fakes.gemini import FakeGemini, Turn, function_call_turn, handoff_turn, text_turn
-from tests.test_fake_gemini import parts_with
+from tests.model.test_fake_gemini import parts_with
 
-FIXTURES = Path(__file__).parent / "fixtures" / "run_state"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "run_state"
 CASES: dict[str, tuple[str, str, list[Turn]]] = {
     "approval": (TASK_ASSISTANT, "delete milk", [function_call_turn("delete_task", {"task": "milk"})]),
     "client_tool": (TASK_ASSISTANT, "use the dark theme", [function_call_turn("set_theme", {"theme": "dark"})]),

@@ -13,9 +13,9 @@ from backend.settings import Settings
 from tests import files_samples as samples
 from tests.conftest import SECRET, live
 from tests.fakes.gemini import FakeGemini, text_turn
+from tests.files.test_chat_attachments import upload
 from tests.seeding import client_for
 from tests.sse import chat
-from tests.test_chat_attachments import upload
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,8 @@ import re
 from backend.logs import JsonFormatter, TextFormatter
 from backend.request_ids import bound, install_log_records
 from tests.conftest import error_of, live
+from tests.platform.test_http_guard import captured_logs
 from tests.sse import chat
-from tests.test_http_guard import captured_logs
 
 GENERATED = re.compile(r"[0-9a-f]{32}")
 

@@ -310,7 +310,7 @@ async def test_cors_preflight_needs_no_token(make_settings):
 
 
 async def test_no_cors_headers_without_configured_origins(auth_client):
-    # JWT mode: local mode refuses foreign origins outright (tests/test_http_guard.py).
+    # JWT mode: local mode refuses foreign origins outright (tests/platform/test_http_guard.py).
     response = await auth_client.get("/api/tasks", headers={"Origin": ORIGIN, **bearer("alice")})
     assert response.status_code == 200
     assert "access-control-allow-origin" not in response.headers

@@ -4,7 +4,7 @@ The bytes of one message's attachments (`MESSAGE_ATTACHMENT_BYTES`), the bytes o
 model (`HISTORY_ATTACHMENT_BYTES`, which the new message's files use up first), and the replies one user may have
 running at once in all processes (`MAX_TURNS_PER_USER`, 429 with `Retry-After`). Real uvicorn, the real SDK and
 LiteLLM against the fake Gemini, both databases. The memory these bounds add up to is measured in
-`tests/test_attachment_memory.py`.
+`tests/files/test_attachment_memory.py`.
 """
 
 from __future__ import annotations

@@ -102,17 +102,15 @@ async def test_schemathesis_finds_nothing(make_settings: Callable[..., Settings]
             "--exclude-checks",
             ",".join(EXCLUDED_CHECKS),
             # /chatkit and /api/chat stream a model reply per example; they are in the document checks above, not
-            # fuzzed. The AI SDK's resume answers 204 for any chat id nobody uses, so schemathesis's negative header
-            # case (an extra header, which HTTP allows) reads as accepted; tests/test_aisdk.py covers it instead.
+            # fuzzed.
             "--exclude-path",
             "/chatkit",
             "--exclude-path",
             "/api/chat",
-            "--exclude-operation-id",
-            "AiSdkResumeStream",
-            # /mcp is the `mcp` package's JSON-RPC endpoint, described for readers (tests/test_request_contract.py)
-            # and exercised with the real MCP client in tests/test_mcp_server.py; its lenient JSON-RPC parsing is not
-            # ours to describe field by field. It was not in the document before, so nothing fuzzed is lost.
+            # /mcp is the `mcp` package's JSON-RPC endpoint, described for readers
+            # (tests/contract/test_request_contract.py) and exercised with the real MCP client in
+            # tests/mcp/test_mcp_server.py; its lenient JSON-RPC parsing is not ours to describe field by field. It was
+            # not in the document before, so nothing fuzzed is lost.
             "--exclude-path",
             "/mcp",
             "--max-examples",

@@ -56,7 +56,7 @@ async def test_a_blocking_step_is_logged_with_its_function_and_no_data(caplog: p
     lines = _stall_lines(caplog)
     assert len(lines) == 1, lines
     line = lines[0]
-    assert "hold_the_loop_sleeping" in line and "tests.test_loopwatch" in line, line
+    assert "hold_the_loop_sleeping" in line and "tests.operations.test_loopwatch" in line, line
     held = float(line.split("held for ")[1].split(" ms")[0])
     assert held >= 250, line
     assert "hunter2" not in line

@@ -1,7 +1,7 @@
 """The model's stream relies on private LiteLLM / Agents SDK internals: fail loudly when an upgrade moves them.
 
-The behaviour through the whole server is covered by tests/test_chat_stream.py (truncated and dropped streams) and
-tests/test_model_parity.py (our model against the SDK's `LitellmModel`); these tests pin the seams
+The behaviour through the whole server is covered by tests/chat/test_chat_stream.py (truncated and dropped streams) and
+tests/model/test_model_parity.py (our model against the SDK's `LitellmModel`); these tests pin the seams
 `backend/chat/litellm_guard.py` uses, the assumption the finish-chunk design rests on (LiteLLM's finish chunk comes
 after the upstream stream ended, with the provider's usage), and prove the guard really attaches to a real Gemini
 stream on every model (it must never turn itself off silently).

@@ -9,9 +9,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from tests.test_no_chatkit_import import imported_modules
+from tests.project.test_no_chatkit_import import imported_modules
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FACTORY_FALLBACK = ("backend/chat/model.py", "backend.team.offline")
 
 

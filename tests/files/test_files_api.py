@@ -381,7 +381,7 @@ async def test_a_client_that_leaves_mid_upload_is_logged_at_info_without_a_trace
     make_settings: Callable[..., Settings],
 ) -> None:
     """The client's abort is not a server error: no ERROR line and no traceback, one INFO line instead."""
-    from tests.test_http_guard import captured_logs
+    from tests.platform.test_http_guard import captured_logs
 
     async with serve(create_app(make_settings(log_level="INFO"))) as base:
         port = int(base.rsplit(":", 1)[1])

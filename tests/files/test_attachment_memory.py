@@ -35,9 +35,9 @@ from alembic import command
 from backend.db import alembic_config
 from backend.settings import Settings
 from tests.fakes.gemini import FakeGemini, text_turn
+from tests.files.test_attachment_limits import png_of
 from tests.servers import server_env, server_process
 from tests.sse import chat
-from tests.test_attachment_limits import png_of
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -1,6 +1,6 @@
 """Unit tests of the offline demo model (`backend.team.offline`) as a model: its steps, replies and Responses events.
 
-The routing between the team's agents is covered in tests/test_handoffs.py; this covers the model interface itself.
+The routing between the team's agents is covered in tests/chat/test_handoffs.py; this covers the model interface itself.
 """
 
 from __future__ import annotations

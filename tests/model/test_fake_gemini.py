@@ -52,7 +52,7 @@ litellm.suppress_debug_info = True
 pytestmark = pytest.mark.filterwarnings("ignore:.*ReadOnly.*qualifier:UserWarning")
 
 MODEL = "gemini/gemini-2.5-flash"
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
