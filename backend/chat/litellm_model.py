@@ -14,7 +14,8 @@ logging; all of that is skipped:
 
 Non-streaming calls stay on `LitellmModel.get_response`. The private names this relies on live in `litellm_guard.py`.
 So do not expect LiteLLM's success callbacks, cost tracking or caching for streamed calls: take usage from the run
-(`RunResult.context_wrapper.usage.request_usage_entries`, one entry per model call) and its cost from `call_cost`.
+(`RunResult.context_wrapper.usage.request_usage_entries`, one entry per model call); the usage ledger prices each
+(`backend.usage.ledger.price`).
 """
 
 from __future__ import annotations
@@ -24,17 +25,15 @@ import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
-import litellm
 from agents import Handoff, ModelSettings, Tool, TResponseInputItem, generation_span
 from agents.agent_output import AgentOutputSchemaBase
 from agents.extensions.models.litellm_model import LitellmModel
 from agents.items import TResponseStreamEvent
 from agents.models.interface import ModelTracing
-from agents.usage import RequestUsage
 
 from backend.chat.litellm_guard import GuardedStream, fetch_stream, storable_calls, stream_events
 
-__all__ = ["USAGE_SOURCES", "FinishChunkLitellmModel", "UsageSource", "call_cost"]
+__all__ = ["USAGE_SOURCES", "FinishChunkLitellmModel", "UsageSource"]
 
 UsageSource = Literal["finish_chunk", "usage_chunk"]
 USAGE_SOURCES: tuple[UsageSource, ...] = ("finish_chunk", "usage_chunk")
@@ -161,28 +160,3 @@ class FinishChunkLitellmModel(LitellmModel):
         self._closing.discard(closing)
         if not closing.cancelled():
             closing.exception()  # retrieved: a failed close after cancellation is not worth a warning
-
-
-def call_cost(model: str, usage: RequestUsage) -> float | None:
-    """What one model call cost in USD, from LiteLLM's price table and the usage this model read.
-
-    LiteLLM's own cost tracking does not run on this path (its end-of-stream work is skipped), so a ledger prices
-    each entry of ``RunResult.context_wrapper.usage.request_usage_entries`` here.
-
-    Args:
-        model: LiteLLM's model string.
-        usage: One model call's usage.
-
-    Returns:
-        Prompt plus completion cost; None for a model LiteLLM has no price for.
-    """
-    try:
-        prompt_cost, completion_cost = litellm.cost_per_token(
-            model=model,
-            prompt_tokens=usage.input_tokens,
-            completion_tokens=usage.output_tokens,
-            cache_read_input_tokens=usage.input_tokens_details.cached_tokens or 0,
-        )
-    except (litellm.exceptions.ModelNotMappedError, litellm.exceptions.BadRequestError):
-        return None
-    return float(prompt_cost + completion_cost)

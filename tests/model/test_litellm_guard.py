@@ -22,17 +22,16 @@ import pytest
 from agents.extensions.models.litellm_model import LitellmModel
 from agents.models.chatcmpl_stream_handler import ChatCmplStreamHandler
 from agents.models.interface import ModelTracing
-from agents.usage import RequestUsage
 from litellm.litellm_core_utils.streaming_handler import CustomStreamWrapper
 from litellm.llms.vertex_ai.gemini import vertex_and_google_ai_studio_gemini as gemini_module
 from litellm.types.utils import UnreportedUsage
-from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
 
 from backend.chat import litellm_guard, litellm_model
 from backend.chat.litellm_guard import GuardedLitellmModel, GuardedStream, TruncatedStreamError, finish_usage
-from backend.chat.litellm_model import FinishChunkLitellmModel, call_cost
+from backend.chat.litellm_model import FinishChunkLitellmModel
 from backend.chat.model import build_model
 from backend.settings import load_settings
+from backend.usage.ledger import price
 from tests.fakes.gemini import FakeGemini, raw_turn, text_turn, truncated_turn
 
 MODEL = "gemini/gemini-2.5-flash"
@@ -126,23 +125,17 @@ async def test_with_include_usage_the_usage_chunk_comes_last_and_no_chunk_carrie
 
 
 async def test_a_call_costs_what_litellm_charges_on_its_own_path():
-    # LiteLLM's usage chunk (include_usage) carries the cost LiteLLM computed; `call_cost` prices the usage our
-    # model read from the finish chunk of the same turn and must agree.
+    # LiteLLM's usage chunk (include_usage) carries the cost LiteLLM computed; the usage ledger's `price` of the usage
+    # our model read from the finish chunk of the same turn must agree.
     async with FakeGemini() as gemini:
         gemini.script(text_turn(["Hel", "lo"], usage=(12, 2)), text_turn(["Hel", "lo"], usage=(12, 2)))
         charged = (await _chunks(gemini, {"include_usage": True}))[-1][0].usage.cost
         reported = finish_usage((await _chunks(gemini, None))[-1][0])
     assert isinstance(reported, litellm.Usage)
-    usage = RequestUsage(
-        input_tokens=reported.prompt_tokens,
-        output_tokens=reported.completion_tokens,
-        total_tokens=reported.total_tokens,
-        input_tokens_details=InputTokensDetails(cached_tokens=0, cache_write_tokens=0),
-        output_tokens_details=OutputTokensDetails(reasoning_tokens=0),
-    )
     assert charged > 0
-    assert call_cost(MODEL, usage) == pytest.approx(charged)
-    assert call_cost("gemini/no-such-model", usage) is None
+    cost, priced = price(MODEL, reported.prompt_tokens, reported.completion_tokens, 0)
+    assert priced and cost == pytest.approx(charged)
+    assert price("gemini/no-such-model", reported.prompt_tokens, reported.completion_tokens, 0) == (0.0, False)
 
 
 @contextlib.contextmanager
