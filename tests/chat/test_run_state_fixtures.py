@@ -77,24 +77,27 @@ async def test_a_stored_pause_of_this_sdk_version_loads_and_resumes(case, gemini
     assert answered  # the fixture paused on something
 
 
-@pytest.mark.skipif(not os.environ.get("RECORD_RUN_STATE"), reason="records the fixtures; RECORD_RUN_STATE=1")
-@pytest.mark.parametrize("case", sorted(CASES))
-async def test_record(case, gemini_settings, fake: FakeGemini, db):
-    start_name, message, turns = CASES[case]
-    start = team(gemini_settings())[start_name]
-    fake.script(*turns)
-    result = await run_to_end(start, message, ChatContext(user_id="local", database=db))
-    pause = pause_of(result, start.name)
-    assert pause is not None
-    asks = [
-        {
-            "type": "approval" if isinstance(a, ApprovalRequest) else "client_tool",
-            "id": a.id,
-            "name": a.name,
-            "args": a.args,
-        }
-        for a in pause.asks
-    ]
-    fixture = {"sdk": version("openai-agents"), "asks": asks, "paused": pause.state.to_json()}
-    FIXTURES.mkdir(parents=True, exist_ok=True)
-    (FIXTURES / f"{case}.json").write_text(json.dumps(fixture, indent=1, sort_keys=True) + "\n")
+# Collected only when recording (RECORD_RUN_STATE=1), so CI, which requires every PostgreSQL variant to run, never
+# sees it skipped.
+if os.environ.get("RECORD_RUN_STATE"):
+
+    @pytest.mark.parametrize("case", sorted(CASES))
+    async def test_record(case, gemini_settings, fake: FakeGemini, db):
+        start_name, message, turns = CASES[case]
+        start = team(gemini_settings())[start_name]
+        fake.script(*turns)
+        result = await run_to_end(start, message, ChatContext(user_id="local", database=db))
+        pause = pause_of(result, start.name)
+        assert pause is not None
+        asks = [
+            {
+                "type": "approval" if isinstance(a, ApprovalRequest) else "client_tool",
+                "id": a.id,
+                "name": a.name,
+                "args": a.args,
+            }
+            for a in pause.asks
+        ]
+        fixture = {"sdk": version("openai-agents"), "asks": asks, "paused": pause.state.to_json()}
+        FIXTURES.mkdir(parents=True, exist_ok=True)
+        (FIXTURES / f"{case}.json").write_text(json.dumps(fixture, indent=1, sort_keys=True) + "\n")
