@@ -49,10 +49,16 @@ _skipped_required: list[str] = []
 # --- making CI fail when the PostgreSQL or browser tests did not run ----------------------------------------------
 
 
+def _runs_on_postgres(nodeid: str) -> bool:
+    """A test's PostgreSQL variant: `postgres` among its parameter ids (not merely in its name)."""
+    _, _, params = nodeid.partition("[")
+    return "postgres" in params.rstrip("]").split("-")
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if not report.skipped:
         return
-    if os.environ.get("REQUIRE_POSTGRES") == "1" and "postgres" in report.nodeid:
+    if os.environ.get("REQUIRE_POSTGRES") == "1" and _runs_on_postgres(report.nodeid):
         _skipped_required.append(report.nodeid)
     if os.environ.get("REQUIRE_BROWSER") == "1" and "browser" in report.keywords:
         _skipped_required.append(report.nodeid)
