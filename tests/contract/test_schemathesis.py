@@ -50,7 +50,7 @@ async def test_the_document_describes_errors_auth_and_validation(make_settings: 
                     assert response["content"]["application/json"]["schema"] == error, (path, method, status)
             assert "status_code" not in str(operation["responses"])
     assert set(spec["paths"]["/chatkit"]["post"]["responses"]) == {
-        "200", "400", "401", "404", "409", "413", "415", "422", "503"
+        "200", "400", "401", "404", "409", "413", "415", "422", "429", "503"
     }  # fmt: skip
     assert set(spec["paths"]["/api/tasks/{task_id}"]["patch"]["responses"]) == {
         "200", "400", "401", "404", "413", "415", "422", "503"

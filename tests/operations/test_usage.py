@@ -259,7 +259,7 @@ async def test_the_operators_commands_set_limits_and_report_every_user(client, d
         "tokens_per_month": 0,
         "usd_per_month": 2.5,
         "messages_per_minute": 9,
-        "max_turns_per_user": 0,
+        "max_turns_per_user": 3,  # the setting's default
     }
     await cli.run(["limits", "set", "alice", "--tokens-per-day", "default", "--messages-per-minute", "0"])
     assert json.loads(capsys.readouterr().out)["tokens_per_day"] == 0  # back to the setting (none)
