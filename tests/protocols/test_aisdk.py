@@ -345,3 +345,17 @@ async def test_two_users_who_pick_the_same_chat_id_get_two_conversations(
     assert len(ids) == 2
     listed = (await auth_live.get("/api/conversations", headers=bearer("bob"))).json()["data"]
     assert [c["id"] for c in listed] == [bob.events[0]["messageMetadata"]["conversationId"]]
+
+
+async def test_inline_files_count_toward_the_message_caps(gemini_settings: Callable[..., Settings]) -> None:
+    def inline(padding: int) -> dict[str, Any]:
+        url = "data:image/png;base64," + base64.b64encode(PNG + b"\0" * padding).decode()
+        return {"type": "file", "mediaType": "image/png", "url": url}
+
+    settings = gemini_settings(file_max_bytes=4000, message_attachment_bytes=3000, files_per_message_max=2)
+    async with live(settings) as client:
+        # Each file is under FILE_MAX_BYTES; together they are over MESSAGE_ATTACHMENT_BYTES.
+        both = await post(client, body(new_chat(), user("two", inline(1700), inline(1700))))
+        assert error_of(both) == (413, "attachments_too_large")
+        three = await post(client, body(new_chat(), user("three", inline(0), inline(0), inline(0))))
+        assert error_of(three) == (422, "too_many_attachments")
