@@ -89,7 +89,7 @@ async def test_the_running_turns_of_one_user_are_limited_across_processes(
     gemini_settings: Callable[..., Settings], fake: FakeGemini
 ) -> None:
     """Two apps on one database (two processes' worth of state): 3 replies may run at once, the rest get 429."""
-    fake.default_turn = text_turn(["slow "] * 10, delay=0.3)
+    fake.default_turn = text_turn(["slow "] * 10, delay=1.0)  # 10 s: every request starts while the first three run
     settings = gemini_settings(max_turns_per_user=3)
     async with (
         serve(create_app(settings)) as one,
