@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -16,6 +16,10 @@ from backend.storable import SafeJSON, SafeString, SafeText
 
 TITLE_MAX = 200
 NOTES_MAX = 4000
+FEEDBACK_COMMENT_MAX = 2000
+
+FeedbackRating = Literal["up", "down"]
+"""A thumbs up or down on an assistant message."""
 
 REQUEST_BODY = SQLModel.model_config | {"extra": "forbid"}
 """The config of a JSON request body: an unknown field is a 422 that names it, never silently ignored."""
@@ -215,6 +219,57 @@ class Instance(SQLModel, table=True):
     heartbeat_at: datetime = Field(default_factory=utcnow)
 
 
+class MessageFeedback(SQLModel, table=True):
+    """The owner's thumbs up or down (and an optional comment) on one assistant message; at most one per message.
+
+    `created_at` is the first rating, `updated_at` the latest change. Deleted with its message.
+    """
+
+    __tablename__ = "message_feedback"  # pyright: ignore[reportAssignmentType]
+    __table_args__ = (Index("ix_message_feedback_rating_updated", "rating", "updated_at"),)
+
+    message_id: uuid.UUID = Field(
+        sa_column_args=[ForeignKey("messages.id", ondelete="CASCADE")], primary_key=True, nullable=False
+    )
+    conversation_id: uuid.UUID
+    user_id: str = Field(max_length=255)
+    rating: str = Field(sa_type=String(8))
+    comment: str | None = Field(default=None, sa_type=SafeText)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class FeedbackUpdate(SQLModel):
+    """PUT body of a reply's feedback: `rating` (`up`, `down`, or null to remove the feedback) and an optional comment.
+
+    Unknown fields are refused (422 naming them).
+    """
+
+    model_config = REQUEST_BODY
+
+    rating: FeedbackRating | None = Field(description="`up`, `down`, or null to remove the feedback.")
+    comment: str | None = Field(
+        default=None,
+        description=f"Why (at most {FEEDBACK_COMMENT_MAX} characters after trimming; only with a rating).",
+    )
+
+
+class FeedbackPublic(SQLModel):
+    """A reply's feedback as the API returns it."""
+
+    rating: FeedbackRating
+    comment: str | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class MessageFeedbackPublic(SQLModel):
+    """The answer to a feedback PUT: the message and its feedback now (null once removed)."""
+
+    message_id: uuid.UUID
+    feedback: FeedbackPublic | None = None
+
+
 class ToolCallPublic(SQLModel):
     """A tool call the assistant made, with its result once it ran."""
 
@@ -249,6 +304,7 @@ class MessagePublic(SQLModel):
     attachments: list[AttachmentPublic] = Field(
         default_factory=list, description="The files sent with a user message, in order."
     )
+    feedback: FeedbackPublic | None = Field(default=None, description="The owner's rating of an assistant message.")
     created_at: datetime
 
 

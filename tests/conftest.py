@@ -28,6 +28,7 @@ from tests.seeding import client_for
 
 SECRET = "test-secret-that-is-at-least-32-bytes-long"
 TABLES = (
+    "message_feedback",
     "usage_records",
     "user_limits",
     "rate_windows",

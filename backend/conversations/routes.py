@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from litestar import Controller, delete, get, patch, post
+from litestar import Controller, delete, get, patch, post, put
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
@@ -22,6 +22,8 @@ from backend.models import (
     ConversationPublic,
     ConversationsPublic,
     ConversationUpdate,
+    FeedbackUpdate,
+    MessageFeedbackPublic,
     StopPublic,
 )
 from backend.pagination import DEFAULT_LIMIT, MAX_LIMIT
@@ -113,6 +115,25 @@ class ConversationController(Controller):
     ) -> None:
         """Delete a conversation and all its messages."""
         await conversation_rows.delete_conversation(user.id, conversation_id)
+
+    @put(
+        "/{conversation_id:uuid}/messages/{message_id:uuid}/feedback",
+        operation_id="SetMessageFeedback",
+        status_code=200,
+    )
+    async def set_feedback(
+        self,
+        conversation_rows: NamedDependency[ConversationRows],
+        user: NamedDependency[User],
+        conversation_id: FromPath[uuid.UUID],
+        message_id: FromPath[uuid.UUID],
+        data: JSONBody[FeedbackUpdate],
+    ) -> MessageFeedbackPublic:
+        """Rate an assistant message `up` or `down` with an optional comment, or remove the rating with null.
+
+        A user message is `422 not_an_assistant_message`; another user's conversation or message is `404`.
+        """
+        return await conversation_rows.set_feedback(user.id, conversation_id, message_id, data.rating, data.comment)
 
     @post("/{conversation_id:uuid}/stop", operation_id="StopConversationRun", status_code=200)
     async def stop(

@@ -14,7 +14,16 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.errors import InvalidInputError
 from backend.files.service import files_of_messages
-from backend.models import AttachmentPublic, Conversation, ConversationSummary, Message, MessagePublic, MessageRole
+from backend.models import (
+    AttachmentPublic,
+    Conversation,
+    ConversationSummary,
+    FeedbackPublic,
+    Message,
+    MessageFeedback,
+    MessagePublic,
+    MessageRole,
+)
 from backend.ownership import owned
 from backend.pagination import (
     BAD_CURSOR,
@@ -120,17 +129,28 @@ async def list_messages(
     return rows, encode_cursor(rows[-1].seq) if more else None
 
 
+async def feedback_of_messages(session: AsyncSession, message_ids: list[uuid.UUID]) -> dict[uuid.UUID, FeedbackPublic]:
+    """The feedback on several messages (those without any are absent), in one query."""
+    if not message_ids:
+        return {}
+    rows = await session.exec(select(MessageFeedback).where(col(MessageFeedback.message_id).in_(message_ids)))
+    return {row.message_id: FeedbackPublic.model_validate(row) for row in rows.all()}
+
+
 async def public_messages(session: AsyncSession, messages: list[Message]) -> list[MessagePublic]:
-    """A page of messages in their API shape, with the attachments of the user messages (one query per page).
+    """A page of messages in their API shape, with user messages' attachments and replies' feedback.
+
+    One query each per page.
 
     Args:
         session: An open session.
         messages: One page, from `list_messages`.
 
     Returns:
-        The messages with `attachments` filled in.
+        The messages with `attachments` and `feedback` filled in.
     """
     files = await files_of_messages(session, [m.id for m in messages if m.role == MessageRole.USER])
+    feedback = await feedback_of_messages(session, [m.id for m in messages if m.role == MessageRole.ASSISTANT])
     return [
         MessagePublic.model_validate(
             message,
@@ -138,7 +158,8 @@ async def public_messages(session: AsyncSession, messages: list[Message]) -> lis
                 "attachments": [
                     AttachmentPublic(id=f.id, name=f.name, content_type=f.content_type, size=f.size)
                     for f in files.get(message.id, ())
-                ]
+                ],
+                "feedback": feedback.get(message.id),
             },
         )
         for message in messages

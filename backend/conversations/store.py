@@ -1,4 +1,4 @@
-"""The conversation rows that REST owns: renaming, archiving and deleting a user's conversation."""
+"""The conversation rows that REST owns: renaming, archiving and deleting a user's conversation, rating its replies."""
 
 from __future__ import annotations
 
@@ -6,16 +6,41 @@ import logging
 import uuid
 
 from sqlalchemy import and_, delete
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 
 from backend.conversations.service import CONVERSATION_NOT_FOUND, get_conversation
 from backend.db import Database
-from backend.errors import NotFoundError
+from backend.errors import InvalidInputError, NotFoundError
 from backend.files import service as file_service
 from backend.files.storage import FileStorage
-from backend.models import Conversation, utcnow
+from backend.models import (
+    FEEDBACK_COMMENT_MAX,
+    Conversation,
+    FeedbackPublic,
+    FeedbackRating,
+    Message,
+    MessageFeedback,
+    MessageFeedbackPublic,
+    MessageRole,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
+
+MESSAGE_NOT_FOUND = "Message not found."
+
+
+def feedback_comment(comment: str | None) -> str | None:
+    """A feedback comment as stored: trimmed, empty as None.
+
+    Raises:
+        InvalidInputError: Longer than `FEEDBACK_COMMENT_MAX` characters after trimming.
+    """
+    text = (comment or "").strip()
+    if len(text) > FEEDBACK_COMMENT_MAX:
+        raise InvalidInputError(f"comment: at most {FEEDBACK_COMMENT_MAX} characters")
+    return text or None
 
 
 class ConversationRows:
@@ -50,6 +75,79 @@ class ConversationRows:
             await session.commit()
             await session.refresh(conversation)  # as stored (see backend.storable)
             return conversation
+
+    async def set_feedback(
+        self,
+        user_id: str,
+        conversation_id: uuid.UUID,
+        message_id: uuid.UUID,
+        rating: FeedbackRating | None,
+        comment: str | None = None,
+    ) -> MessageFeedbackPublic:
+        """Rate one assistant message of the user's conversation (`rating` None removes the rating and its comment).
+
+        The one entry point for feedback, whatever the protocol: REST's `PUT .../feedback` and any adapter call it.
+
+        Args:
+            user_id: The caller; only the conversation's owner may rate its replies.
+            conversation_id: The conversation.
+            message_id: An assistant message of that conversation.
+            rating: `up`, `down`, or None to remove.
+            comment: Optional, with a rating only; trimmed, at most `FEEDBACK_COMMENT_MAX` characters.
+
+        Returns:
+            The message id and its feedback now (None once removed).
+
+        Raises:
+            NotFoundError: The conversation or the message does not exist, or belongs to another user.
+            InvalidInputError: The message is the user's own (`not_an_assistant_message`), the comment is too long,
+                or a comment comes without a rating.
+        """
+        text = feedback_comment(comment)
+        if rating is None and text is not None:
+            raise InvalidInputError("comment: only with a rating")
+        try:
+            return await self._write_feedback(user_id, conversation_id, message_id, rating, text)
+        except IntegrityError:  # a concurrent first rating of the same message won the insert: update it
+            return await self._write_feedback(user_id, conversation_id, message_id, rating, text)
+
+    async def _write_feedback(
+        self,
+        user_id: str,
+        conversation_id: uuid.UUID,
+        message_id: uuid.UUID,
+        rating: FeedbackRating | None,
+        comment: str | None,
+    ) -> MessageFeedbackPublic:
+        async with self.database.sessions() as session:
+            await get_conversation(session, user_id, conversation_id)
+            message = await session.get(Message, message_id)
+            if message is None or message.conversation_id != conversation_id:
+                raise NotFoundError(MESSAGE_NOT_FOUND)
+            if message.role != MessageRole.ASSISTANT:
+                raise InvalidInputError("Only assistant messages can be rated.", code="not_an_assistant_message")
+            row = await session.get(MessageFeedback, message_id)
+            if rating is None:
+                if row is not None:
+                    await session.delete(row)
+                    await session.commit()
+                return MessageFeedbackPublic(message_id=message_id, feedback=None)
+            now = utcnow()
+            if row is None:
+                row = MessageFeedback(
+                    message_id=message_id,
+                    conversation_id=conversation_id,
+                    user_id=user_id,
+                    rating=rating,
+                    created_at=now,
+                )
+            row.rating = rating
+            row.comment = comment
+            row.updated_at = now
+            session.add(row)
+            await session.commit()
+            await session.refresh(row)
+            return MessageFeedbackPublic(message_id=message_id, feedback=FeedbackPublic.model_validate(row))
 
     async def delete_conversation(self, user_id: str, conversation_id: uuid.UUID) -> None:
         """Delete a conversation and the files attached only in it; the database cascades to its messages and logs.

@@ -23,6 +23,7 @@ MESSAGE_KEYS = {
     "parts",
     "tool_calls",
     "attachments",
+    "feedback",
     "status",
     "error_code",
     "agent",

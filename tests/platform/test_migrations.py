@@ -33,6 +33,7 @@ APP_TABLES = {
     "usage_records",
     "user_limits",
     "rate_windows",
+    "message_feedback",
 }
 
 
