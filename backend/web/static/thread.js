@@ -3,6 +3,8 @@
 import { attachmentList } from "./attachments.js";
 import { currentToken } from "./auth.js";
 import { el } from "./dom.js";
+import { showFeedback } from "./feedback.js";
+import { currentConversation } from "./page.js";
 import { ReplyView } from "./reply.js";
 import { updateWidget } from "./widgets.js";
 
@@ -68,6 +70,9 @@ function assistantFromHistory(message, { onRetry, previousAgent }) {
   // A reply cut short by a server restart is saved as cancelled or interrupted *with* an error code: show both.
   if (message.status === "error" || message.error_code) view.showError(errorText(message.error_code), onRetry);
   view.finish({ paused: message.status === "requires_action" });
+  if (message.status !== "requires_action") {
+    showFeedback(view, { conversationId: currentConversation(), messageId: message.id, feedback: message.feedback });
+  }
   return view;
 }
 

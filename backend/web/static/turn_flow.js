@@ -5,6 +5,7 @@
 import { api } from "./api.js";
 import { runClientTool } from "./client_tools.js";
 import { focusComposer, giveBack, updateComposer } from "./composer.js";
+import { showFeedback } from "./feedback.js";
 import {
   announce,
   currentConversation,
@@ -221,6 +222,7 @@ async function runTurn(turn, go, { retry: onRetry, onFailure }) {
   }
   const paused = !turn.stopped && ["approval_required", "client_tool"].includes(turn.finishReason);
   view.finish({ paused });
+  if (!paused && turn.finished) showFeedback(view, { conversationId: turn.conversationId, messageId: turn.messageId });
   if (running === turn) running = null;
   const conversation = turn.conversationId && conversationById(turn.conversationId);
   if (conversation && view.text) conversation.preview = truncate(flatten(view.text), PREVIEW_CHARS);
