@@ -16,7 +16,7 @@ from litestar.plugins.prometheus import PrometheusConfig
 
 from backend import metrics, tracing
 from backend.auth import USER_DEPENDENCY, auth_middleware
-from backend.chat.model import build_model, warm_up
+from backend.chat.model import build_model, build_title_model, warm_up
 from backend.chat.routes import ChatController
 from backend.chat.service import ChatService
 from backend.conversations.routes import ConversationController
@@ -80,7 +80,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.mcp_servers = mcp_servers
         model, model_settings = build_model(settings)
         chat_service = ChatService(
-            database, settings, build_agent(model, model_settings, mcp_servers=mcp_servers.agent_servers)
+            database,
+            settings,
+            build_agent(model, model_settings, mcp_servers=mcp_servers.agent_servers),
+            titles=build_title_model(settings),
         )
         app.state.chat_service = chat_service
         app.state.conversation_rows = ConversationRows(database, chat_service.file_storage)

@@ -83,7 +83,8 @@ class Conversation(ConversationBase, table=True):
     """A chat thread owned by one user.
 
     `run_id` (the running assistant message), `run_owner` (the process running it) and `run_expires_at` are the
-    cross-process run lock; `run_cancel_requested` asks the owner to stop the run.
+    cross-process run lock; `run_cancel_requested` asks the owner to stop the run. A generated title replaces only a
+    `title_source` of `message`, so a user's rename always wins.
     """
 
     __tablename__ = "conversations"  # pyright: ignore[reportAssignmentType]
@@ -98,6 +99,11 @@ class Conversation(ConversationBase, table=True):
     run_owner: uuid.UUID | None = Field(default=None)
     run_cancel_requested: bool = Field(default=False)
     archived: bool = Field(default=False)
+    title_source: str = Field(
+        default="message",
+        sa_type=String(16),
+        description="Where the title came from: `message` (its first message), `model` (generated) or `user`.",
+    )
 
 
 class ConversationUpdate(SQLModel):

@@ -119,6 +119,16 @@ class Settings(BaseSettings):
         ),
     )
     max_turns: int = Field(default=10, ge=1, le=100)
+    titles: bool = Field(
+        default=True,
+        description="Name a new conversation with the model after its first message (`off`: keep the message's start).",
+    )
+    title_model: str | None = Field(
+        default=None, description="The LiteLLM model string for titles (default: `MODEL`); same key and base URL."
+    )
+    title_timeout_seconds: float = Field(
+        default=15.0, gt=0, le=120, description="Give up on a title call after this; the first-message title stays."
+    )
 
     auth_secret: str | None = Field(
         default=None, validation_alias=AliasChoices("AUTH_SECRET", "BETTER_AUTH_SECRET", "JWT_SECRET")

@@ -121,6 +121,7 @@ def make_settings(clean_db: str, tmp_path: Path) -> Callable[..., Settings]:
             "gemini_api_key": None,
             "gemini_api_base": None,
             "offline_model": True,
+            "titles": False,  # a title call would take a scripted turn of the fake Gemini; title tests turn it on
             "host": "127.0.0.1",
             "log_level": "WARNING",
             "cors_origins": [],

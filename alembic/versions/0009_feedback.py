@@ -1,4 +1,4 @@
-"""feedback: a thumbs up or down, with an optional comment, on an assistant message
+"""feedback on replies (a thumbs up or down, an optional comment); where a conversation's title came from
 
 Revision ID: 0009
 Revises: 0006
@@ -20,6 +20,10 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("conversations", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("title_source", sa.String(length=16), nullable=False, server_default=sa.text("'message'"))
+        )
     op.create_table(
         "message_feedback",
         sa.Column("message_id", sa.Uuid(), nullable=False),
@@ -40,3 +44,5 @@ def downgrade() -> None:
     with op.batch_alter_table("message_feedback", schema=None) as batch_op:
         batch_op.drop_index("ix_message_feedback_rating_updated")
     op.drop_table("message_feedback")
+    with op.batch_alter_table("conversations", schema=None) as batch_op:
+        batch_op.drop_column("title_source")

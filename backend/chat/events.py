@@ -134,6 +134,17 @@ class Error(msgspec.Struct, tag="error", tag_field="type"):
     retryable: bool
 
 
+class Title(msgspec.Struct, tag="title", tag_field="type"):
+    """The conversation got its generated title (sent at most once, in a new conversation's first turn).
+
+    The title model runs alongside the first reply; when it answers after `done` there is no event and the title
+    shows on the next list. A user's rename always wins: no `title` follows one.
+    """
+
+    conversation_id: str
+    title: str
+
+
 class Done(msgspec.Struct, tag="done", tag_field="type"):
     """Last event of every stream."""
 
@@ -144,7 +155,18 @@ class Done(msgspec.Struct, tag="done", tag_field="type"):
 
 
 Event = (
-    Start | Agent | Text | Thinking | ToolCall | ToolResult | Widget | ApprovalRequest | ClientToolCall | Error | Done
+    Start
+    | Agent
+    | Text
+    | Thinking
+    | ToolCall
+    | ToolResult
+    | Widget
+    | ApprovalRequest
+    | ClientToolCall
+    | Title
+    | Error
+    | Done
 )
 
 DONE_FRAME = b"data: [DONE]\n\n"

@@ -18,10 +18,18 @@ from agents.retry import ModelRetrySettings
 
 from backend.chat.litellm_guard import GuardedLitellmModel, TruncatedStreamError
 from backend.chat.litellm_model import FinishChunkLitellmModel
+from backend.chat.titles import LitellmTitles, TitleModel
 from backend.settings import Settings
-from backend.team.offline import OfflineModel
+from backend.team.offline import OfflineModel, OfflineTitles
 
-__all__ = ["FinishChunkLitellmModel", "GuardedLitellmModel", "TruncatedStreamError", "build_model", "warm_up"]
+__all__ = [
+    "FinishChunkLitellmModel",
+    "GuardedLitellmModel",
+    "TruncatedStreamError",
+    "build_model",
+    "build_title_model",
+    "warm_up",
+]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +74,24 @@ def build_model(settings: Settings) -> tuple[Model, ModelSettings]:
             settings.model, base_url=settings.gemini_api_base, api_key=settings.gemini_api_key, usage_source=source
         )
     return model, model_settings
+
+
+def build_title_model(settings: Settings) -> TitleModel | None:
+    """What names new conversations.
+
+    None with `TITLES=off`, the offline demo's titles without a provider key, else `TITLE_MODEL` (default `MODEL`)
+    through LiteLLM with the chat's key and base URL.
+    """
+    if not settings.titles:
+        return None
+    if settings.use_offline_model:
+        return OfflineTitles()
+    return LitellmTitles(
+        settings.title_model or settings.model,
+        api_key=settings.gemini_api_key,
+        api_base=settings.gemini_api_base,
+        timeout_seconds=settings.title_timeout_seconds,
+    )
 
 
 WARM_UP_REPLY = "warm"

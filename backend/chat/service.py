@@ -31,6 +31,7 @@ from backend.chat.pause import PausedState, Resume, answers_to
 from backend.chat.reply import Reply
 from backend.chat.store import BegunTurn, ConversationStore, ExistingTurn, TurnRequest
 from backend.chat.team import agents_by_name
+from backend.chat.titles import TitleModel, clean_title
 from backend.chat.turn import TurnLimits, TurnRun
 from backend.chat.widgets import widget_json
 from backend.db import Database, libpq_dsn
@@ -83,6 +84,7 @@ class ChatService:
         *,
         instance_id: uuid.UUID | None = None,
         file_storage: FileStorage | None = None,
+        titles: TitleModel | None = None,
     ) -> None:
         """Create the service.
 
@@ -93,12 +95,14 @@ class ChatService:
                 turns start with the agent that answered last (see `start_agent`).
             instance_id: This process's id for run ownership (random by default).
             file_storage: Where attachment bytes live (built from the settings by default).
+            titles: What names a new conversation after its first message (None: it keeps the message's start).
         """
         self.database = database
         self.file_storage = file_storage or create_storage(settings)
         self.settings = settings
         self.agent = agent
         self.agents = agents_by_name(agent)
+        self.titles = titles
         self.store = ConversationStore(
             database,
             instance_id=instance_id or uuid.uuid4(),
@@ -279,7 +283,30 @@ class ChatService:
             run_input=run_input,
             budget=budget,
         )
+        if begun.created and self.titles is not None and begun.history and begun.history[-1].content.strip():
+            self._name_soon(run, begun.history[-1].content)
         return Subscription(begun.message_id, run=run)
+
+    def _name_soon(self, run: TurnRun, message: str) -> None:
+        """Name the new conversation in the background, alongside its first reply (which never waits for it)."""
+        task = asyncio.get_running_loop().create_task(self._name(run, message), name=f"title-{run.conversation_id}")
+        self.leftovers.add(task)
+        task.add_done_callback(self.leftovers.discard)
+
+    async def _name(self, run: TurnRun, message: str) -> None:
+        assert self.titles is not None
+        try:
+            async with asyncio.timeout(self.settings.title_timeout_seconds):
+                title = clean_title(await self.titles.title(message))
+            if title is None:
+                log.warning("title of conversation %s: the model's answer was empty", run.conversation_id)
+                return
+            if not await self.store.set_generated_title(run.conversation_id, title):
+                return  # renamed by the user meanwhile (or deleted): the rename wins
+        except Exception as error:  # the first-message title stays; never the text, only what went wrong
+            log.warning("title of conversation %s failed (%s)", run.conversation_id, type(error).__name__)
+            return
+        run.show_title(title)
 
     async def _input_of(self, begun: BegunTurn) -> list[TResponseInputItem]:
         if begun.created and not begun.files:  # its whole history is this message

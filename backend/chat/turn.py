@@ -33,6 +33,7 @@ from backend.chat.events import (
     Event,
     FinishReason,
     Start,
+    Title,
     Usage,
     Widget,
     frame,
@@ -182,6 +183,17 @@ class TurnRun:
         event = Widget(widget_id, widget_json(validate_widget(widget)))
         self.reply.add(event)
         self._emit(event)
+
+    def show_title(self, title: str) -> bool:
+        """Stream the conversation's generated title while the turn still streams (never after its `done`).
+
+        Returns:
+            Whether the event was sent (False: the turn is ending or ended; the title shows on the next list).
+        """
+        if self.finishing or self.cancel_reason is not None or self.task is None or self.task.done():
+            return False
+        self._emit(Title(str(self.conversation_id), title))
+        return True
 
     def _emit(self, event: Event) -> None:
         if self.cancel_reason == "lost":

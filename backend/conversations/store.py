@@ -68,6 +68,7 @@ class ConversationRows:
             conversation = await get_conversation(session, user_id, conversation_id)
             if title is not None:
                 conversation.title = title
+                conversation.title_source = "user"  # a title generated later never replaces it
                 conversation.updated_at = utcnow()
             if archived is not None:
                 conversation.archived = archived

@@ -480,3 +480,17 @@ def _output_text(item: object) -> str:
     if isinstance(item, ResponseOutputMessage) and item.content and isinstance(item.content[0], ResponseOutputText):
         return item.content[0].text
     return ""
+
+
+class OfflineTitles:
+    """The offline demo's conversation titles: deterministic, from the first message's first words."""
+
+    async def title(self, message: str) -> str:
+        """The first six words of `message`, each capitalized (`add buy milk` gives `Add Buy Milk`)."""
+        return offline_title(message)
+
+
+def offline_title(message: str) -> str:
+    """The offline demo's title of a conversation that starts with `message` (the same message, the same title)."""
+    words = re.findall("[^\\W_][\\w'\u2019-]*", message)[:6]
+    return " ".join(word[:1].upper() + word[1:] for word in words)

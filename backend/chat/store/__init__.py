@@ -7,7 +7,8 @@ One facade over small modules, each owning one seam:
 - `turns`: the turn's own rows (begin, pause and resume, finish, abandon, and the reads of where a turn stands);
 - `event_log`: the SSE event log (append, read, prune) and its PostgreSQL notifications;
 - `takeover`: heartbeats, the takeover of turns whose process died, and stop requests;
-- `actions`: a widget action's transaction and what it changed.
+- `actions`: a widget action's transaction and what it changed;
+- `titles`: a generated title, which never replaces a user's rename.
 The conversation rows that REST owns (rename, delete) live in `backend.conversations.store`.
 
 `ConversationStore` builds the parts for one process and exposes their methods under one name; it adds no logic.
@@ -32,6 +33,7 @@ from backend.chat.store.rows import (
     TurnRequest,
 )
 from backend.chat.store.takeover import Takeover
+from backend.chat.store.titles import TitleRows
 from backend.chat.store.turns import TurnRows, make_title
 from backend.db import Database
 
@@ -113,3 +115,4 @@ class ConversationStore:
         self.cancel_requests = self.takeover.cancel_requests
         self.request_stop = self.takeover.request_stop
         self.action = self.actions.action
+        self.set_generated_title = TitleRows(database).set_generated_title

@@ -25,6 +25,7 @@ from backend.chat.events import (
     Start,
     Text,
     Thinking,
+    Title,
     ToolCall,
     ToolResult,
     Widget,
@@ -111,6 +112,9 @@ class Encoder:
         elif isinstance(event, Widget):
             chunks += self._close_block()
             chunks.append({"type": "data-widget", "id": event.id, "data": event.widget})
+        elif isinstance(event, Title):  # not part of the message: a transient data part, and the metadata's title
+            chunks.append({"type": "data-title", "data": {"title": event.title}, "transient": True})
+            chunks.append({"type": "message-metadata", "messageMetadata": {"title": event.title}})
         elif isinstance(event, Error):
             chunks += self._close_block()
             chunks.append({"type": "error", "errorText": event.message})

@@ -71,6 +71,16 @@ export interface ClientToolCallEvent {
   args: { [key: string]: JsonValue };
 }
 
+/** The conversation got its generated title (sent at most once, in a new conversation's first turn).
+
+    The title model runs alongside the first reply; when it answers after `done` there is no event and the title
+    shows on the next list. A user's rename always wins: no `title` follows one. */
+export interface Title {
+  type: "title";
+  conversation_id: string;
+  title: string;
+}
+
 /** The run failed. The code is from a small stable set; the message is ours, never provider text. */
 export interface ErrorEvent {
   type: "error";
@@ -149,7 +159,7 @@ export interface ClientToolPart {
 }
 
 /** One SSE event of `POST /chatkit` and `GET /chatkit/{message_id}/stream`: the JSON of one `data:` line, told apart by `type`. Every field is always sent. A stream opens with `start` and ends with `done`, then the frame `data: [DONE]`. */
-export type Event = StartEvent | AgentEvent | TextEvent | ThinkingEvent | ToolCallEvent | ToolResultEvent | WidgetEvent | ApprovalRequestEvent | ClientToolCallEvent | ErrorEvent | DoneEvent;
+export type Event = StartEvent | AgentEvent | TextEvent | ThinkingEvent | ToolCallEvent | ToolResultEvent | WidgetEvent | ApprovalRequestEvent | ClientToolCallEvent | Title | ErrorEvent | DoneEvent;
 
 /** One part of a stored reply (`messages[].parts` of `GET /api/conversations/{id}`), in order, told apart by `type`. */
 export type Part = TextPart | ThinkingPart | AgentPart | ToolCallPart | WidgetPart | ApprovalPart | ClientToolPart;
@@ -162,6 +172,8 @@ export interface ToolOutput {
   value?: JsonValue;
   [key: string]: JsonValue | undefined;
 }
+
+export type #/$defs/Title = JsonValue;
 
 /** The `type` of every event. */
 export type EventType = Event["type"];

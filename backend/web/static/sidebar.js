@@ -57,6 +57,18 @@ export function upsertConversationOnTop(summary) {
   renderConversations();
 }
 
+/**
+ * A conversation's title changed on the server (its generated title arrived): update it in place, without moving it.
+ * Returns false while the user is renaming it here (their rename wins) or when it is not in the list.
+ */
+export function retitleConversation(id, title) {
+  const conversation = conversationById(id);
+  if (!conversation || editingId === id) return false;
+  conversation.title = title;
+  renderConversations();
+  return true;
+}
+
 /** Take a conversation out of the list (deleted, or found missing); the caller renders. */
 export function removeConversation(id) {
   conversations = conversations.filter((c) => c.id !== id);

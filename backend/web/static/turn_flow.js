@@ -18,6 +18,7 @@ import {
   conversationById,
   loadConversations,
   renderConversations,
+  retitleConversation,
   showListError,
   upsertConversationOnTop,
 } from "./sidebar.js";
@@ -168,7 +169,7 @@ export function rejoinTurn(conversationId, view) {
 }
 
 function newTurn(view, { conversationId, messageId = null }) {
-  const turn = new Turn({ api, view, conversationId, messageId, onStart: onTurnStart });
+  const turn = new Turn({ api, view, conversationId, messageId, onStart: onTurnStart, onTitle });
   turn.newConversation = !conversationId;
   return turn;
 }
@@ -191,6 +192,15 @@ function onTurnStart(turn, event) {
     renderConversations();
   }
   if (turn.stopRequested) requestStop(turn);
+}
+
+/** The conversation's generated title arrived on the stream: show it in the list and, if it is open, the heading. */
+function onTitle(event) {
+  if (!retitleConversation(event.conversation_id, event.title)) return;
+  if (currentConversation() === event.conversation_id) {
+    setHeading(event.title);
+    document.title = `${event.title} · Chat`;
+  }
 }
 
 /**

@@ -51,13 +51,15 @@ export class Turn {
    * @param {string|null} options.conversationId The conversation (null for a new one, until `start`).
    * @param {string|null} options.messageId The assistant message (known when rejoining or answering).
    * @param {(turn: Turn, event: object) => void} options.onStart Called on each `start` event.
+   * @param {(event: object) => void} options.onTitle Called when the conversation's generated title arrives.
    */
-  constructor({ api, view, conversationId = null, messageId = null, onStart = () => {} }) {
+  constructor({ api, view, conversationId = null, messageId = null, onStart = () => {}, onTitle = () => {} }) {
     this.api = api;
     this.view = view;
     this.conversationId = conversationId;
     this.messageId = messageId;
     this.onStart = onStart;
+    this.onTitle = onTitle;
     this.controller = new AbortController();
     this.lastEventId = null;
     this.started = false;
@@ -118,6 +120,9 @@ export class Turn {
       case "error":
         this.failed = true;
         this.errorEvent = event;
+        break;
+      case "title":
+        this.onTitle(event);
         break;
       case "done":
         this.finished = true;
