@@ -43,6 +43,7 @@ _EVENT_NAMES = {
     "Widget": "WidgetEvent",
     "ApprovalRequest": "ApprovalRequestEvent",
     "ClientToolCall": "ClientToolCallEvent",
+    "Title": "TitleEvent",
     "Error": "ErrorEvent",
     "Done": "DoneEvent",
 }
@@ -87,7 +88,8 @@ def definitions() -> dict[str, Json]:
             }
             node["oneOf"] = node.pop("anyOf")
         title = node.get("title")
-        if isinstance(title, str) and title not in names:
+        is_schema = "type" in node or "properties" in node or "anyOf" in node  # not a discriminator's `mapping`
+        if isinstance(title, str) and title not in names and is_schema:
             hoisted[title] = node
             return {"$ref": f"#/$defs/{title}"}
         return node

@@ -335,6 +335,18 @@ class ConversationDetail(ConversationPublic):
     next_cursor: str | None = None
 
 
+class ConversationExport(ConversationPublic):
+    """A whole conversation for export (`GET /api/conversations/{id}/export?format=json`).
+
+    Every message of `branches` (`active`: the path the model sees) with its parts, tool calls, attachments (by name)
+    and feedback.
+    """
+
+    exported_at: datetime
+    branches: Literal["active", "all"] = "active"
+    messages: list[MessagePublic]
+
+
 # --- tasks ---------------------------------------------------------------------------------------------------------
 
 

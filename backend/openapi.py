@@ -254,6 +254,22 @@ def _document_contract(spec_paths: dict[str, PathItem], schemas: dict[str, Schem
             )
 
 
+EXPORT = ("/api/conversations/{conversation_id}/export", "get")
+
+
+def _document_export(spec_paths: dict[str, PathItem]) -> None:
+    """The export answers JSON or, with `format=markdown`, a Markdown transcript: both media types on its 200."""
+    path, method = EXPORT
+    operation: Operation | None = getattr(spec_paths.get(path), method, None)
+    if operation is None or not operation.responses:
+        return
+    answer = operation.responses.get("200")
+    if isinstance(answer, OpenAPIResponse) and answer.content is not None:
+        answer.content["text/markdown"] = OpenAPIMediaType(
+            schema=Schema(type=OpenAPIType.STRING, description="A readable transcript (`format=markdown`).")
+        )
+
+
 def _upload_body() -> RequestBody:
     """`POST /api/files` reads its multipart body itself (to stop at the size limit), so Litestar cannot see it."""
     form = Schema(
@@ -387,6 +403,7 @@ def document_api(app: Litestar, settings: Settings) -> None:
     _refine_request_schemas(schemas, settings)
     spec.paths = dict(spec.paths or {})
     _document_contract(spec.paths, schemas)
+    _document_export(spec.paths)
     if bearer:
         spec.components.security_schemes = {
             **(spec.components.security_schemes or {}),

@@ -135,11 +135,9 @@ class Error(msgspec.Struct, tag="error", tag_field="type"):
 
 
 class Title(msgspec.Struct, tag="title", tag_field="type"):
-    """The conversation got its generated title (sent at most once, in a new conversation's first turn).
+    """A new conversation's generated title: sent once in its first turn if stored before `done`, else on lists."""
 
-    The title model runs alongside the first reply; when it answers after `done` there is no event and the title
-    shows on the next list. A user's rename always wins: no `title` follows one.
-    """
+    # The title model runs alongside the first reply; a user's rename always wins (no `title` follows one).
 
     conversation_id: str
     title: str

@@ -302,11 +302,13 @@ class ChatService:
                 log.warning("title of conversation %s: the model's answer was empty", run.conversation_id)
                 return
             if not await self.store.set_generated_title(run.conversation_id, title):
-                return  # renamed by the user meanwhile (or deleted): the rename wins
+                log.info("conversation %s keeps its title: renamed by the user (or deleted)", run.conversation_id)
+                return
         except Exception as error:  # the first-message title stays; never the text, only what went wrong
             log.warning("title of conversation %s failed (%s)", run.conversation_id, type(error).__name__)
             return
-        run.show_title(title)
+        sent = run.show_title(title)
+        log.info("conversation %s titled by the model (%s)", run.conversation_id, "streamed" if sent else "stored")
 
     async def _input_of(self, begun: BegunTurn) -> list[TResponseInputItem]:
         if begun.created and not begun.files:  # its whole history is this message

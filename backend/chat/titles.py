@@ -67,7 +67,6 @@ class LitellmTitles:
             api_base=self.api_base,
             timeout=self.timeout_seconds,
             num_retries=0,
-            temperature=0.2,
         )
         content = response.choices[0].message.content  # pyright: ignore[reportAttributeAccessIssue, reportUnknownMemberType]
         return content if isinstance(content, str) else ""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from litestar import Controller, delete, get, patch, post, put
+from litestar import Controller, Response, delete, get, patch, post, put
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
@@ -16,9 +16,17 @@ from backend.auth import User
 from backend.chat.routes import provide_chat_service
 from backend.chat.service import ChatService
 from backend.conversations import service as conversation_service
+from backend.conversations.export import (
+    ExportFormat,
+    content_disposition,
+    export_conversation,
+    export_filename,
+    to_markdown,
+)
 from backend.conversations.store import ConversationRows
 from backend.models import (
     ConversationDetail,
+    ConversationExport,
     ConversationPublic,
     ConversationsPublic,
     ConversationUpdate,
@@ -91,6 +99,27 @@ class ConversationController(Controller):
                 "active_message_id": conversation.run_id,
             },
         )
+
+    @get("/{conversation_id:uuid}/export", operation_id="ExportConversation")
+    async def export(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        user: NamedDependency[User],
+        conversation_id: FromPath[uuid.UUID],
+        export_format: Annotated[
+            ExportFormat, QueryParameter(name="format", description="`json` (default) or `markdown`.")
+        ] = "json",
+    ) -> Response[ConversationExport]:
+        """Export the whole conversation as a download: every message with tool calls, attachments and feedback.
+
+        `format=json` gives the messages in their API shape; `format=markdown` a readable transcript
+        (`text/markdown`). Both come with a `Content-Disposition` filename.
+        """
+        export = await export_conversation(db_session, user.id, conversation_id)
+        headers = {"Content-Disposition": content_disposition(export_filename(export, export_format))}
+        if export_format == "markdown":
+            return Response(to_markdown(export), media_type="text/markdown; charset=utf-8", headers=headers)  # type: ignore[arg-type]
+        return Response(export, headers=headers)
 
     @patch("/{conversation_id:uuid}", operation_id="RenameConversation")
     async def rename_conversation(

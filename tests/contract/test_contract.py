@@ -44,7 +44,7 @@ def test_every_event_and_part_type_is_published():
     event_tags = set(definitions["Event"]["discriminator"]["mapping"])
     assert event_tags == {
         "start", "agent", "text", "thinking", "tool_call", "tool_result", "widget", "approval_request",
-        "client_tool_call", "error", "done",
+        "client_tool_call", "title", "error", "done",
     }  # fmt: skip
     assert set(definitions["Part"]["discriminator"]["mapping"]) == {
         "text", "thinking", "agent", "tool_call", "widget", "approval", "client_tool"
@@ -106,10 +106,12 @@ def transcript_source(events: list[dict[str, Any]], parts: list[dict[str, Any]])
 
 
 async def record(client: httpx.AsyncClient, fake: FakeGemini) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Every event type from real streams (a widget, a client tool, an approval, thinking, an error) and the parts."""
+    """Every event type from real streams (a widget, a client tool, an approval, thinking, a title, an error) and the
+    parts."""
     assert (await client.post("/api/tasks", json={"title": "milk"})).status_code == 201
     theme = function_call_turn("set_theme", {"theme": "dark"})
-    fake.script(handoff_turn(), function_call_turn("list_tasks", {}), theme)
+    fake.script_unary(text_turn("Tasks and theme"))  # the title, while the first turn's calls wait 2 s
+    fake.script(handoff_turn(), function_call_turn("list_tasks", {}, delay=2.0), theme)
     first = await chat(client, {"message": "show tasks then dark theme"})
     conversation_id = first.events[0]["conversation_id"]
     call = first.of("client_tool_call")[0]
@@ -132,7 +134,7 @@ async def record(client: httpx.AsyncClient, fake: FakeGemini) -> tuple[list[dict
 async def test_a_recorded_transcript_type_checks_against_the_declarations(
     tsc: list[str], gemini_settings: Callable[..., Settings], fake: FakeGemini, tmp_path: Path
 ):
-    async with live(gemini_settings()) as client:
+    async with live(gemini_settings(titles=True)) as client:
         events, parts = await record(client, fake)
     assert {e["type"] for e in events} == set(contract.definitions()["Event"]["discriminator"]["mapping"])
     assert {p["type"] for p in parts} == set(contract.definitions()["Part"]["discriminator"]["mapping"])

@@ -11,6 +11,8 @@ set to the ``base_url`` returned by :meth:`FakeGemini.start`, e.g. ``http://127.
 
 Every request pops one :class:`Turn` from a FIFO queue filled with :meth:`FakeGemini.script`; when the queue is empty
 :attr:`FakeGemini.default_turn` (a plain ``"ok"`` text turn unless changed) is served, so load tests can run forever.
+Unary ``:generateContent`` requests (e.g. a conversation's title) pop from their own queue first when
+:meth:`FakeGemini.script_unary` filled it, so they can run alongside a streamed turn in any order.
 
 Example:
     ```python
@@ -684,6 +686,7 @@ class FakeGemini:
 
     def __post_init__(self) -> None:
         self._queue: collections.deque[Turn] = collections.deque()
+        self._unary_queue: collections.deque[Turn] = collections.deque()
         self._initial_default = self.default_turn
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
@@ -766,6 +769,17 @@ class FakeGemini:
                 raise TypeError(f"expected a Turn, got {turn!r}")
         self._queue.extend(turns)
 
+    def script_unary(self, *turns: Turn) -> None:
+        """Append turns to the queue of unary (``:generateContent``) requests, served before the main queue.
+
+        Args:
+            *turns: Turns built with the module's builders (their unary reply is served).
+        """
+        for turn in turns:
+            if not isinstance(turn, Turn):
+                raise TypeError(f"expected a Turn, got {turn!r}")
+        self._unary_queue.extend(turns)
+
     @property
     def queued(self) -> int:
         """Number of scripted turns not served yet."""
@@ -774,6 +788,7 @@ class FakeGemini:
     def reset(self) -> None:
         """Clear the queue, the recorded requests and the counters; restore the initial default turn."""
         self._queue.clear()
+        self._unary_queue.clear()
         self.requests.clear()
         self.disconnects = 0
         self.completed = 0
@@ -836,7 +851,8 @@ class FakeGemini:
             "api_key": headers.get("x-goog-api-key", request.query.get("key")),
         }
         self.requests.append(record)
-        turn = self._queue.popleft() if self._queue else self.default_turn
+        queue = self._unary_queue if not stream and self._unary_queue else self._queue
+        turn = queue.popleft() if queue else self.default_turn
         reply = turn.stream if stream else turn.unary
         logger.debug("request %d: %s:%s -> %s turn", len(self.requests), model, method, turn.kind)
 

@@ -63,3 +63,14 @@ def test_settings_import_no_mcp():
 def test_the_allowed_edge_still_exists():
     """If the factory stops falling back to the demo model, drop the exception above rather than keep it stale."""
     assert FACTORY_FALLBACK[1] in full_imports(ROOT / FACTORY_FALLBACK[0])
+
+
+def test_the_operators_feedback_command_needs_no_turn_runtime_protocol_or_team():
+    """`python -m backend.feedback` reads the database only: no turn engine, protocol adapter or example team."""
+    assert offenders("backend/feedback", ("backend.chat", "backend.protocols", "backend.team", "backend.mcp")) == []
+
+
+def test_only_the_model_factory_reaches_the_offline_titles():
+    """The turn engine receives its title model; only the factory picks the offline demo's (the one allowed edge)."""
+    assert offenders("backend/chat/titles.py", ("backend.team",)) == []
+    assert offenders("backend/chat/service.py", ("backend.team", "backend.chat.model")) == []

@@ -14,6 +14,7 @@ from backend.chat.events import (
     Event,
     Start,
     Text,
+    Title,
     ToolCall,
     ToolResult,
     Usage,
@@ -94,3 +95,20 @@ def test_the_text_delta_hot_path_writes_what_the_general_path_writes() -> None:
         "id": "t2",
         "delta": tricky.content,
     }
+
+
+@pytest.mark.parametrize("version", [5, 6, 7])
+def test_a_title_is_a_transient_data_part_and_metadata_that_leaves_the_text_block_open(version: Version) -> None:
+    events: list[Event] = [
+        Start("c", "m", "first words"),
+        Text("Hello "),
+        Title("c", "Greeting"),
+        Text("there."),
+        Done("c", "m", "stop", Usage()),
+    ]
+    sent = chunks(Encoder(version), events)
+    assert {"type": "data-title", "data": {"title": "Greeting"}, "transient": True} in sent
+    assert {"type": "message-metadata", "messageMetadata": {"title": "Greeting"}} in sent
+    assert [c["type"] for c in sent].count("text-start") == 1  # one text block around the title
+    types = {c["type"] for c in sent if not c["type"].startswith("data-")}
+    assert types <= KNOWN[version]

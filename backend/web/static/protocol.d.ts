@@ -71,11 +71,8 @@ export interface ClientToolCallEvent {
   args: { [key: string]: JsonValue };
 }
 
-/** The conversation got its generated title (sent at most once, in a new conversation's first turn).
-
-    The title model runs alongside the first reply; when it answers after `done` there is no event and the title
-    shows on the next list. A user's rename always wins: no `title` follows one. */
-export interface Title {
+/** A new conversation's generated title: sent once in its first turn if stored before `done`, else on lists. */
+export interface TitleEvent {
   type: "title";
   conversation_id: string;
   title: string;
@@ -159,7 +156,7 @@ export interface ClientToolPart {
 }
 
 /** One SSE event of `POST /chatkit` and `GET /chatkit/{message_id}/stream`: the JSON of one `data:` line, told apart by `type`. Every field is always sent. A stream opens with `start` and ends with `done`, then the frame `data: [DONE]`. */
-export type Event = StartEvent | AgentEvent | TextEvent | ThinkingEvent | ToolCallEvent | ToolResultEvent | WidgetEvent | ApprovalRequestEvent | ClientToolCallEvent | Title | ErrorEvent | DoneEvent;
+export type Event = StartEvent | AgentEvent | TextEvent | ThinkingEvent | ToolCallEvent | ToolResultEvent | WidgetEvent | ApprovalRequestEvent | ClientToolCallEvent | TitleEvent | ErrorEvent | DoneEvent;
 
 /** One part of a stored reply (`messages[].parts` of `GET /api/conversations/{id}`), in order, told apart by `type`. */
 export type Part = TextPart | ThinkingPart | AgentPart | ToolCallPart | WidgetPart | ApprovalPart | ClientToolPart;
@@ -172,8 +169,6 @@ export interface ToolOutput {
   value?: JsonValue;
   [key: string]: JsonValue | undefined;
 }
-
-export type #/$defs/Title = JsonValue;
 
 /** The `type` of every event. */
 export type EventType = Event["type"];
