@@ -1,4 +1,5 @@
-"""Thumbs up and down on replies in the page: stored through the API, shown again after a reload, toggled off."""
+"""Thumbs up and down on replies in the page (stored, shown again after a reload, toggled off), and the generated
+title replacing the first-message title in the sidebar."""
 
 from __future__ import annotations
 
@@ -54,3 +55,20 @@ async def test_feedback_buttons_rate_a_reply_and_survive_a_reload(server: ChatSe
     await expect(up).to_have_attribute("aria-pressed", "false")
     await expect(reply.get_by_test_id("feedback")).not_to_have_attribute("aria-busy", "true")
     assert await stored_feedback(server, conversation_id) == [None, None]
+
+
+async def test_a_generated_title_replaces_the_first_message_title_in_the_sidebar(
+    start_server: Any, new_page: Any
+) -> None:
+    server = await start_server(titles=True)
+    server.fake.script_unary(text_turn("Shopping Plans"))
+    server.fake.script(text_turn(["Here ", "is ", "a ", "plan."], first_delay=3.0))  # the title comes first
+    page, _ = await new_page()
+    await ask(page, server.url, "plan my shopping for the week")
+    item = page.get_by_test_id("conversation-item")
+    await expect(item.get_by_test_id("conversation-item-title")).to_have_text("Shopping Plans")
+    await expect(page.get_by_test_id("chat-title")).to_have_text("Shopping Plans")
+    await page.reload()  # stored: the list after a reload has it too
+    await expect(page.get_by_test_id("conversation-item").get_by_test_id("conversation-item-title")).to_have_text(
+        "Shopping Plans"
+    )
