@@ -106,9 +106,7 @@ class ConversationController(Controller):
         db_session: NamedDependency[AsyncSession],
         user: NamedDependency[User],
         conversation_id: FromPath[uuid.UUID],
-        export_format: Annotated[
-            ExportFormat, QueryParameter(name="format", description="`json` (default) or `markdown`.")
-        ] = "json",
+        format: Annotated[ExportFormat, QueryParameter(description="`json` (default) or `markdown`.")] = "json",
     ) -> Response[ConversationExport]:
         """Export the whole conversation as a download: every message with tool calls, attachments and feedback.
 
@@ -116,9 +114,9 @@ class ConversationController(Controller):
         (`text/markdown`). Both come with a `Content-Disposition` filename.
         """
         export = await export_conversation(db_session, user.id, conversation_id)
-        headers = {"Content-Disposition": content_disposition(export_filename(export, export_format))}
-        if export_format == "markdown":
-            return Response(to_markdown(export), media_type="text/markdown; charset=utf-8", headers=headers)  # type: ignore[arg-type]
+        headers = {"Content-Disposition": content_disposition(export_filename(export, format))}
+        if format == "markdown":
+            return Response(to_markdown(export), media_type="text/markdown", headers=headers)  # type: ignore[arg-type]
         return Response(export, headers=headers)
 
     @patch("/{conversation_id:uuid}", operation_id="RenameConversation")
