@@ -49,6 +49,7 @@ def server_env(database_url: str, gemini_base: str, **extra: str) -> dict[str, s
         "GEMINI_API_KEY": "test-key",
         "GEMINI_API_BASE": gemini_base,
         "OFFLINE_MODEL": "false",
+        "TITLES": "off",  # a title call would take a scripted turn of the fake Gemini
         "MIGRATE_ON_STARTUP": "false",
         "LOG_LEVEL": "WARNING",
         **extra,

@@ -197,6 +197,7 @@ def server_env(*, port: int, workers: int, database_url: str, fake_port: int, lo
         GEMINI_API_BASE=f"http://127.0.0.1:{fake_port}/v1beta",
         MIGRATE_ON_STARTUP="true",
         OFFLINE_MODEL="false",
+        TITLES="off",  # the load measures replies; a title call per new conversation would add model calls
         LOG_LEVEL=log_level,
         PYTHONUNBUFFERED="1",
         MAX_TURNS_PER_USER="0",  # every stream of the load is the one local user

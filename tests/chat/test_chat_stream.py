@@ -506,6 +506,7 @@ async def test_sigterm_ends_open_streams_cleanly_and_saves_them(tmp_path, fake):
         "GEMINI_API_KEY": "test-key",
         "GEMINI_API_BASE": fake.base_url,
         "OFFLINE_MODEL": "false",
+        "TITLES": "off",  # a title call would take the scripted turn
         "LOG_LEVEL": "WARNING",
     }
     fake.script(text_turn([f"w{i} " for i in range(40)], delay=0.25))
