@@ -175,7 +175,7 @@ def _conversation_id(reference: str | None) -> uuid.UUID | None:
 
 
 class RegenerateRequest(BaseModel):
-    """Body of `POST /api/conversations/{id}/messages/{message_id}/regenerate` (optional: `{}` or none at all)."""
+    """Body of `POST /api/conversations/{id}/messages/{message_id}/regenerate`: `{}`, or an idempotency key."""
 
     model_config = ConfigDict(extra="forbid")
 

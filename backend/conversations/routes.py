@@ -117,15 +117,14 @@ class ConversationController(Controller):
         user: NamedDependency[User],
         conversation_id: FromPath[uuid.UUID],
         message_id: FromPath[uuid.UUID],
-        data: JSONBody[RegenerateRequest | None] = None,
+        data: JSONBody[RegenerateRequest],
     ) -> EventSourceResponse:
         """Answer a user message again and stream the new reply, like `POST /chatkit`: `start` ... `done`.
 
         `message_id` is the user message, or one of its replies. The new reply is a sibling of the earlier ones (which
         stay stored) and becomes the active branch.
         """
-        body = data or RegenerateRequest()
-        subscription = await chat_service.execute(user.id, body.to_command(conversation_id, message_id))
+        subscription = await chat_service.execute(user.id, data.to_command(conversation_id, message_id))
         return event_stream(chat_service, subscription)
 
     @patch("/{conversation_id:uuid}", operation_id="RenameConversation")
