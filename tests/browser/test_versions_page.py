@@ -18,22 +18,13 @@ from tests.browser.test_chat_page import (
     send,
     wait_until_finished,
 )
-from tests.fakes.gemini import text_turn
+from tests.fakes.gemini import said, text_turn
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.asyncio(loop_scope="module"),
     pytest.mark.filterwarnings("ignore:.*ReadOnly.*qualifier:UserWarning"),
 ]
-
-
-def said(request: dict[str, Any]) -> list[str]:
-    return [
-        f"{content['role']}: {part['text']}"
-        for content in request["contents"]
-        for part in content["parts"]
-        if "text" in part
-    ]
 
 
 async def shown(page: Any) -> list[str]:

@@ -16,7 +16,7 @@ import pytest
 
 from backend.settings import Settings
 from tests.conftest import SECRET, bearer, error_of, live
-from tests.fakes.gemini import FakeGemini, function_call_turn, handoff_turn, text_turn
+from tests.fakes.gemini import FakeGemini, function_call_turn, handoff_turn, said, text_turn
 from tests.sse import Stream, chat, read_stream
 
 pytestmark = pytest.mark.timeout(90)
@@ -26,16 +26,6 @@ pytestmark = pytest.mark.timeout(90)
 async def client(gemini_settings: Callable[..., Settings]) -> AsyncIterator[httpx.AsyncClient]:
     async with live(gemini_settings()) as http:
         yield http
-
-
-def said(request: dict[str, Any]) -> list[str]:
-    """The texts of a model request, in order, each as `role: text`."""
-    return [
-        f"{content['role']}: {part['text']}"
-        for content in request["contents"]
-        for part in content["parts"]
-        if "text" in part
-    ]
 
 
 async def regenerate(
