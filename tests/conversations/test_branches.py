@@ -14,9 +14,11 @@ from typing import Any
 import httpx
 import pytest
 
+from backend.db import create_database
 from backend.settings import Settings
 from tests.conftest import SECRET, bearer, error_of, live
 from tests.fakes.gemini import FakeGemini, function_call_turn, handoff_turn, said, text_turn
+from tests.seeding import seed_conversation
 from tests.sse import Stream, chat, read_stream
 
 pytestmark = pytest.mark.timeout(90)
@@ -192,3 +194,29 @@ async def test_another_users_messages_are_404_for_regenerate_edit_and_switch(gem
         assert len(fake.requests) == 2
         assert path_of(await detail(client, cid, **alice)) == ["alice asks", "for alice"]
         assert path_of(await detail(client, bob_cid, **bob)) == ["bob asks", "for bob"]
+
+
+async def test_a_conversation_written_without_the_tree_reads_flat_and_is_chained_on_its_next_turn(
+    gemini_settings, fake: FakeGemini
+):
+    settings = gemini_settings()
+    database = create_database(settings)
+    try:
+        cid = str(
+            await seed_conversation(
+                database, messages=[{"content": "old q"}, {"role": "assistant", "content": "old a"}]
+            )
+        )
+    finally:
+        await database.engine.dispose()
+    async with live(settings) as client:
+        flat = await detail(client, cid)
+        assert (path_of(flat), versions(flat), flat["active_leaf_id"]) == (["old q", "old a"], [(1, 1), (1, 1)], None)
+        fake.script(text_turn("new a"))
+        await chat(client, {"message": "new q", "thread_id": cid})
+        assert said(fake.requests[-1]) == ["user: old q", "model: old a", "user: new q"]
+        tree = await detail(client, cid)
+        assert path_of(tree) == ["old q", "old a", "new q", "new a"]
+        ids = [m["id"] for m in tree["messages"]]
+        assert [m["parent_id"] for m in tree["messages"]] == [None, *ids[:-1]]
+        assert tree["active_leaf_id"] == ids[-1]
