@@ -113,7 +113,7 @@ async def test_a_tree_of_edits_and_regenerations_replays_only_the_active_branch(
     assert len(fake.requests) == 7, "switching branches never calls the model"
 
 
-async def test_a_regeneration_is_idempotent_and_refused_while_a_reply_runs(client, fake: FakeGemini):
+async def test_a_regeneration_is_idempotent_refused_while_a_reply_runs_and_stoppable(client, fake: FakeGemini):
     fake.script(text_turn("first"))
     started = await chat(client, {"message": "q"})
     cid = started.events[0]["conversation_id"]
@@ -135,8 +135,12 @@ async def test_a_regeneration_is_idempotent_and_refused_while_a_reply_runs(clien
             "message": "A reply is being generated in this conversation; switch branches when it is done.",
         }
     }
-    assert (await busy).types[-1] == "done"
-    assert versions(await detail(client, cid))[-1] == (3, 3)
+    stopped = (await client.post(f"/api/conversations/{cid}/stop")).json()
+    assert stopped["stopped"] is True and stopped["status"] == "cancelled"
+    ended = await busy
+    assert ended.types[-1] == "done" and ended.of("done")[0]["finish_reason"] == "cancelled"
+    tree = await detail(client, cid)
+    assert versions(tree)[-1] == (3, 3) and tree["messages"][-1]["status"] == "cancelled"
 
 
 async def test_regenerating_a_paused_reply_cancels_it_and_a_pause_on_another_branch_is_cancelled(
