@@ -31,6 +31,8 @@ SEED_SQL = [
     # Drop the secondary indexes during the load and rebuild them after (much faster than maintaining them).
     "ALTER TABLE messages DROP CONSTRAINT IF EXISTS uq_messages_conversation_seq",
     "DROP INDEX IF EXISTS ix_conversations_user_updated",
+    "DROP INDEX IF EXISTS ix_conversations_search",
+    "DROP INDEX IF EXISTS ix_messages_search",
     f"""
     INSERT INTO conversations (title, id, user_id, created_at, updated_at, run_id, run_expires_at)
     SELECT 'Conversation number ' || g, md5('conversation-' || g)::uuid, '{USER}',
@@ -55,6 +57,9 @@ SEED_SQL = [
     """,
     "ALTER TABLE messages ADD CONSTRAINT uq_messages_conversation_seq UNIQUE (conversation_id, seq)",
     "CREATE INDEX ix_conversations_user_updated ON conversations (user_id, updated_at, id)",
+    # Migration 0008's full-text indexes (the generated search_vector columns filled themselves during the load).
+    "CREATE INDEX ix_conversations_search ON conversations USING gin (search_vector)",
+    "CREATE INDEX ix_messages_search ON messages USING gin (search_vector)",
 ]
 
 

@@ -13,7 +13,7 @@ from tests.seeding import append, b64, count_rows, insert_messages, seed_convers
 
 CONVERSATION_NOT_FOUND = {"error": {"code": "not_found", "message": "Conversation not found."}}
 BAD_CURSOR = {"error": {"code": "validation_error", "message": "cursor: not a cursor this server issued for this list"}}
-SUMMARY_KEYS = {"id", "title", "archived", "created_at", "updated_at", "preview"}
+SUMMARY_KEYS = {"id", "title", "archived", "created_at", "updated_at", "preview", "snippet", "snippet_highlights"}
 DETAIL_KEYS = {"id", "title", "archived", "created_at", "updated_at", "messages", "next_cursor", "active_message_id"}
 MESSAGE_KEYS = {
     "id",
