@@ -174,16 +174,14 @@ def measure_http(server: str, cursor: str, conversation_id: str, repeats: int) -
     return out
 
 
-async def explain_plans(sa_url: str, cursor: str, conversation_id: str) -> dict[str, str]:
-    """EXPLAIN (ANALYZE, BUFFERS) of the SQL the service layer runs for the three reads."""
-    import uuid
+async def explain_calls(sa_url: str, calls: list[tuple[str, Any]], statement: int = -1) -> dict[str, str]:
+    """EXPLAIN (ANALYZE, BUFFERS) of one statement each call sends (by default its last).
 
+    `calls` are (label, async function of a session); `statement` indexes the statements the call sent.
+    """
     from sqlalchemy import event
     from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
     from sqlmodel.ext.asyncio.session import AsyncSession
-
-    from backend.conversations import service
-    from backend.conversations.routes import MESSAGES_DEFAULT_LIMIT
 
     engine = create_async_engine(sa_url)
     captured: list[tuple[str, Any]] = []
@@ -195,6 +193,28 @@ async def explain_plans(sa_url: str, cursor: str, conversation_id: str) -> dict[
     event.listen(engine.sync_engine, "before_cursor_execute", capture)
     sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
     plans: dict[str, str] = {}
+    try:
+        for label, call in calls:
+            async with sessions() as session:
+                captured.clear()
+                await call(session)
+                sql, parameters = captured[statement]
+                conn = await session.connection()
+                result = await conn.exec_driver_sql("EXPLAIN (ANALYZE, BUFFERS) " + sql, parameters)
+                plan = "\n".join(row[0] for row in result.all())
+                plans[label] = f"-- SQL\n{sql.strip()}\n-- params: {parameters!r}\n\n{plan}"
+    finally:
+        await engine.dispose()
+    return plans
+
+
+async def explain_plans(sa_url: str, cursor: str, conversation_id: str) -> dict[str, str]:
+    """EXPLAIN (ANALYZE, BUFFERS) of the SQL the service layer runs for the three reads."""
+    import uuid
+
+    from backend.conversations import service
+    from backend.conversations.routes import MESSAGES_DEFAULT_LIMIT
+
     calls = [
         ("list, first page", lambda s: service.list_conversations(s, USER)),
         ("list, deep page (cursor)", lambda s: service.list_conversations(s, USER, cursor=cursor)),
@@ -204,19 +224,8 @@ async def explain_plans(sa_url: str, cursor: str, conversation_id: str) -> dict[
             lambda s: service.list_messages(s, uuid.UUID(conversation_id), limit=MESSAGES_DEFAULT_LIMIT),
         ),
     ]
-    try:
-        for label, call in calls:
-            async with sessions() as session:
-                captured.clear()
-                await call(session)
-                statement, parameters = captured[-1]
-                conn = await session.connection()
-                result = await conn.exec_driver_sql("EXPLAIN (ANALYZE, BUFFERS) " + statement, parameters)
-                plan = "\n".join(row[0] for row in result.all())
-                plans[label] = f"-- SQL\n{statement.strip()}\n-- params: {parameters!r}\n\n{plan}"
-    finally:
-        await engine.dispose()
-    return plans
+    plans = await explain_calls(sa_url, calls)
+    return {label.removesuffix(""): plan for label, plan in plans.items()}
 
 
 def run_explain(sa_url: str, cursor: str, conversation_id: str) -> dict[str, str]:

@@ -342,6 +342,56 @@ async def test_bad_messages_cursor_is_422(client, db, cursor):
     assert error_of(response) == BAD_CURSOR
 
 
+async def test_newest_first_pages_walk_back_to_the_first_message(client, db):
+    cid = await seed_conversation(db, messages=[{"content": f"m{i}"} for i in range(1, 8)])
+    contents, cursor, sizes = [], None, []
+    while True:
+        params = {"order": "desc", "limit": 3} | ({"cursor": cursor} if cursor else {})
+        response = await client.get(f"/api/conversations/{cid}", params=params)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        sizes.append(len(body["messages"]))
+        contents += [m["content"] for m in body["messages"]]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+        assert len(sizes) < 10
+    assert sizes == [3, 3, 1]
+    assert contents == [f"m{i}" for i in range(7, 0, -1)]
+    # A message that arrives while paging back does not shift the older pages.
+    first = (await client.get(f"/api/conversations/{cid}", params={"order": "desc", "limit": 3})).json()
+    await append(db, cid, content="m8")
+    older = (
+        await client.get(
+            f"/api/conversations/{cid}", params={"order": "desc", "limit": 3, "cursor": first["next_cursor"]}
+        )
+    ).json()
+    assert [m["content"] for m in older["messages"]] == ["m4", "m3", "m2"]
+    newest = (await client.get(f"/api/conversations/{cid}", params={"order": "desc", "limit": 1})).json()
+    assert [m["content"] for m in newest["messages"]] == ["m8"]
+
+
+async def test_a_cursor_of_one_order_is_refused_by_the_other(client, db):
+    cid = await seed_conversation(db, messages=[{"content": f"m{i}"} for i in range(4)])
+    asc = (await client.get(f"/api/conversations/{cid}", params={"limit": 2})).json()["next_cursor"]
+    desc = (await client.get(f"/api/conversations/{cid}", params={"limit": 2, "order": "desc"})).json()["next_cursor"]
+    assert asc and desc
+    for params in (
+        {"order": "desc", "cursor": asc},
+        {"order": "asc", "cursor": desc},
+        {"cursor": desc},
+        {"order": "desc", "cursor": b64([">", 2])},
+        {"order": "desc", "cursor": b64(["<", "2"])},
+        {"order": "desc", "cursor": b64(["<", -1])},
+    ):
+        response = await client.get(f"/api/conversations/{cid}", params=params)
+        assert response.status_code == 422, params
+        assert error_of(response) == BAD_CURSOR
+    response = await client.get(f"/api/conversations/{cid}", params={"order": "newest"})
+    assert response.status_code in (400, 422)
+    assert response.json()["error"]["message"].startswith("order:")
+
+
 @pytest.mark.parametrize("limit", [0, 501])
 async def test_messages_limit_out_of_range_names_limit(client, db, limit):
     cid = await seed_conversation(db)

@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from alembic import command
-from backend.conversations.search import MAX_QUERY_CHARS, fold, search_terms, snippet_of
+from backend.conversations.search import MAX_QUERY_CHARS, fold, search_conversations, search_terms, snippet_of
 from backend.db import alembic_config
 from tests.conftest import error_of
 from tests.seeding import append, seed_conversation
@@ -282,8 +283,6 @@ def test_upgrading_indexes_existing_rows_and_downgrading_removes_the_index(datab
             )
         )
         command.upgrade(config, "head")
-        from backend.conversations.search import search_conversations
-        from sqlmodel.ext.asyncio.session import AsyncSession
 
         async def found(query: str) -> list[uuid.UUID]:
             engine = create_async_engine(database_url)
