@@ -123,8 +123,8 @@ _POSTGRES_HITS = """
 query AS (SELECT plainto_tsquery('simple'::regconfig, chatkit_search_fold(:terms)) AS q),
 message_hits AS (
     SELECT m.conversation_id, m.id AS message_id, m.seq, ts_rank(m.search_vector, query.q, 32) AS score
-    FROM query, messages AS m JOIN conversations AS c ON c.id = m.conversation_id
-    WHERE m.search_vector @@ query.q AND c.user_id = :user_id AND c.archived = :archived
+    FROM query, messages AS m
+    WHERE m.search_vector @@ query.q
 ),
 title_hits AS (
     SELECT c.id FROM query, conversations AS c
@@ -136,8 +136,7 @@ message_hits AS (
     SELECT m.conversation_id, m.id AS message_id, m.seq,
            -bm25(messages_fts) / (1.0 - bm25(messages_fts)) AS score
     FROM messages_fts JOIN messages AS m ON m.rowid = messages_fts.rowid
-         JOIN conversations AS c ON c.id = m.conversation_id
-    WHERE messages_fts MATCH :terms AND c.user_id = :user_id AND c.archived = :archived
+    WHERE messages_fts MATCH :terms
 ),
 title_hits AS (
     SELECT c.id FROM conversations_fts JOIN conversations AS c ON c.rowid = conversations_fts.rowid
@@ -155,10 +154,10 @@ best AS (
 ranked AS (
     SELECT c.id, c.updated_at, b.message_id,
            CAST(CASE WHEN t.id IS NULL THEN 0 ELSE 1 END + COALESCE(b.score, 0) AS {float}) AS rank
-    FROM conversations AS c
-         LEFT JOIN title_hits AS t ON t.id = c.id
-         LEFT JOIN best AS b ON b.conversation_id = c.id
-    WHERE c.id IN (SELECT id FROM title_hits UNION ALL SELECT conversation_id FROM best)
+    FROM best AS b
+         FULL JOIN title_hits AS t ON t.id = b.conversation_id
+         JOIN conversations AS c ON c.id = COALESCE(t.id, b.conversation_id)
+    WHERE c.user_id = :user_id AND c.archived = :archived
 )
 SELECT id, rank, updated_at, message_id FROM ranked
 {after}
