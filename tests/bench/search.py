@@ -10,8 +10,8 @@ known share of the conversations (an idempotent UPDATE; the generated tsvector f
 - `ordinary`: in every assistant message (500,000 messages, every conversation) — the worst case for a ranked
   search, which must score every match before it knows the best 20.
 
-For each query: sequential HTTP latencies through one uvicorn worker (after warm-up), then `EXPLAIN (ANALYZE,
-BUFFERS)` of the ranked SQL the service sends. Writes `report.md` and `results.json` under
+For each query: sequential HTTP latencies through one uvicorn worker (after warm-up; the plain list's first page
+as the baseline), then `EXPLAIN (ANALYZE, BUFFERS)` of the ranked SQL the service sends. Writes `report.md` and `results.json` under
 `tests/bench/results/search-<stamp>/`.
 
     .venv/bin/python -m tests.bench.search [--pg postgresql://postgres@127.0.0.1:5432/postgres] [--repeats 100]
@@ -106,7 +106,9 @@ def get(url: str) -> tuple[float, int, bytes]:
 def measure(server: str, repeats: int) -> dict[str, Any]:
     """Sequential latencies of each query's first page, and of the second page of the planted word."""
     out: dict[str, Any] = {}
-    targets = {label: {"q": q} for label, q in QUERIES.items()}
+    # The plain list's first page is the baseline: what any request of this endpoint costs without a search.
+    targets: dict[str, dict[str, str]] = {"plain list, first page (no q)": {}}
+    targets |= {label: {"q": q} for label, q in QUERIES.items()}
     first = json.loads(get(f"{server}/api/conversations?" + urllib.parse.urlencode({"q": PLANTED}))[2])
     targets["planted word, page 2 (cursor)"] = {"q": PLANTED, "cursor": first["next_cursor"]}
     for label, params in targets.items():

@@ -291,19 +291,24 @@ async def test_non_uuid_id_is_a_json_404(client, method):
 # --- messages pagination --------------------------------------------------------------------------------------------
 
 
-async def test_messages_pages_walk_to_the_end(client, db):
-    cid = await seed_conversation(db, messages=[{"content": f"m{i}"} for i in range(1, 8)])
+async def walk_messages(client, cid, **params) -> tuple[list[int], list[str]]:
+    """Follow `next_cursor` to the end: the size of each page and every message's content, in page order."""
     contents, cursor, sizes = [], None, []
     while True:
-        response = await client.get(f"/api/conversations/{cid}?limit=3" + (f"&cursor={cursor}" if cursor else ""))
+        response = await client.get(f"/api/conversations/{cid}", params=params | ({"cursor": cursor} if cursor else {}))
         assert response.status_code == 200, response.text
         body = response.json()
         sizes.append(len(body["messages"]))
         contents += [m["content"] for m in body["messages"]]
         cursor = body["next_cursor"]
         if cursor is None:
-            break
+            return sizes, contents
         assert len(sizes) < 10
+
+
+async def test_messages_pages_walk_to_the_end(client, db):
+    cid = await seed_conversation(db, messages=[{"content": f"m{i}"} for i in range(1, 8)])
+    sizes, contents = await walk_messages(client, cid, limit=3)
     assert sizes == [3, 3, 1]
     assert contents == [f"m{i}" for i in range(1, 8)]
 
@@ -344,18 +349,7 @@ async def test_bad_messages_cursor_is_422(client, db, cursor):
 
 async def test_newest_first_pages_walk_back_to_the_first_message(client, db):
     cid = await seed_conversation(db, messages=[{"content": f"m{i}"} for i in range(1, 8)])
-    contents, cursor, sizes = [], None, []
-    while True:
-        params = {"order": "desc", "limit": 3} | ({"cursor": cursor} if cursor else {})
-        response = await client.get(f"/api/conversations/{cid}", params=params)
-        assert response.status_code == 200, response.text
-        body = response.json()
-        sizes.append(len(body["messages"]))
-        contents += [m["content"] for m in body["messages"]]
-        cursor = body["next_cursor"]
-        if cursor is None:
-            break
-        assert len(sizes) < 10
+    sizes, contents = await walk_messages(client, cid, order="desc", limit=3)
     assert sizes == [3, 3, 1]
     assert contents == [f"m{i}" for i in range(7, 0, -1)]
     # A message that arrives while paging back does not shift the older pages.
