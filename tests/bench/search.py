@@ -11,8 +11,8 @@ known share of the conversations (an idempotent UPDATE; the generated tsvector f
   search, which must score every match before it knows the best 20.
 
 For each query: sequential HTTP latencies through one uvicorn worker (after warm-up; the plain list's first page
-as the baseline), then `EXPLAIN (ANALYZE, BUFFERS)` of the ranked SQL the service sends. Writes `report.md` and `results.json` under
-`tests/bench/results/search-<stamp>/`.
+as the baseline), then `EXPLAIN (ANALYZE, BUFFERS)` of the ranked SQL the service sends. Writes `report.md` and
+`results.json` under `tests/bench/results/search-<stamp>/`.
 
     .venv/bin/python -m tests.bench.search [--pg postgresql://postgres@127.0.0.1:5432/postgres] [--repeats 100]
 """
