@@ -24,7 +24,8 @@ from backend.chat.routes import LastEventId, provide_chat_service, sse_response
 from backend.chat.service import ChatService, Subscription
 from backend.errors import NotFoundError
 from backend.protocols.aisdk.encoder import HEADERS, Encoder, Version
-from backend.protocols.aisdk.requests import MAX_CHAT_ID_CHARS, ChatBody, conversation_id_of
+from backend.protocols.aisdk.requests import ChatBody
+from backend.protocols.ids import MAX_CHAT_ID_CHARS, conversation_id_of
 
 DEFAULT_VERSION: Version = 5
 SdkVersion = Annotated[
