@@ -232,7 +232,7 @@ async def test_a_tool_turn_with_a_handoff_maps_to_steps_tool_calls_and_a_widget(
     assert finished(stream)["outcome"] == {"type": "success"}
 
 
-async def test_a_frontend_tool_interrupts_the_run_and_its_result_continues_it(
+async def test_a_frontend_tool_call_ends_the_run_and_its_tool_message_continues_it(
     client: httpx.AsyncClient, fake: FakeGemini
 ) -> None:
     thread = new_thread()
@@ -247,10 +247,7 @@ async def test_a_frontend_tool_interrupts_the_run_and_its_result_continues_it(
     assert json.loads(paused.of("TOOL_CALL_ARGS")[0]["delta"]) == {"text": "Hi!"}
     assert not paused.of("TOOL_CALL_RESULT"), "the browser runs it"
     outcome = finished(paused)["outcome"]
-    assert outcome == {
-        "type": "interrupt",
-        "interrupts": [{"id": call_id, "reason": "client_tool", "toolCallId": call_id}],
-    }
+    assert outcome == {"type": "success", "pendingToolCallIds": [call_id]}, "AG-UI: a frontend tool call ends the run"
 
     # The client answers as AG-UI clients do: the tool message after the assistant's call, in the next run.
     assistant = {
@@ -272,8 +269,8 @@ async def test_a_frontend_tool_result_also_comes_through_resume(client: httpx.As
     thread = new_thread()
     fake.script(function_call_turn("show_banner", {"text": "Hi!"}), text_turn("Done."))
     paused = checked(await post(client, run_input(thread, user("banner"), tools=[BANNER])))
-    interrupt = finished(paused)["outcome"]["interrupts"][0]
-    answer = [{"interruptId": interrupt["id"], "status": "resolved", "payload": {"shown": "yes"}}]
+    (call_id,) = finished(paused)["outcome"]["pendingToolCallIds"]
+    answer = [{"interruptId": call_id, "status": "resolved", "payload": {"shown": "yes"}}]
     resumed = checked(await post(client, run_input(thread, tools=[BANNER], resume=answer)))
     assert text_of(resumed) == "Done."
     assert "yes" in str(fake.requests[-1]["contents"])

@@ -1,7 +1,7 @@
 """Our events -> AG-UI 1.0 events (`data: <json>` frames with `id:` lines holding our event ids).
 
 One `Encoder` per response. It keeps what AG-UI needs and our events do not carry: the run's ids, which text or
-reasoning message is open, which step (the answering agent) is open, the interrupts a pause asks for, and the one
+reasoning message is open, which step (the answering agent) is open, what a pause waits for, and the one
 terminal event (`RUN_FINISHED` or `RUN_ERROR`) a response ends with. AG-UI's ordering rules hold for every response:
 `RUN_STARTED` first; each message, reasoning message and tool call started before its content and ended before the
 run ends; every step finished; exactly one terminal event, last. A replay that spans a paused reply's segments
@@ -57,6 +57,7 @@ class Encoder:
         self._block: tuple[str, str] | None = None  # ("text" | "reasoning", message id) while one is open
         self._step: str | None = None
         self._interrupts: list[EventJson] = []
+        self._client_calls: list[str] = []  # the calls of frontend tools the run waits for
         self._finish: EventJson | None = None
         self._message_id = message_id
         self._last_id = 0
@@ -112,6 +113,7 @@ class Encoder:
         elif isinstance(event, ToolCall | ClientToolCall):
             events += self._close_block() + _tool_call(event.id, event.name, event.args)
             if isinstance(event, ClientToolCall):
+                self._client_calls.append(event.id)
                 self._interrupts.append({"id": event.id, "reason": "client_tool", "toolCallId": event.id})
         elif isinstance(event, ApprovalRequest):
             events += self._close_block()
@@ -184,8 +186,12 @@ class Encoder:
         events = self._close_block() + self._close_step()
         finish: EventJson = {"type": "RUN_FINISHED", "threadId": self.thread_id, "runId": self.run_id}
         reason = event.finish_reason
-        if reason in ("approval_required", "client_tool") and self._interrupts:
+        if reason == "approval_required" and self._interrupts:
             finish["outcome"] = {"type": "interrupt", "interrupts": self._interrupts}
+        elif reason == "client_tool" and self._client_calls:
+            # A run that stopped on frontend tools is a completed run (AG-UI): the client answers them with tool
+            # messages in its next run; an interrupt would make `@ag-ui/client` refuse that next run.
+            finish["outcome"] = {"type": "success", "pendingToolCallIds": self._client_calls}
         elif reason == "cancelled":
             finish["outcome"] = {"type": "cancelled"}
         elif reason in ("error", "interrupted"):
@@ -194,7 +200,7 @@ class Encoder:
             return events
         else:
             finish["outcome"] = {"type": "success"}
-        self._interrupts = []
+        self._interrupts, self._client_calls = [], []
         finish["usage"] = [_usage(event.usage)]
         finish["result"] = {"finishReason": reason, "messageId": event.message_id}
         self._finish = finish

@@ -1,8 +1,9 @@
 """AG-UI's `RunAgentInput` and the engine command it asks for.
 
 The server's stored history is the truth; of `messages` only the tail counts:
-- `resume` entries answer the interrupts a paused reply ended with (approvals, and results of client tools);
-- else tool messages after the last assistant message are the browser's results of client tools;
+- tool messages after the last assistant message are the browser's results of frontend tools (a run that ended
+  with `pendingToolCallIds`);
+- `resume` entries answer the interrupts a paused reply ended with (approvals; a client tool's result as payload);
 - else the last message, the user's, is a new message (its text, and its image or document parts as files).
 `tools` are the client's frontend tools for this run; a `forwardedProps.action` is a widget action. `state`,
 `context` and the rest of `forwardedProps` are accepted and not used (AGUI.md).
@@ -130,9 +131,9 @@ class RunAgentInput(_Loose):
         action = _action(self.forwarded_props)
         if action is not None:
             return WidgetAction(conversation_id, action)
-        if self.resume:
-            return _resumed(conversation_id, self.resume, tools)
         results = _tool_results(self.messages)
+        if self.resume:
+            return _resumed(conversation_id, self.resume, results, tools)
         if results:
             return AnswerPause(conversation_id, (), results, skip_settled=True, client_tools=tools)
         last = self.messages[-1] if self.messages else None
@@ -167,16 +168,22 @@ def _action(forwarded: JsonValue) -> Action | None:
         raise InvalidInputError("forwardedProps.action: not a widget action {type, payload}") from None
 
 
-def _resumed(conversation_id: uuid.UUID, entries: list[ResumeEntry], tools: tuple[ClientTool, ...]) -> AnswerPause:
+def _resumed(
+    conversation_id: uuid.UUID,
+    entries: list[ResumeEntry],
+    tool_results: tuple[ClientResult, ...],
+    tools: tuple[ClientTool, ...],
+) -> AnswerPause:
     """Answers to interrupts, each read both ways (the engine keeps the answer for what actually waits).
 
-    An interrupt is an approval or a client tool, and its id is the tool call's id.
+    An interrupt is an approval or a client tool, and its id is the tool call's id. Tool messages after the last
+    assistant message (`tool_results`) answer client tools too (a pause with approvals and frontend tools).
 
     - approval: `resolved` with `{approved: bool, reason?}` (or a bare boolean) decides; `cancelled` refuses.
     - client tool: `resolved` with the tool's result as `payload`; `cancelled` gives `{error: "cancelled"}`.
     """
     approvals: list[Decision] = []
-    results: list[ClientResult] = []
+    results: list[ClientResult] = list(tool_results)
     for entry in entries:
         payload = entry.payload
         if entry.status == "cancelled":
