@@ -10,6 +10,18 @@ export function createAgent({ baseUrl = '', token, threadId } = {}) {
   });
 }
 
+// After a reload or a dropped connection: an agent whose run follows the thread's reply still running (a GET rejoin
+// that replays it from its start). When none runs (204) the run ends at once with no events.
+export function rejoiningAgent({ baseUrl = '', token, threadId }) {
+  const agent = createAgent({ baseUrl, token, threadId });
+  agent.fetch = async (url, init) => {
+    const rejoin = `${url}/${encodeURIComponent(threadId)}/stream`;
+    const response = await fetch(rejoin, { headers: init.headers, signal: init.signal });
+    return response.status === 204 ? new Response('', { headers: { 'content-type': 'text/event-stream' } }) : response;
+  };
+  return agent;
+}
+
 // Send one message and run until the reply is complete: frontend tools run here, approvals ask `approve`.
 // `tools`: {name: {description, parameters, run(args) => result}}; `approve(interrupt)` => true | false.
 export async function send(agent, text, { tools = {}, approve = async () => false } = {}) {
