@@ -10,6 +10,7 @@ import ast
 from pathlib import Path
 
 from tests.project.test_no_chatkit_import import imported_modules
+from tests.protocols.test_protocol_boundaries import FORBIDDEN_IN_ADAPTERS
 
 ROOT = Path(__file__).resolve().parents[2]
 FACTORY_FALLBACK = ("backend/chat/model.py", "backend.team.offline")
@@ -69,21 +70,9 @@ def test_the_ag_ui_adapter_reaches_only_the_engine_seam() -> None:
     """AG-UI's adapter translates: no store, SDK, LiteLLM or database, and not the test-only `ag-ui-protocol` package
     (its pydantic models check our events in the tests; the server keeps its own small request models)."""
     forbidden = (
+        *FORBIDDEN_IN_ADAPTERS,
         "ag_ui",
-        "agents",
-        "litellm",
-        "openai",
-        "sqlalchemy",
-        "sqlmodel",
-        "psycopg",
-        "backend.db",
-        "backend.models",
-        "backend.chat.store",
-        "backend.chat.turn",
-        "backend.chat.live",
-        "backend.chat.translate",
         "backend.chat.client_tools",
-        "backend.files.service",
         "backend.protocols.aisdk",
         "backend.protocols.chatkit",
     )

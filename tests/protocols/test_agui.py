@@ -21,6 +21,7 @@ from pydantic import TypeAdapter
 from backend.settings import Settings
 from tests.conftest import SECRET, bearer, live
 from tests.fakes.gemini import FakeGemini, error_turn, function_call_turn, handoff_turn, text_turn
+from tests.protocols.test_aisdk import PNG
 from tests.sse import Stream, read_stream
 
 pytestmark = pytest.mark.timeout(90)
@@ -30,9 +31,6 @@ BANNER = Tool(
     name="show_banner",
     description="Show a banner in the page.",
     parameters={"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]},
-)
-PNG = base64.b64decode(
-    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
 )
 
 

@@ -21,10 +21,9 @@ from starlette.responses import Response as StarletteResponse
 from backend.auth import User
 from backend.chat.routes import LastEventId, provide_chat_service, sse_response
 from backend.chat.service import ChatService, Subscription
-from backend.errors import NotFoundError
 from backend.protocols.agui.encoder import Encoder
 from backend.protocols.agui.requests import RunAgentInput
-from backend.protocols.ids import MAX_CHAT_ID_CHARS, conversation_id_of
+from backend.protocols.ids import checked_chat_id, conversation_id_of
 from backend.settings import Settings
 
 RunId = Annotated[
@@ -78,10 +77,9 @@ class AguiController(Controller):
         last_event_id: LastEventId = None,
     ) -> StarletteResponse:
         """Replay the thread's running reply from its start (or after `Last-Event-ID`) and follow it; 204 if none."""
-        if not 0 < len(thread_id) <= MAX_CHAT_ID_CHARS:
-            raise NotFoundError("Conversation not found.")
         after = last_event_id or 0
-        subscription = await chat_service.running(user.id, conversation_id_of(user.id, thread_id), after)
+        conversation_id = conversation_id_of(user.id, checked_chat_id(thread_id))
+        subscription = await chat_service.running(user.id, conversation_id, after)
         if subscription is None:
             return StarletteResponse(status_code=HTTP_204_NO_CONTENT)
         message_id = str(subscription.message_id)

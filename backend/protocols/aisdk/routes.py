@@ -22,10 +22,9 @@ from starlette.responses import Response as StarletteResponse
 from backend.auth import User
 from backend.chat.routes import LastEventId, provide_chat_service, sse_response
 from backend.chat.service import ChatService, Subscription
-from backend.errors import NotFoundError
 from backend.protocols.aisdk.encoder import HEADERS, Encoder, Version
 from backend.protocols.aisdk.requests import ChatBody
-from backend.protocols.ids import MAX_CHAT_ID_CHARS, conversation_id_of
+from backend.protocols.ids import checked_chat_id, conversation_id_of
 
 DEFAULT_VERSION: Version = 5
 SdkVersion = Annotated[
@@ -41,12 +40,6 @@ SdkVersion = Annotated[
 
 def _version(value: int | None) -> Version:
     return DEFAULT_VERSION if value is None else value  # type: ignore[return-value]
-
-
-def _checked_chat_id(chat_id: str) -> str:
-    if not 0 < len(chat_id) <= MAX_CHAT_ID_CHARS:
-        raise NotFoundError("Conversation not found.")
-    return chat_id
 
 
 def ui_message_stream(chat_service: ChatService, subscription: Subscription, encoder: Encoder) -> EventSourceResponse:
@@ -97,7 +90,7 @@ class AiSdkController(Controller):
     ) -> StarletteResponse:
         """Replay the chat's running reply from its `start` (or after `Last-Event-ID`) and follow it; 204 if none."""
         after = last_event_id or 0
-        conversation_id = conversation_id_of(user.id, _checked_chat_id(chat_id))
+        conversation_id = conversation_id_of(user.id, checked_chat_id(chat_id))
         subscription = await chat_service.running(user.id, conversation_id, after)
         if subscription is None:
             return StarletteResponse(status_code=HTTP_204_NO_CONTENT)  # the client's `reconnectToStream` gives null
@@ -108,4 +101,4 @@ class AiSdkController(Controller):
         self, user: NamedDependency[User], chat_service: NamedDependency[ChatService], chat_id: FromPath[str]
     ) -> None:
         """Stop the chat's running reply for real (`useChat`'s `stop()` only aborts the fetch); idempotent."""
-        await chat_service.stop(user.id, conversation_id_of(user.id, _checked_chat_id(chat_id)))
+        await chat_service.stop(user.id, conversation_id_of(user.id, checked_chat_id(chat_id)))
