@@ -81,7 +81,7 @@ def test_the_ag_ui_adapter_reaches_only_the_engine_seam() -> None:
 
 
 def test_protocol_helpers_shared_by_adapters_import_no_adapter() -> None:
-    """`backend/protocols/ids.py` and `files.py` serve every adapter; they depend on none of them."""
+    """`backend/protocols/ids.py`, `files.py` and `stream.py` serve every adapter; they depend on none of them."""
     adapters = ("backend.protocols.aisdk", "backend.protocols.agui", "backend.protocols.chatkit")
-    for shared in ("backend/protocols/ids.py", "backend/protocols/files.py"):
+    for shared in ("backend/protocols/ids.py", "backend/protocols/files.py", "backend/protocols/stream.py"):
         assert offenders(shared, (*adapters, "backend.chat.store", "agents", "sqlmodel")) == []

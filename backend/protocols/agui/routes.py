@@ -6,10 +6,8 @@ Handlers parse the request into an engine command (`requests`), call the chat se
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Annotated
 
-import anyio
 from litestar import Controller, Router, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.openapi import ResponseSpec
@@ -19,11 +17,12 @@ from sse_starlette import EventSourceResponse
 from starlette.responses import Response as StarletteResponse
 
 from backend.auth import User
-from backend.chat.routes import LastEventId, provide_chat_service, sse_response
-from backend.chat.service import ChatService, Subscription
+from backend.chat.routes import LastEventId, provide_chat_service
+from backend.chat.service import ChatService
 from backend.protocols.agui.encoder import Encoder
 from backend.protocols.agui.requests import RunAgentInput
 from backend.protocols.ids import checked_chat_id, conversation_id_of
+from backend.protocols.stream import event_stream
 from backend.settings import Settings
 
 RunId = Annotated[
@@ -32,19 +31,6 @@ RunId = Annotated[
         name="runId", max_length=200, description="The run id to echo in RUN_STARTED (default: our message id)."
     ),
 ]
-
-
-def agui_stream(chat_service: ChatService, subscription: Subscription, encoder: Encoder) -> EventSourceResponse:
-    """The response: our events of the subscription as AG-UI events, ending with RUN_FINISHED or RUN_ERROR."""
-
-    async def frames(shutdown: anyio.Event) -> AsyncIterator[bytes]:
-        async for event_id, event in chat_service.events(subscription, shutdown):
-            data = encoder.encode(event_id, event)
-            if data:
-                yield data
-        yield encoder.close()
-
-    return sse_response(chat_service, frames)
 
 
 class AguiController(Controller):
@@ -60,7 +46,7 @@ class AguiController(Controller):
     ) -> EventSourceResponse:
         """Run the agent on a thread (a new message, answers to interrupts, or tool results); stream AG-UI events."""
         subscription = await chat_service.execute(user.id, data.to_command(user.id))
-        return agui_stream(chat_service, subscription, Encoder(data.thread_id, data.run_id))
+        return event_stream(chat_service, subscription, Encoder(data.thread_id, data.run_id))
 
     @get(
         "/{thread_id:str}/stream",
@@ -83,7 +69,7 @@ class AguiController(Controller):
         if subscription is None:
             return StarletteResponse(status_code=HTTP_204_NO_CONTENT)
         message_id = str(subscription.message_id)
-        return agui_stream(chat_service, subscription, Encoder(thread_id, run_id or message_id, message_id))
+        return event_stream(chat_service, subscription, Encoder(thread_id, run_id or message_id, message_id))
 
 
 def agui_router(settings: Settings) -> Router:
