@@ -295,7 +295,9 @@ def _error_schema() -> Schema:
 TURN_PATHS = frozenset({"/chatkit", "/api/chat"})  # the endpoints that start turns: a chat to find, a run to wait for
 
 
-def _statuses(path: str, method: str, operation: Operation, *, bearer: bool) -> list[str]:
+def _statuses(
+    path: str, method: str, operation: Operation, *, bearer: bool, turn_paths: frozenset[str] = TURN_PATHS
+) -> list[str]:
     """The error statuses one operation can answer, from its path, method, parameters and body."""
     public = operation.security == [{}]
     statuses: set[str] = set()
@@ -305,9 +307,9 @@ def _statuses(path: str, method: str, operation: Operation, *, bearer: bool) -> 
         statuses |= {"400", "413", "415", "422"}
     if operation.parameters:
         statuses.add("422")
-    if "{" in path or path in TURN_PATHS:
+    if "{" in path or path in turn_paths:
         statuses.add("404")
-    if path in TURN_PATHS:
+    if path in turn_paths:
         statuses |= {"409", "429"}
     if not public or path == "/ready":
         statuses.add("503")
@@ -401,6 +403,7 @@ def document_api(app: Litestar, settings: Settings) -> None:
         }
         spec.security = [{BEARER_SCHEME: []}]
     body = {"application/json": OpenAPIMediaType(schema=Reference(ref=f"#/components/schemas/{ERROR_SCHEMA}"))}
+    turn_paths = TURN_PATHS | {settings.agui_path}
     for path, item in (spec.paths or {}).items():
         for method in _METHODS:
             operation: Operation | None = getattr(item, method)
@@ -422,7 +425,7 @@ def document_api(app: Litestar, settings: Settings) -> None:
                     },
                 )
             responses = {status: response for status, response in (operation.responses or {}).items() if status < "400"}
-            for status in _statuses(path, method, operation, bearer=bearer):
+            for status in _statuses(path, method, operation, bearer=bearer, turn_paths=turn_paths):
                 responses[status] = OpenAPIResponse(description=_DESCRIPTIONS[status], content=body)
             operation.responses = responses
     mcp = spec.paths[MCP_PATH] = _mcp_path()
