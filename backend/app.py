@@ -31,6 +31,7 @@ from backend.loopwatch import LoopWatch
 from backend.mcp.client import McpServers
 from backend.mcp.server import TaskMcpServer
 from backend.openapi import document_api
+from backend.protocols.agui.routes import agui_router
 from backend.protocols.aisdk.routes import AiSdkController
 from backend.request_ids import RequestIdMiddleware
 from backend.settings import Settings, get_settings
@@ -119,6 +120,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ready,
             ChatController,
             AiSdkController,
+            agui_router(settings),
             ConversationController,
             TaskController,
             task_mcp.mount(),

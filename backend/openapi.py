@@ -124,7 +124,8 @@ def _chat_request_kinds() -> list[Json]:
     return [
         {
             "title": "SendMessage",
-            "description": "A user message (text, attachments, or both), to `thread_id` or to a new conversation.",
+            "description": "A user message (text, attachments, or both), to `thread_id` or to a new conversation; "
+            "with `edit_of` (and `thread_id`), a new version of an earlier user message.",
             "properties": {"action": absent, "approvals": absent, "client_tool_results": absent},
             "anyOf": [
                 {"required": ["message"], "properties": {"message": {"type": "string", "pattern": NOT_BLANK}}},
@@ -141,6 +142,7 @@ def _chat_request_kinds() -> list[Json]:
             "properties": {
                 "action": {"$ref": "#/components/schemas/Action"},
                 "message": absent,
+                "edit_of": absent,
                 "approvals": absent,
                 "client_tool_results": absent,
                 "attachments": no_attachments,
@@ -151,7 +153,7 @@ def _chat_request_kinds() -> list[Json]:
             "title": "AnswerPause",
             "description": "The answers a paused reply in `thread_id` waits for: every pending approval and client "
             "tool, answered once.",
-            "properties": {"message": absent, "action": absent, "attachments": no_attachments},
+            "properties": {"message": absent, "action": absent, "edit_of": absent, "attachments": no_attachments},
             "allOf": [
                 with_thread,
                 {
@@ -309,7 +311,9 @@ def _error_schema() -> Schema:
 TURN_PATHS = frozenset({"/chatkit", "/api/chat"})  # the endpoints that start turns: a chat to find, a run to wait for
 
 
-def _statuses(path: str, method: str, operation: Operation, *, bearer: bool) -> list[str]:
+def _statuses(
+    path: str, method: str, operation: Operation, *, bearer: bool, turn_paths: frozenset[str] = TURN_PATHS
+) -> list[str]:
     """The error statuses one operation can answer, from its path, method, parameters and body."""
     public = operation.security == [{}]
     statuses: set[str] = set()
@@ -319,9 +323,9 @@ def _statuses(path: str, method: str, operation: Operation, *, bearer: bool) -> 
         statuses |= {"400", "413", "415", "422"}
     if operation.parameters:
         statuses.add("422")
-    if "{" in path or path in TURN_PATHS:
+    if "{" in path or path in turn_paths:
         statuses.add("404")
-    if path in TURN_PATHS:
+    if path in turn_paths:
         statuses |= {"409", "429"}
     if not public or path == "/ready":
         statuses.add("503")
@@ -416,6 +420,7 @@ def document_api(app: Litestar, settings: Settings) -> None:
         }
         spec.security = [{BEARER_SCHEME: []}]
     body = {"application/json": OpenAPIMediaType(schema=Reference(ref=f"#/components/schemas/{ERROR_SCHEMA}"))}
+    turn_paths = TURN_PATHS | {settings.agui_path}
     for path, item in (spec.paths or {}).items():
         for method in _METHODS:
             operation: Operation | None = getattr(item, method)
@@ -437,7 +442,7 @@ def document_api(app: Litestar, settings: Settings) -> None:
                     },
                 )
             responses = {status: response for status, response in (operation.responses or {}).items() if status < "400"}
-            for status in _statuses(path, method, operation, bearer=bearer):
+            for status in _statuses(path, method, operation, bearer=bearer, turn_paths=turn_paths):
                 responses[status] = OpenAPIResponse(description=_DESCRIPTIONS[status], content=body)
             operation.responses = responses
     mcp = spec.paths[MCP_PATH] = _mcp_path()

@@ -1,7 +1,7 @@
 """feedback on replies (a thumbs up or down, an optional comment); where a conversation's title came from
 
 Revision ID: 0009
-Revises: 0006
+Revises: 0008
 Create Date: 2026-12-07 12:10:00
 
 """
@@ -14,7 +14,7 @@ import sqlmodel
 from alembic import op
 
 revision: str = "0009"
-down_revision: str | None = "0006"
+down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -14,29 +14,40 @@ from backend.conversations.service import get_conversation, list_messages, publi
 from backend.models import ConversationExport, Message, MessagePublic, MessageRole, MessageStatus, utcnow
 
 ExportFormat = Literal["json", "markdown"]
+ExportBranches = Literal["active", "all"]
 EXPORT_PAGE = 500
 RESULT_CHARS = 2000  # a tool result longer than this is cut in the transcript (the JSON export keeps it whole)
 _RATINGS = {"up": "👍", "down": "👎"}
 _SPEAKERS = {MessageRole.USER: "You", MessageRole.ASSISTANT: "Assistant"}
 
 
-async def export_conversation(session: AsyncSession, user_id: str, conversation_id: uuid.UUID) -> ConversationExport:
-    """Every message of one of the user's conversations, in order, in their API shape.
+async def export_conversation(
+    session: AsyncSession, user_id: str, conversation_id: uuid.UUID, branches: ExportBranches = "active"
+) -> ConversationExport:
+    """The messages of one of the user's conversations in order, in their API shape (with their versions).
+
+    `branches`: `active` is the active branch (what `GET /api/conversations/{id}` shows), `all` every stored message
+    of every branch (each with its `parent_id`), by sequence number.
 
     Raises:
         NotFoundError: It does not exist or belongs to another user.
     """
     conversation = await get_conversation(session, user_id, conversation_id)
+    leaf = conversation.active_leaf_id if branches == "active" else None
     messages: list[Message] = []
     cursor: str | None = None
     while True:
-        page, cursor = await list_messages(session, conversation.id, limit=EXPORT_PAGE, cursor=cursor)
+        page, cursor = await list_messages(session, conversation.id, limit=EXPORT_PAGE, cursor=cursor, leaf=leaf)
         messages += page
         if cursor is None:
             break
     return ConversationExport.model_validate(
         conversation,
-        update={"messages": await public_messages(session, messages), "exported_at": utcnow(), "branches": "active"},
+        update={
+            "messages": await public_messages(session, messages, branched=True),
+            "exported_at": utcnow(),
+            "branches": branches,
+        },
     )
 
 

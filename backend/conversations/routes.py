@@ -11,20 +11,27 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_204_NO_CONTENT
 from sqlmodel.ext.asyncio.session import AsyncSession
+from sse_starlette import EventSourceResponse
 
 from backend.auth import User
-from backend.chat.routes import provide_chat_service
+from backend.chat.routes import event_stream, provide_chat_service
+from backend.chat.schemas import RegenerateRequest
 from backend.chat.service import ChatService
 from backend.conversations import service as conversation_service
 from backend.conversations.export import (
+    ExportBranches,
     ExportFormat,
     content_disposition,
     export_conversation,
     export_filename,
     to_markdown,
 )
+from backend.conversations.search import MAX_QUERY_CHARS, search_conversations
+from backend.conversations.service import MessageOrder
 from backend.conversations.store import ConversationRows
+from backend.errors import InvalidInputError
 from backend.models import (
+    BranchSwitch,
     ConversationDetail,
     ConversationExport,
     ConversationPublic,
@@ -40,6 +47,11 @@ MESSAGES_DEFAULT_LIMIT = 100
 MESSAGES_MAX_LIMIT = 500
 
 Limit = Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT, description="Page size.")]
+SEARCH_HELP = (
+    "Search titles and message text: every word (letters and digits) must match, case and Latin diacritics "
+    "ignored; other characters only separate words. Blank: the plain list."
+)
+ORDER_HELP = "`desc`: the newest messages first; the next cursor pages back in time."
 MessageLimit = Annotated[int, QueryParameter(ge=1, le=MESSAGES_MAX_LIMIT, description="Messages per page.")]
 
 
@@ -67,14 +79,21 @@ class ConversationController(Controller):
         limit: Limit = DEFAULT_LIMIT,
         cursor: FromQuery[str | None] = None,
         archived: Annotated[bool, QueryParameter(description="List the archived conversations instead.")] = False,
+        q: Annotated[str | None, QueryParameter(max_length=MAX_QUERY_CHARS, description=SEARCH_HELP)] = None,
     ) -> ConversationsPublic:
         """List conversations, most recently updated first, with a preview of each one's last message.
 
-        Archived conversations are listed only with `?archived=true` (and then only they).
+        Archived conversations are listed only with `?archived=true` (and then only they). With `q`, only the
+        conversations whose title or messages contain every word of it, best match first, each with a `snippet`.
         """
-        page, next_cursor = await conversation_service.list_conversations(
-            db_session, user.id, limit=limit, cursor=cursor, archived=archived
-        )
+        if q is not None and q.strip():
+            page, next_cursor = await search_conversations(
+                db_session, user.id, q, limit=limit, cursor=cursor, archived=archived
+            )
+        else:
+            page, next_cursor = await conversation_service.list_conversations(
+                db_session, user.id, limit=limit, cursor=cursor, archived=archived
+            )
         return ConversationsPublic(data=page, next_cursor=next_cursor)
 
     @get("/{conversation_id:uuid}", operation_id="GetConversation")
@@ -85,19 +104,14 @@ class ConversationController(Controller):
         conversation_id: FromPath[uuid.UUID],
         limit: MessageLimit = MESSAGES_DEFAULT_LIMIT,
         cursor: FromQuery[str | None] = None,
+        order: Annotated[MessageOrder, QueryParameter(description=ORDER_HELP)] = MessageOrder.ASC,
     ) -> ConversationDetail:
-        """Read a conversation and one page of its messages, in order, tool calls included."""
-        conversation = await conversation_service.get_conversation(db_session, user.id, conversation_id)
-        messages, next_cursor = await conversation_service.list_messages(
-            db_session, conversation.id, limit=limit, cursor=cursor
-        )
-        return ConversationDetail.model_validate(
-            conversation,
-            update={
-                "messages": await conversation_service.public_messages(db_session, messages),
-                "next_cursor": next_cursor,
-                "active_message_id": conversation.run_id,
-            },
+        """Read a conversation and one page of its active branch, in order (or newest first), tool calls included.
+
+        Each message says which of its versions it is (`sibling_index` of `sibling_count`, ids in `sibling_ids`).
+        """
+        return await conversation_service.conversation_detail(
+            db_session, user.id, conversation_id, limit=limit, cursor=cursor, order=order
         )
 
     @get("/{conversation_id:uuid}/export", operation_id="ExportConversation")
@@ -107,17 +121,63 @@ class ConversationController(Controller):
         user: NamedDependency[User],
         conversation_id: FromPath[uuid.UUID],
         format: Annotated[ExportFormat, QueryParameter(description="`json` (default) or `markdown`.")] = "json",
+        branches: Annotated[
+            ExportBranches,
+            QueryParameter(description="`active` (default): the active branch; `all`: every message (JSON only)."),
+        ] = "active",
     ) -> Response[ConversationExport]:
         """Export the whole conversation as a download: every message with tool calls, attachments and feedback.
 
         `format=json` gives the messages in their API shape; `format=markdown` a readable transcript
         (`text/markdown`). Both come with a `Content-Disposition` filename.
         """
-        export = await export_conversation(db_session, user.id, conversation_id)
+        if branches == "all" and format != "json":
+            raise InvalidInputError("branches: `all` is for format=json")
+        export = await export_conversation(db_session, user.id, conversation_id, branches)
         headers = {"Content-Disposition": content_disposition(export_filename(export, format))}
         if format == "markdown":
             return Response(to_markdown(export), media_type="text/markdown", headers=headers)  # type: ignore[arg-type]
         return Response(export, headers=headers)
+
+    @put("/{conversation_id:uuid}/branch", operation_id="SwitchBranch", status_code=200)
+    async def switch_branch(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        conversation_rows: NamedDependency[ConversationRows],
+        user: NamedDependency[User],
+        conversation_id: FromPath[uuid.UUID],
+        data: JSONBody[BranchSwitch],
+        limit: MessageLimit = MESSAGES_DEFAULT_LIMIT,
+    ) -> ConversationDetail:
+        """Make the branch through `message_id` the active one (shown and replayed to the model); return its first page.
+
+        The branch ends at the newest message under `message_id`. Refused with `409 run_in_progress` while a reply is
+        being generated.
+        """
+        await conversation_rows.switch_branch(user.id, conversation_id, data.message_id)
+        return await conversation_service.conversation_detail(db_session, user.id, conversation_id, limit=limit)
+
+    @post(
+        "/{conversation_id:uuid}/messages/{message_id:uuid}/regenerate",
+        operation_id="RegenerateReply",
+        media_type="text/event-stream",
+        status_code=200,
+    )
+    async def regenerate(
+        self,
+        chat_service: NamedDependency[ChatService],
+        user: NamedDependency[User],
+        conversation_id: FromPath[uuid.UUID],
+        message_id: FromPath[uuid.UUID],
+        data: JSONBody[RegenerateRequest],
+    ) -> EventSourceResponse:
+        """Answer a user message again and stream the new reply, like `POST /chatkit`: `start` ... `done`.
+
+        `message_id` is the user message, or one of its replies. The new reply is a sibling of the earlier ones (which
+        stay stored) and becomes the active branch.
+        """
+        subscription = await chat_service.execute(user.id, data.to_command(conversation_id, message_id))
+        return event_stream(chat_service, subscription)
 
     @patch("/{conversation_id:uuid}", operation_id="RenameConversation")
     async def rename_conversation(

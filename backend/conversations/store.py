@@ -1,17 +1,18 @@
-"""The conversation rows that REST owns: renaming, archiving and deleting a user's conversation, rating its replies."""
+"""The conversation rows that REST owns: rename, archive, switch the active branch, delete, rate a reply."""
 
 from __future__ import annotations
 
 import logging
 import uuid
 
-from sqlalchemy import and_, delete
+from sqlalchemy import and_, delete, update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col
+from sqlmodel import col, select
 
-from backend.conversations.service import CONVERSATION_NOT_FOUND, get_conversation
+from backend.conversations import tree
+from backend.conversations.service import CONVERSATION_NOT_FOUND, MESSAGE_NOT_FOUND, get_conversation
 from backend.db import Database
-from backend.errors import InvalidInputError, NotFoundError
+from backend.errors import ConflictError, InvalidInputError, NotFoundError
 from backend.files import service as file_service
 from backend.files.storage import FileStorage
 from backend.models import (
@@ -27,8 +28,6 @@ from backend.models import (
 )
 
 log = logging.getLogger(__name__)
-
-MESSAGE_NOT_FOUND = "Message not found."
 
 
 def feedback_comment(comment: str | None) -> str | None:
@@ -149,6 +148,40 @@ class ConversationRows:
             await session.commit()
             await session.refresh(row)
             return MessageFeedbackPublic(message_id=message_id, feedback=FeedbackPublic.model_validate(row))
+
+    async def switch_branch(self, user_id: str, conversation_id: uuid.UUID, message_id: uuid.UUID) -> None:
+        """Make the branch through `message_id` the active one: it ends at the newest message under it.
+
+        Raises:
+            NotFoundError: The conversation or the message does not exist, or is not the caller's.
+            ConflictError: A reply is being generated in the conversation (`run_in_progress`).
+        """
+        async with self.database.sessions() as session:
+            conversation = await get_conversation(session, user_id, conversation_id)
+            found = await session.exec(
+                select(Message.id).where(col(Message.id) == message_id, col(Message.conversation_id) == conversation_id)
+            )
+            if found.first() is None:
+                raise NotFoundError(MESSAGE_NOT_FOUND)
+            if conversation.active_leaf_id is None:  # written without the tree: make it one branch first
+                await session.exec(tree.chain_in_order(conversation_id))
+            leaf = await tree.newest_leaf_under(session, conversation_id, message_id)
+            switched = await session.exec(
+                update(Conversation)
+                .where(
+                    col(Conversation.id) == conversation_id,
+                    col(Conversation.user_id) == user_id,
+                    col(Conversation.run_id).is_(None),
+                )
+                .values(active_leaf_id=leaf)
+            )
+            if switched.rowcount != 1:
+                await session.rollback()
+                raise ConflictError(
+                    "A reply is being generated in this conversation; switch branches when it is done.",
+                    code="run_in_progress",
+                )
+            await session.commit()
 
     async def delete_conversation(self, user_id: str, conversation_id: uuid.UUID) -> None:
         """Delete a conversation and the files attached only in it; the database cascades to its messages and logs.

@@ -100,3 +100,25 @@ async def test_another_users_conversation_is_404(auth_client, db):
         assert error_of(response)["error"]["code"] == "not_found"
         assert "private" not in response.text
     assert (await auth_client.get(f"/api/conversations/{conversation_id}/export", headers=bearer("alice"))).is_success
+
+
+async def test_branches_all_exports_every_version_and_active_only_the_active_branch(client):
+    first = await chat(client, {"message": "add buy milk"})
+    conversation_id = first.events[0]["conversation_id"]
+    old_reply = first.events[0]["message_id"]
+    async with client.stream(
+        "POST", f"/api/conversations/{conversation_id}/messages/{old_reply}/regenerate", json={}
+    ) as response:
+        assert response.status_code == 200
+        await response.aread()
+    active = (await client.get(f"/api/conversations/{conversation_id}/export")).json()
+    every = (await client.get(f"/api/conversations/{conversation_id}/export?branches=all")).json()
+    assert active["branches"] == "active" and every["branches"] == "all"
+    assert [m["role"] for m in active["messages"]] == ["user", "assistant"]
+    assert old_reply not in [m["id"] for m in active["messages"]]
+    assert [m["role"] for m in every["messages"]] == ["user", "assistant", "assistant"]
+    assert old_reply in [m["id"] for m in every["messages"]]
+    assert every["messages"][1]["sibling_count"] == 2
+    markdown_all = await client.get(f"/api/conversations/{conversation_id}/export?format=markdown&branches=all")
+    assert markdown_all.status_code == 422
+    assert error_of(markdown_all)["error"]["message"] == "branches: `all` is for format=json"
