@@ -114,7 +114,7 @@ class ChatKitController(Controller):
         "conversations": Provide(provide_conversation_access, sync_to_thread=False),
         "files": Provide(provide_file_access, sync_to_thread=False),
     }
-    exception_handlers = {Exception: chatkit_error}
+    exception_handlers = dict.fromkeys(EXCEPTION_HANDLERS, chatkit_error)  # every key, so none of the app's wins
 
     @post("/", operation_id="ChatKit", status_code=200)
     async def chatkit(
