@@ -4,8 +4,8 @@ One `Encoder` per response. It folds the events into parts the way `backend.chat
 has the id and the content that `threads.get_by_id` and `items.list` give after a reload (see `items`):
 - `start`: for `threads.create`, `thread.created`; for a new message, the user message (`thread.item.done`); then
   `stream_options` (cancel is off: a dropped request does not stop the reply, see CHATKIT.md);
-- `text`: an `assistant_message` (`thread.item.added`, `content_part.added`, `text_delta`s, `content_part.done`,
-  `thread.item.done`);
+- `text`: an `assistant_message` (`thread.item.added`, `content_part.added`, `text_delta`s, `thread.item.done`,
+  as ChatKitServer streams a chat-completions model's text);
 - `agent` (a handoff), `tool_call`/`tool_result`, `thinking`: a `workflow` item and its tasks (`workflow.task.added`,
   `workflow.task.updated` when a tool finishes);
 - `widget`: a `widget` item (`thread.item.done`; a later widget with the same id: `thread.item.replaced`);
@@ -259,14 +259,7 @@ class Encoder:
         opened, self._open = self._open, None
         if opened is None:
             return []
-        item = self._item(opened.id, opened.group, opened.parts, opened)
-        if opened.group == "message":
-            done = {"type": "assistant_message.content_part.done", "content_index": 0, "content": item["content"][0]}
-            return [
-                {"type": "thread.item.updated", "item_id": opened.id, "update": done},
-                {"type": "thread.item.done", "item": item},
-            ]
-        return [{"type": "thread.item.done", "item": item}]
+        return [{"type": "thread.item.done", "item": self._item(opened.id, opened.group, opened.parts, opened)}]
 
     def _item(self, item_id: str, group: Group, parts: list[dict[str, Any]], opened: _Open | None = None) -> Json:
         thread_id, created_at = self._thread_id, self._created_at
