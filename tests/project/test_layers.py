@@ -63,3 +63,22 @@ def test_settings_import_no_mcp():
 def test_the_allowed_edge_still_exists():
     """If the factory stops falling back to the demo model, drop the exception above rather than keep it stale."""
     assert FACTORY_FALLBACK[1] in full_imports(ROOT / FACTORY_FALLBACK[0])
+
+
+def test_the_chatkit_adapter_imports_no_store_no_sdk_no_litellm_and_no_sqlmodel():
+    """`backend/protocols/chatkit` translates: it reaches conversations and files through their access services only."""
+    forbidden = (
+        "backend.chat.store",
+        "backend.conversations.store",
+        "backend.conversations.service",
+        "backend.files.service",
+        "backend.db",
+        "backend.models",
+        "agents",
+        "litellm",
+        "sqlmodel",
+        "sqlalchemy",
+        "chatkit",
+    )
+    assert offenders("backend/protocols/chatkit", forbidden) == []
+    assert "backend.conversations.access" in full_imports(ROOT / "backend/protocols/chatkit/routes.py")

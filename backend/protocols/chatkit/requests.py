@@ -8,7 +8,7 @@ does not use are ignored (ChatKit adds some in newer versions); `metadata` is ac
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints, ValidationError
 
@@ -56,11 +56,15 @@ class _Params(BaseModel):
 class Envelope(BaseModel):
     """Any ChatKit request: its type, its parameters (checked per type), its metadata."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", title="ChatKitRequest")
 
-    type: str = Field(min_length=1, max_length=100)
-    params: dict[str, JsonValue] = Field(default_factory=dict)
-    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+    type: str = Field(
+        min_length=1,
+        max_length=100,
+        description="Streamed: " + ", ".join(STREAMING) + ". Answered as JSON: " + ", ".join(JSON_ANSWERED) + ".",
+    )
+    params: dict[str, Any] = Field(default_factory=dict, description="The request's parameters, checked per type.")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Accepted and not stored.")
 
 
 class ContentPart(_Params):
