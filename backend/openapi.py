@@ -293,7 +293,8 @@ def _error_schema() -> Schema:
 
 def _chatkit_error_body() -> dict[str, OpenAPIMediaType]:
     """ChatKit's `error` event shape with our error object inside; checks before the route (auth, body size and type)
-    answer our plain error body."""
+    answer our plain error body.
+    """
     ours = Reference(ref=f"#/components/schemas/{ERROR_SCHEMA}")
     inner = _error_schema().properties
     assert inner is not None
