@@ -292,8 +292,9 @@ def _error_schema() -> Schema:
 
 
 def _chatkit_error_body() -> dict[str, OpenAPIMediaType]:
-    """ChatKit's `error` event shape with our error object inside; checks before the route (auth, body size and type)
-    answer our plain error body.
+    """ChatKit's `error` event shape with our error object inside, or our plain error body.
+
+    The checks before the route (auth, body size and type) answer the plain one.
     """
     ours = Reference(ref=f"#/components/schemas/{ERROR_SCHEMA}")
     inner = _error_schema().properties
