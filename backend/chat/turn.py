@@ -290,7 +290,8 @@ class TurnRun:
         try:
             pending = await self.hub.take_pending(self.message_id)
             if self.cancel_reason == "lost":
-                saved = "lost"  # its events are no longer this process's to log
+                saved = "lost"  # its events are no longer this process's to log, its calls' usage still is
+                await self.store.keep_usage(outcome.ledger)
             else:
                 saved = await self.store.finish_turn(
                     self.conversation_id,

@@ -191,6 +191,21 @@ def _no_event_log() -> None:
     Hub.record = record  # type: ignore[method-assign]
 
 
+def _quotas() -> None:
+    """Every per-user limit on, set high enough never to refuse: the price of the quota and rate-limit checks.
+
+    Run as a variant next to the plain server (``--variant quotas=quotas``): the difference in CPU per reply is what
+    the checks cost (the ledger rows are written in both).
+    """
+    os.environ.update(
+        TOKENS_PER_DAY=str(10**12),
+        TOKENS_PER_MONTH=str(10**12),
+        USD_PER_MONTH=str(10**9),
+        MESSAGES_PER_MINUTE=str(10**9),
+        MAX_TURNS_PER_USER=str(10**6),
+    )
+
+
 def _gc_young() -> None:
     """A young generation of 10,000 allocations instead of 700: fewer young collections and promotions per turn."""
     gc.set_threshold(10_000, 10, 10)
@@ -222,6 +237,7 @@ def _identity_cache() -> None:
 TWEAKS = {
     "identity_cache": _identity_cache,
     "gc_young": _gc_young,
+    "quotas": _quotas,
     "no_event_log": _no_event_log,
     "quiet_litellm": _quiet_litellm,
     "no_send_timeout": _no_send_timeout,

@@ -73,5 +73,15 @@ async def test_a_stalled_process_that_lost_its_turn_stops_it_and_tells_its_clien
             runs = (
                 await conn.execute(text("SELECT run_id FROM conversations WHERE id = :id"), {"id": conversation_id})
             ).scalar_one()
+            spent = (
+                (
+                    await conn.execute(
+                        text("SELECT outcome FROM usage_records WHERE message_id = :id"), {"id": interrupted["id"]}
+                    )
+                )
+                .scalars()
+                .all()
+            )
         await engine.dispose()
         assert runs is None, "no turn holds the conversation"
+        assert spent == ["cancelled"], "the lost turn's model call is in the ledger once"

@@ -142,6 +142,39 @@ async def test_a_turn_crossing_its_quota_ends_after_that_call_with_its_reply_sto
     assert reply.agent == TASK_ASSISTANT  # the handoff before the quota's end is kept
 
 
+async def test_a_conversation_deleted_during_its_turn_keeps_the_turns_spending(gemini_settings, fake, db):
+    """The reply is dropped with its conversation; its model call was made and paid for, so the ledger keeps it."""
+    fake.script(text_turn([f"w{i} " for i in range(60)], delay=0.05, usage=(11, 60)))
+    async with (
+        live(gemini_settings()) as client,
+        client.stream("POST", "/chatkit", json={"message": "a long story"}) as response,
+    ):
+        assert response.status_code == 200
+        conversation_id = None
+        lines = response.aiter_lines()
+        async for line in lines:
+            if line.startswith("data:") and '"conversation_id"' in line and conversation_id is None:
+                conversation_id = json.loads(line[5:])["conversation_id"]
+            if line.startswith("data:") and '"type":"text"' in line.replace(" ", ""):
+                break
+        assert conversation_id is not None
+        deleted = await client.delete(f"/api/conversations/{conversation_id}")
+        assert deleted.status_code == 204
+        async for _ in lines:  # the stream still ends
+            pass
+
+    async def rows() -> list[UsageRecord]:
+        return [r for r in await ledger(db) if str(r.conversation_id) == conversation_id]
+
+    for _ in range(100):
+        if await rows():
+            break
+        await asyncio.sleep(0.1)
+    kept = await rows()
+    assert len(kept) == 1, "the deleted conversation's model call is missing from the ledger"
+    assert kept[0].user_id == "local"
+
+
 async def fresh_minute() -> None:
     """Wait for a new minute if this one is nearly over (the per-minute window must not turn during a test)."""
     second = datetime.now(UTC).second

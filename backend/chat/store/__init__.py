@@ -97,6 +97,7 @@ class ConversationStore:
         self.resume_turn = self.turns.resume_turn
         self.finish_turn = self.turns.finish_turn
         self.close_unsaved = self.turns.close_unsaved
+        self.keep_usage = self.turns.keep_usage
         self.abandon = self.turns.abandon
         self.release = self.turns.release
         self.turn_info = self.turns.turn_info

@@ -515,6 +515,7 @@ class TurnRows:
             )
             result = "saved"  # the release is the last statement of the same transaction
         except TurnLostError:
+            await self.keep_usage(outcome.ledger)  # the calls were made (and paid for) whoever stores the message
             if not await self._conversation_exists(conversation_id):
                 log.info("conversation %s was deleted during its run; the reply was dropped", conversation_id)
                 return "saved"
@@ -569,6 +570,28 @@ class TurnRows:
             if events:
                 await self.events.write(conn, {message_id: list(events)})
             await conn.execute(released(conversation_id, message_id))
+
+    async def keep_usage(self, ledger: Sequence[dict[str, object]]) -> None:
+        """Store the ledger rows of a turn whose message is no longer this process's to write (taken over, deleted).
+
+        Idempotent on the rows' ids, so a save whose commit was acknowledged late never counts a call twice. Best
+        effort: a failure is logged (the rows are then missing from the ledger, never counted twice).
+        """
+        if not ledger:
+            return
+
+        async def write() -> None:
+            async with self.database.engine.begin() as conn:
+                ids = [row["id"] for row in ledger]
+                have = set((await conn.execute(select(UsageRecord.id).where(col(UsageRecord.id).in_(ids)))).scalars())
+                missing = [row for row in ledger if row["id"] not in have]
+                if missing:
+                    await conn.execute(_LEDGER_INSERT, missing)
+
+        try:
+            await retrying(write, 5.0, "keep the usage of a lost turn")
+        except Exception as error:
+            log.error("could not store %d ledger rows of a lost turn: %s", len(ledger), type(error).__name__)
 
     async def close_unsaved(
         self, conversation_id: uuid.UUID, message_id: uuid.UUID, outcome: Outcome, events: Sequence[StoredEvent]
