@@ -16,7 +16,7 @@ import pytest
 
 from backend.settings import Settings
 from tests.conftest import SECRET, bearer, live
-from tests.fakes.gemini import FakeGemini, function_call_turn, handoff_turn, text_turn
+from tests.fakes.gemini import FakeGemini, error_turn, function_call_turn, handoff_turn, text_turn
 from tests.protocols.chatkit_wire import REQUEST, Answer, check, post, send
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.filterwarnings("ignore::DeprecationWarning")]
@@ -396,3 +396,14 @@ async def test_a_turn_survives_a_dropped_request_and_shows_in_progress_meanwhile
             break
         await asyncio.sleep(0.1)
     assert text_of(stored[-1]) == "one two three"
+
+
+async def test_a_failed_turn_ends_the_stream_with_an_error_event_and_no_provider_text(
+    gemini_settings: Callable[..., Settings], fake: FakeGemini
+):
+    fake.script(error_turn(400, "SECRET provider detail"))
+    async with live(gemini_settings(auth_secret=SECRET, model_retries=0)) as client:
+        _, answer = await create(client, "hi")
+    assert answer.types[-1] == "error", answer.types
+    error = answer.events[-1]
+    assert error["code"] == "custom" and error["message"] and "SECRET" not in error["message"]
