@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import anyio
@@ -86,7 +87,7 @@ def _json_answer(body: Json) -> StarletteResponse:
     return StarletteResponse(_json.encode(body), media_type="application/json")
 
 
-def _thread_json(conversation_id: uuid.UUID, title: str, created_at: Any, page: Json | None = None) -> Json:
+def _thread_json(conversation_id: uuid.UUID, title: str, created_at: datetime, page: Json | None = None) -> Json:
     return {
         "id": str(conversation_id),
         "title": title,
