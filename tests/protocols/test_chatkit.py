@@ -407,3 +407,11 @@ async def test_a_failed_turn_ends_the_stream_with_an_error_event_and_no_provider
     assert answer.types[-1] == "error", answer.types
     error = answer.events[-1]
     assert error["code"] == "custom" and error["message"] and "SECRET" not in error["message"]
+
+
+async def test_the_path_is_a_setting(gemini_settings: Callable[..., Settings]):
+    async with live(gemini_settings(chatkit_path="/ck/v1")) as client:
+        moved = await post(client, "threads.list", {}, path="/ck/v1")
+        assert moved.status == 200 and moved.body == {"data": [], "has_more": False}
+        old = await client.post("/api/chatkit", json={"type": "threads.list", "params": {}})
+        assert old.status_code in (404, 405)
