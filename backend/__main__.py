@@ -10,17 +10,21 @@ import logging
 import os
 import socket
 import sys
+from typing import TYPE_CHECKING
 
 import uvicorn
 from uvicorn.supervisors import Multiprocess
 
-from backend import metrics
-from backend.db import SchemaNotCurrentError, create_database, prepare_schema
-from backend.logs import configure_logging, logging_config
-from backend.settings import Settings, SettingsError, load_settings
+if TYPE_CHECKING:
+    from backend.settings import Settings
 
+# With WORKERS > 1 every worker is a spawned process that imports this module (as `__mp_main__`) before it starts
+# answering uvicorn's health pings; a worker silent for `WORKER_START_SECONDS` is killed and respawned. So this
+# module imports only uvicorn at the top: the app's packages (seconds of CPU, far more on a loaded machine) load in
+# `main()`, and in each worker once its ping thread runs.
 log = logging.getLogger("backend")
 STARTUP_FAILURE = 3  # uvicorn's exit code when the server could not start
+WORKER_START_SECONDS = 30  # uvicorn's worker health-check timeout (its default, 5 s, respawns slow cold starts)
 
 
 def log_serving(sock: socket.socket, workers: int) -> None:
@@ -41,6 +45,8 @@ class Server(uvicorn.Server):
 
 
 async def _prepare(settings: Settings) -> None:
+    from backend.db import create_database, prepare_schema
+
     database = create_database(settings)
     try:
         await prepare_schema(database, settings)
@@ -54,6 +60,11 @@ def main(app_factory: str = "backend.app:create_app") -> None:
     Args:
         app_factory: The `module:function` uvicorn imports in each worker to build the app.
     """
+    from backend import metrics
+    from backend.db import SchemaNotCurrentError
+    from backend.logs import configure_logging, logging_config
+    from backend.settings import SettingsError, load_settings
+
     try:
         settings = load_settings()
     except SettingsError as error:
@@ -82,6 +93,7 @@ def main(app_factory: str = "backend.app:create_app") -> None:
         log_level=settings.log_level.lower(),
         proxy_headers=True,
         timeout_graceful_shutdown=10,
+        timeout_worker_healthcheck=WORKER_START_SECONDS,
         # Only the h11 parser enforces this; httptools (the default) has no header limit, so the app's own check
         # (MAX_HEADER_BYTES, 431) is what answers. Put a proxy limit in front for memory safety at the socket.
         h11_max_incomplete_event_size=settings.max_header_bytes,

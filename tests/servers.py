@@ -56,7 +56,9 @@ def server_env(database_url: str, gemini_base: str, **extra: str) -> dict[str, s
 
 
 @asynccontextmanager
-async def server_process(env: dict[str, str], stderr: IO[bytes] | None = None) -> AsyncIterator[ServerProcess]:
+async def server_process(
+    env: dict[str, str], stderr: IO[bytes] | None = None, start_timeout: float = START_TIMEOUT_SECONDS
+) -> AsyncIterator[ServerProcess]:
     """Start a server process, wait until it answers `/health`, and stop it (SIGKILL if need be) afterwards.
 
     Its log lines go to `stderr` (a file opened for writing), or to this process's stderr.
@@ -73,7 +75,7 @@ async def server_process(env: dict[str, str], stderr: IO[bytes] | None = None) -
     try:
         async with httpx.AsyncClient(base_url=server.base_url, timeout=5) as client:
             loop = asyncio.get_running_loop()
-            deadline = loop.time() + START_TIMEOUT_SECONDS
+            deadline = loop.time() + start_timeout
             while True:
                 if process.poll() is not None:
                     raise RuntimeError(f"the server exited with {process.returncode}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import httpx
@@ -11,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from backend.settings import Settings
 from tests.conftest import live
 from tests.fakes.gemini import FakeGemini, function_call_turn, handoff_turn, text_turn
+from tests.servers import free_port, server_env, server_process
 from tests.sse import chat
 
 pytestmark = pytest.mark.timeout(90)
@@ -84,3 +86,36 @@ async def test_a_scrape_after_known_turns_counts_them(gemini_settings: Callable[
     assert after[("chat_running_turns", frozenset())] == 0
     assert after[("chat_active_streams", frozenset())] == 0
     assert ("db_pool_checked_out", frozenset()) in after
+
+
+@pytest.mark.timeout(400)  # two cold workers start slowly on a loaded machine
+async def test_two_workers_sum_their_values_on_the_metrics_port(clean_db: str, fake: FakeGemini):
+    """`WORKERS=2` with `METRICS=port`: the parent process runs no turn, so it can only show them by summing the
+    workers' values (prometheus-client's multi-process mode)."""
+    if not clean_db.startswith("postgresql"):
+        pytest.skip("several workers share PostgreSQL (SQLite serves one process)")
+    turns = 6
+    fake.script(*(text_turn([f"t{i} ", "done."], delay=0.3) for i in range(turns)))
+    metrics_port = free_port()
+    env = server_env(
+        clean_db, fake.base_url, WORKERS="2", METRICS="port", METRICS_PORT=str(metrics_port), MAX_TURNS_PER_USER="0"
+    )
+    async with (
+        server_process(env, start_timeout=300) as server,
+        httpx.AsyncClient(base_url=server.base_url, timeout=60) as client,
+    ):
+        streams = await asyncio.gather(*(chat(client, {"message": f"hello {i}"}) for i in range(turns)))
+        assert [s.types[-1] for s in streams] == ["done"] * turns
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{metrics_port}", timeout=10) as scraper:
+            response = await scraper.get("/metrics")
+    assert response.status_code == 200
+    samples = {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+    assert delta({}, samples, "chat_turns_started_total") == turns
+    assert delta({}, samples, "chat_turns_finished_total", outcome="stop") == turns
+    assert delta({}, samples, "chat_model_calls_total", model=MODEL, outcome="ok") == turns
+    assert delta({}, samples, "http_requests_total", method="POST", path="/chatkit", status_code="200") == turns
+    assert samples[("chat_running_turns", frozenset())] == 0

@@ -14,6 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from backend.team.agents import TASK_ASSISTANT, TRIAGE
 from tests.conftest import live
 from tests.fakes.gemini import function_call_turn, handoff_turn, text_turn
+from tests.mcp.test_mcp_client import STDIO, mcp_settings
 from tests.sse import chat
 
 pytestmark = pytest.mark.timeout(60)
@@ -95,3 +96,21 @@ async def test_with_an_endpoint_each_http_request_has_a_span_that_parents_its_tu
         "http.method", (request.attributes or {}).get("http.request.method")
     ) == "POST"
     assert any("/api/conversations" in s.name for s in finished)
+
+
+async def test_an_mcp_tool_call_is_a_child_span_of_its_turn(gemini_settings, fake, spans):
+    """A tool of a real external MCP server (stdio, the `mcp` package) is traced like our own tools."""
+    fake.script(handoff_turn(), function_call_turn("mcp_fake__echo", {"text": "hello"}), text_turn("It echoed."))
+    async with live(mcp_settings(gemini_settings, [STDIO])) as client:
+        stream = await chat(client, {"message": "echo hello"})
+    assert stream.of("tool_result")[0]["result"] == {"text": "echo: hello"}
+    finished = list(spans.get_finished_spans())
+    [turn] = [s for s in finished if s.name == "chat turn"]
+    [tool] = [s for s in finished if s.name == "execute_tool mcp_fake__echo"]
+    assert tool.parent is not None and tool.parent.span_id == turn.context.span_id
+    attributes = dict(tool.attributes or {})
+    assert attributes["gen_ai.tool.name"] == "mcp_fake__echo"
+    assert attributes["gen_ai.agent.name"] == TASK_ASSISTANT
+    assert attributes["gen_ai.tool.call.id"] == stream.of("tool_call")[0]["id"]
+    assert tool.status.is_ok, "the call returned"
+    assert "hello" not in " ".join(str(v) for v in attributes.values()), "no arguments or output recorded"
