@@ -12,8 +12,11 @@ requests created since: a few milliseconds to a few tens (measured 4 to 37 ms wh
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import gc
 import logging
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -36,3 +39,22 @@ def _collect(loop: asyncio.AbstractEventLoop) -> None:
     _scheduled.discard(loop)
     found = gc.collect()
     log.debug("collected %d objects after a turn with attachments", found)
+    if _malloc_trim is not None:  # off the loop: it walks the allocator's arenas, without the GIL
+        loop.run_in_executor(None, _malloc_trim, 0)
+
+
+def _libc_malloc_trim() -> Callable[[int], int] | None:
+    """The C library's `malloc_trim` (glibc), or None elsewhere.
+
+    The freed copies of a turn's attachments were allocated by two threads (the server's loop and the side loop of
+    `backend.chat.side_loop`); glibc keeps what a thread's arena freed unless asked to give it back.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim: Callable[[int], int] = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return trim
+
+
+_malloc_trim = _libc_malloc_trim()

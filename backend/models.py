@@ -94,6 +94,9 @@ class Conversation(ConversationBase, table=True):
     run_owner: uuid.UUID | None = Field(default=None)
     run_cancel_requested: bool = Field(default=False)
     archived: bool = Field(default=False)
+    active_leaf_id: uuid.UUID | None = Field(
+        default=None, description="The last message of the active branch (null: the conversation has no messages)."
+    )
 
 
 class ConversationUpdate(SQLModel):
@@ -144,16 +147,25 @@ class ConversationsPublic(SQLModel):
 
 
 class Message(SQLModel, table=True):
-    """One user or assistant message. `seq` is the order within its conversation (never order by time)."""
+    """One user or assistant message. `seq` is the order within its conversation (never order by time).
+
+    The messages of a conversation form a tree: `parent_id` is the message this one follows (null for a first
+    message). Siblings are versions: an edited user message, a regenerated reply. The conversation's `active_leaf_id`
+    names the branch shown and replayed to the model (see `backend.conversations.tree`).
+    """
 
     __tablename__ = "messages"  # pyright: ignore[reportAssignmentType]
-    __table_args__ = (UniqueConstraint("conversation_id", "seq", name="uq_messages_conversation_seq"),)
+    __table_args__ = (
+        UniqueConstraint("conversation_id", "seq", name="uq_messages_conversation_seq"),
+        Index("ix_messages_parent", "parent_id"),
+    )
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     conversation_id: uuid.UUID = Field(
         sa_column_args=[ForeignKey("conversations.id", ondelete="CASCADE")], nullable=False
     )
     seq: int
+    parent_id: uuid.UUID | None = Field(default=None)
     role: MessageRole = Field(sa_type=String(16))
     content: str = Field(default="", sa_type=SafeText)
     tool_calls: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(SafeJSON, nullable=False))
@@ -238,6 +250,13 @@ class MessagePublic(SQLModel):
 
     id: uuid.UUID
     seq: int
+    parent_id: uuid.UUID | None = Field(default=None, description="The message this one follows (null: the first).")
+    sibling_ids: list[uuid.UUID] = Field(
+        default_factory=list,
+        description="The versions of this message (itself included), oldest first: the messages with its parent.",
+    )
+    sibling_index: int = Field(default=0, description="Its place in `sibling_ids` (0-based; shown as 1 of N).")
+    sibling_count: int = Field(default=1, description="How many versions there are (`len(sibling_ids)`).")
     role: MessageRole
     content: str
     parts: list[dict[str, Any]] = Field(default_factory=list)
@@ -252,6 +271,17 @@ class MessagePublic(SQLModel):
     created_at: datetime
 
 
+class BranchSwitch(SQLModel):
+    """PUT body of `/api/conversations/{id}/branch`: show the branch through this message."""
+
+    model_config = REQUEST_BODY
+
+    message_id: uuid.UUID = Field(
+        description="Any message of the conversation; the active branch becomes the path through it to its newest "
+        "descendant (a sibling's id switches to that version)."
+    )
+
+
 class StopPublic(SQLModel):
     """The answer to a stop request: the reply it concerns and where it now stands."""
 
@@ -262,13 +292,15 @@ class StopPublic(SQLModel):
 
 
 class ConversationDetail(ConversationPublic):
-    """A conversation with one page of its messages, oldest first.
+    """A conversation with one page of the messages of its active branch, oldest first.
 
     `active_message_id` is the assistant message whose turn is running now (rejoin it with
-    `GET /chatkit/{message_id}/stream`), or null.
+    `GET /chatkit/{message_id}/stream`), or null. `active_leaf_id` is the last message of the active branch
+    (switch branches with `PUT /api/conversations/{id}/branch`).
     """
 
     active_message_id: uuid.UUID | None = None
+    active_leaf_id: uuid.UUID | None = None
     messages: list[MessagePublic]
     next_cursor: str | None = None
 

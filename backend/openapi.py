@@ -125,7 +125,8 @@ def _chat_request_kinds() -> list[Json]:
     return [
         {
             "title": "SendMessage",
-            "description": "A user message (text, attachments, or both), to `thread_id` or to a new conversation.",
+            "description": "A user message (text, attachments, or both), to `thread_id` or to a new conversation; "
+            "with `edit_of` (and `thread_id`), a new version of an earlier user message.",
             "properties": {"action": absent, "approvals": absent, "client_tool_results": absent},
             "anyOf": [
                 {"required": ["message"], "properties": {"message": {"type": "string", "pattern": NOT_BLANK}}},
@@ -142,6 +143,7 @@ def _chat_request_kinds() -> list[Json]:
             "properties": {
                 "action": {"$ref": "#/components/schemas/Action"},
                 "message": absent,
+                "edit_of": absent,
                 "approvals": absent,
                 "client_tool_results": absent,
                 "attachments": no_attachments,
@@ -152,7 +154,7 @@ def _chat_request_kinds() -> list[Json]:
             "title": "AnswerPause",
             "description": "The answers a paused reply in `thread_id` waits for: every pending approval and client "
             "tool, answered once.",
-            "properties": {"message": absent, "action": absent, "attachments": no_attachments},
+            "properties": {"message": absent, "action": absent, "edit_of": absent, "attachments": no_attachments},
             "allOf": [
                 with_thread,
                 {

@@ -48,6 +48,8 @@ class SendMessage:
         uploads: Files sent inline; each is checked and stored like an upload, then attached.
         create_missing: With a `conversation_id`: create the conversation under that id if it does not exist yet
             (a client that names its chats itself, like the AI SDK's `useChat`). Another user's id is still 404.
+        edit_of: A user message of the conversation that this one is a new version of: the new message becomes its
+            sibling (after the same parent) and the active branch; everything after the old version stays stored.
     """
 
     text: str
@@ -56,6 +58,7 @@ class SendMessage:
     attachments: tuple[uuid.UUID, ...] = ()
     uploads: tuple[Upload, ...] = ()
     create_missing: bool = False
+    edit_of: uuid.UUID | None = None
 
 
 def decision(call_id: str, approve: bool, reason: str | None = None) -> Decision:
@@ -91,10 +94,18 @@ class WidgetAction:
 
 @dataclass(frozen=True, slots=True)
 class Regenerate:
-    """Answer the last user message again, replacing the reply `message_id` (the last reply when None)."""
+    """Answer a user message again: a new reply, a sibling of its earlier replies (which stay stored).
+
+    Attributes:
+        conversation_id: The conversation.
+        message_id: The user message to answer again, or a reply whose user message is answered again; None: the
+            active branch's last message (the last reply, or a user message left without one).
+        client_message_id: An idempotency key, as for `SendMessage`: a repeat follows the reply the first started.
+    """
 
     conversation_id: uuid.UUID
     message_id: uuid.UUID | None = None
+    client_message_id: uuid.UUID | None = None
 
 
 Command = SendMessage | AnswerPause | WidgetAction | Regenerate

@@ -128,12 +128,12 @@ async def fetch_stream(
     )
 
 
-def stream_events(response: Response, stream: GuardedStream, model: str) -> AsyncIterator[TResponseStreamEvent]:
+def stream_events(response: Response, stream: AsyncIterator[Any], model: str) -> AsyncIterator[TResponseStreamEvent]:
     """The SDK's chat-completions stream handler on a guarded LiteLLM stream, as `LitellmModel` runs it.
 
     Args:
         response: The initial Response from `fetch_stream`.
-        stream: The guarded stream.
+        stream: The guarded stream (or a `SideStream` reading it on another loop).
         model: The model name (the handler keeps provider-specific fields, e.g. Gemini's thought signatures).
 
     Returns:

@@ -12,8 +12,10 @@ logging; all of that is skipped:
 * ``usage_chunk`` (documented behaviour only): ``include_usage`` stays on and the stream is closed right after the
   usage chunk, which skips LiteLLM's second rebuild and its logging dispatch.
 
-Non-streaming calls stay on `LitellmModel.get_response`. The private names this relies on live in `litellm_guard.py`.
-So do not expect LiteLLM's success callbacks, cost tracking or caching for streamed calls: take usage from the run
+A call whose input carries attachments runs on a side loop (`backend.chat.side_loop`): LiteLLM builds its request
+there, so megabytes of files do not hold the server's loop. Non-streaming calls stay on `LitellmModel.get_response`.
+The private names this relies on live in `litellm_guard.py`. So do not expect LiteLLM's success callbacks, cost
+tracking or caching for streamed calls: take usage from the run
 (`RunResult.context_wrapper.usage.request_usage_entries`, one entry per model call); the usage ledger prices each
 (`backend.usage.ledger.price`).
 """
@@ -31,7 +33,9 @@ from agents.extensions.models.litellm_model import LitellmModel
 from agents.items import TResponseStreamEvent
 from agents.models.interface import ModelTracing
 
+from backend.chat.history import carries_files
 from backend.chat.litellm_guard import GuardedStream, fetch_stream, storable_calls, stream_events
+from backend.chat.side_loop import SideStream, side_loop
 
 __all__ = ["USAGE_SOURCES", "FinishChunkLitellmModel", "UsageSource"]
 
@@ -109,7 +113,7 @@ class FinishChunkLitellmModel(LitellmModel):
             TruncatedStreamError: The provider's stream ended without a finish reason.
         """
         with generation_span(model=str(self.model), disabled=tracing.is_disabled()) as span:
-            response, raw = await fetch_stream(
+            fetching = fetch_stream(
                 self,
                 system_instructions,
                 input,
@@ -121,7 +125,14 @@ class FinishChunkLitellmModel(LitellmModel):
                 tracing,
                 prompt=prompt,
             )
-            stream = GuardedStream(raw, self.usage_source)
+            stream: GuardedStream | SideStream
+            if isinstance(input, list) and carries_files(input):  # built, sent and read off the server's loop
+                side = side_loop()
+                response, raw = await side.run(fetching)
+                stream = SideStream(GuardedStream(raw, self.usage_source), side)
+            else:
+                response, raw = await fetching
+                stream = GuardedStream(raw, self.usage_source)
             cancelled = False
             try:
                 async for event in stream_events(response, stream, self.model):
@@ -140,7 +151,7 @@ class FinishChunkLitellmModel(LitellmModel):
                 if not cancelled:
                     await self._close(stream)
 
-    async def _close(self, stream: GuardedStream) -> None:
+    async def _close(self, stream: GuardedStream | SideStream) -> None:
         """Close the stream; a cancellation arriving meanwhile leaves the close to finish in the background."""
         closing = asyncio.ensure_future(stream.aclose())
         try:
@@ -149,7 +160,7 @@ class FinishChunkLitellmModel(LitellmModel):
             self._keep_until_done(closing)
             raise
 
-    def _close_in_background(self, stream: GuardedStream) -> None:
+    def _close_in_background(self, stream: GuardedStream | SideStream) -> None:
         self._keep_until_done(asyncio.ensure_future(stream.aclose()))
 
     def _keep_until_done(self, closing: asyncio.Future[None]) -> None:

@@ -1,4 +1,4 @@
-"""Request body of `POST /chatkit`: a message, a widget action, or the answers a paused run waits for."""
+"""Native request bodies: `POST /chatkit` (a message, an action, or answers to a pause) and a regeneration."""
 
 from __future__ import annotations
 
@@ -7,7 +7,15 @@ import uuid
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
-from backend.chat.commands import AnswerPause, ClientResult, Command, SendMessage, WidgetAction, decision
+from backend.chat.commands import (
+    AnswerPause,
+    ClientResult,
+    Command,
+    Regenerate,
+    SendMessage,
+    WidgetAction,
+    decision,
+)
 from backend.chat.widgets import Action
 from backend.errors import NotFoundError
 
@@ -80,6 +88,12 @@ class ChatRequest(BaseModel):
         description="Ids of uploaded files (`POST /api/files`) to send with the message (a repeated id counts once). "
         "A message may be attachments alone, without `message`.",
     )
+    edit_of: uuid.UUID | None = Field(
+        default=None,
+        description="With `message` and `thread_id`: the id of an earlier user message that this message is a new "
+        "version of. It becomes that message's sibling (the same parent) and the active branch; the reply follows it. "
+        "Everything after the old version stays stored (switch back with `PUT /api/conversations/{id}/branch`).",
+    )
     action: Action | None = Field(default=None, description="A widget action (a Button or Checkbox was used).")
     approvals: list[ApprovalDecision] | None = Field(
         default=None, max_length=MAX_ANSWERS, description="Decisions on the pending tool approvals."
@@ -118,8 +132,10 @@ class ChatRequest(BaseModel):
             raise ValueError(
                 "send exactly one of: message (and/or attachments), action, or approvals/client_tool_results"
             )
-        if (self.action is not None or answers) and self.thread_id is None:
-            raise ValueError("thread_id is required with an action, approvals or client_tool_results")
+        if (self.action is not None or answers or self.edit_of is not None) and self.thread_id is None:
+            raise ValueError("thread_id is required with an action, approvals, client_tool_results or edit_of")
+        if self.edit_of is not None and self.message is None and not self.attachments:
+            raise ValueError("edit_of needs a message")
         if self.message is None and self.attachments:
             self.message = ""  # attachments alone are a message with no text
         return self
@@ -137,6 +153,7 @@ class ChatRequest(BaseModel):
                 conversation_id=conversation_id,
                 client_message_id=self.client_message_id,
                 attachments=tuple(self.attachments),
+                edit_of=self.edit_of,
             )
         assert conversation_id is not None  # checked by `_one_kind`
         if self.action is not None:
@@ -155,3 +172,19 @@ def _conversation_id(reference: str | None) -> uuid.UUID | None:
         return uuid.UUID(reference)
     except ValueError:
         raise NotFoundError("Conversation not found.") from None
+
+
+class RegenerateRequest(BaseModel):
+    """Body of `POST /api/conversations/{id}/messages/{message_id}/regenerate`: `{}`, or an idempotency key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    client_message_id: uuid.UUID | None = Field(
+        default=None,
+        description="A UUID the client generates per regeneration: a repeat (a network retry) follows the reply the "
+        "first request started instead of starting another. Scoped to the user, shared with `POST /chatkit`'s.",
+    )
+
+    def to_command(self, conversation_id: uuid.UUID, message_id: uuid.UUID) -> Regenerate:
+        """The engine command: answer `message_id` (a user message) or its user message (a reply) again."""
+        return Regenerate(conversation_id, message_id, self.client_message_id)

@@ -225,6 +225,7 @@ class ChatService:
                     client_message_id=command.client_message_id,
                     attachments=attachments,
                     create_missing=command.create_missing,
+                    edit_of=command.edit_of,
                     max_running=self.quotas.limits_of(user_id).max_turns_per_user,
                 )
             )
@@ -255,6 +256,7 @@ class ChatService:
                     user_id=user_id,
                     message="",
                     conversation_id=command.conversation_id,
+                    client_message_id=command.client_message_id,
                     regenerate=command.message_id or uuid.UUID(int=0),
                     max_running=self.quotas.limits_of(user_id).max_turns_per_user,
                 )
@@ -262,7 +264,9 @@ class ChatService:
         except Exception:
             await self.quotas.uncount(user_id, admission)
             raise
-        assert isinstance(begun, BegunTurn)  # no idempotency key, so never an existing turn
+        if isinstance(begun, ExistingTurn):
+            await self.quotas.uncount(user_id, admission)  # a retry counts once
+            return Subscription(begun.message_id)
         return await self._begin_run(user_id, begun, admission.budget)
 
     async def _begin_run(self, user_id: str, begun: BegunTurn, budget: Budget | None) -> Subscription:

@@ -5,19 +5,22 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from litestar import Controller, delete, get, patch, post
+from litestar import Controller, delete, get, patch, post, put
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_204_NO_CONTENT
 from sqlmodel.ext.asyncio.session import AsyncSession
+from sse_starlette import EventSourceResponse
 
 from backend.auth import User
-from backend.chat.routes import provide_chat_service
+from backend.chat.routes import event_stream, provide_chat_service
+from backend.chat.schemas import RegenerateRequest
 from backend.chat.service import ChatService
 from backend.conversations import service as conversation_service
 from backend.conversations.store import ConversationRows
 from backend.models import (
+    BranchSwitch,
     ConversationDetail,
     ConversationPublic,
     ConversationsPublic,
@@ -76,19 +79,53 @@ class ConversationController(Controller):
         limit: MessageLimit = MESSAGES_DEFAULT_LIMIT,
         cursor: FromQuery[str | None] = None,
     ) -> ConversationDetail:
-        """Read a conversation and one page of its messages, in order, tool calls included."""
-        conversation = await conversation_service.get_conversation(db_session, user.id, conversation_id)
-        messages, next_cursor = await conversation_service.list_messages(
-            db_session, conversation.id, limit=limit, cursor=cursor
+        """Read a conversation and one page of its active branch, in order, tool calls included.
+
+        Each message says which of its versions it is (`sibling_index` of `sibling_count`, ids in `sibling_ids`).
+        """
+        return await conversation_service.conversation_detail(
+            db_session, user.id, conversation_id, limit=limit, cursor=cursor
         )
-        return ConversationDetail.model_validate(
-            conversation,
-            update={
-                "messages": await conversation_service.public_messages(db_session, messages),
-                "next_cursor": next_cursor,
-                "active_message_id": conversation.run_id,
-            },
-        )
+
+    @put("/{conversation_id:uuid}/branch", operation_id="SwitchBranch", status_code=200)
+    async def switch_branch(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        conversation_rows: NamedDependency[ConversationRows],
+        user: NamedDependency[User],
+        conversation_id: FromPath[uuid.UUID],
+        data: JSONBody[BranchSwitch],
+        limit: MessageLimit = MESSAGES_DEFAULT_LIMIT,
+    ) -> ConversationDetail:
+        """Make the branch through `message_id` the active one (shown and replayed to the model); return its first page.
+
+        The branch ends at the newest message under `message_id`. Refused with `409 run_in_progress` while a reply is
+        being generated.
+        """
+        await conversation_rows.switch_branch(user.id, conversation_id, data.message_id)
+        return await conversation_service.conversation_detail(db_session, user.id, conversation_id, limit=limit)
+
+    @post(
+        "/{conversation_id:uuid}/messages/{message_id:uuid}/regenerate",
+        operation_id="RegenerateReply",
+        media_type="text/event-stream",
+        status_code=200,
+    )
+    async def regenerate(
+        self,
+        chat_service: NamedDependency[ChatService],
+        user: NamedDependency[User],
+        conversation_id: FromPath[uuid.UUID],
+        message_id: FromPath[uuid.UUID],
+        data: JSONBody[RegenerateRequest],
+    ) -> EventSourceResponse:
+        """Answer a user message again and stream the new reply, like `POST /chatkit`: `start` ... `done`.
+
+        `message_id` is the user message, or one of its replies. The new reply is a sibling of the earlier ones (which
+        stay stored) and becomes the active branch.
+        """
+        subscription = await chat_service.execute(user.id, data.to_command(conversation_id, message_id))
+        return event_stream(chat_service, subscription)
 
     @patch("/{conversation_id:uuid}", operation_id="RenameConversation")
     async def rename_conversation(

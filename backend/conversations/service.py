@@ -12,9 +12,18 @@ from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from backend.conversations import tree
 from backend.errors import InvalidInputError
 from backend.files.service import files_of_messages
-from backend.models import AttachmentPublic, Conversation, ConversationSummary, Message, MessagePublic, MessageRole
+from backend.models import (
+    AttachmentPublic,
+    Conversation,
+    ConversationDetail,
+    ConversationSummary,
+    Message,
+    MessagePublic,
+    MessageRole,
+)
 from backend.ownership import owned
 from backend.pagination import (
     BAD_CURSOR,
@@ -27,6 +36,7 @@ from backend.pagination import (
 )
 
 CONVERSATION_NOT_FOUND = "Conversation not found."
+MESSAGE_NOT_FOUND = "Message not found."
 PREVIEW_CHARS = 120
 PREVIEW_SOURCE_CHARS = 1000  # enough raw text to fill a preview after whitespace is collapsed
 MAX_SEQ = 2**31 - 1
@@ -95,8 +105,34 @@ async def get_conversation(session: AsyncSession, user_id: str, conversation_id:
     return await owned(session, Conversation, conversation_id, user_id, CONVERSATION_NOT_FOUND)
 
 
+async def conversation_detail(
+    session: AsyncSession, user_id: str, conversation_id: uuid.UUID, *, limit: int, cursor: str | None = None
+) -> ConversationDetail:
+    """One of the user's conversations with a page of its active branch, each message with its versions.
+
+    Raises:
+        NotFoundError: If it does not exist or belongs to another user.
+    """
+    conversation = await get_conversation(session, user_id, conversation_id)
+    leaf = conversation.active_leaf_id
+    messages, next_cursor = await list_messages(session, conversation.id, limit=limit, cursor=cursor, leaf=leaf)
+    return ConversationDetail.model_validate(
+        conversation,
+        update={
+            "messages": await public_messages(session, messages, branched=leaf is not None),
+            "next_cursor": next_cursor,
+            "active_message_id": conversation.run_id,
+        },
+    )
+
+
 async def list_messages(
-    session: AsyncSession, conversation_id: uuid.UUID, *, limit: int, cursor: str | None = None
+    session: AsyncSession,
+    conversation_id: uuid.UUID,
+    *,
+    limit: int,
+    cursor: str | None = None,
+    leaf: uuid.UUID | None = None,
 ) -> tuple[list[Message], str | None]:
     """One page of a conversation's messages in order (by sequence number, never by time).
 
@@ -105,11 +141,14 @@ async def list_messages(
         conversation_id: A conversation the caller has already been checked to own.
         limit: Page size.
         cursor: Where the previous page ended.
+        leaf: Only the branch that ends at this message (None: every message, for a conversation without a tree).
 
     Returns:
         The page and the cursor of the next page (None at the end).
     """
     query = select(Message).where(Message.conversation_id == conversation_id)
+    if leaf is not None:
+        query = query.where(tree.on_path(tree.path_to(leaf)))
     if cursor:
         (after_seq,) = decode_cursor(cursor, 1)
         if type(after_seq) is not int or not 0 <= after_seq <= MAX_SEQ:
@@ -120,26 +159,34 @@ async def list_messages(
     return rows, encode_cursor(rows[-1].seq) if more else None
 
 
-async def public_messages(session: AsyncSession, messages: list[Message]) -> list[MessagePublic]:
+async def public_messages(session: AsyncSession, messages: list[Message], *, branched: bool) -> list[MessagePublic]:
     """A page of messages in their API shape, with the attachments of the user messages (one query per page).
 
     Args:
         session: An open session.
-        messages: One page, from `list_messages`.
+        messages: One page of one conversation, from `list_messages`.
+        branched: The conversation is a tree (it has an active leaf): fill in each message's versions (one more query).
 
     Returns:
-        The messages with `attachments` filled in.
+        The messages with `attachments` and their versions (`sibling_ids`, `sibling_index`, `sibling_count`).
     """
     files = await files_of_messages(session, [m.id for m in messages if m.role == MessageRole.USER])
-    return [
-        MessagePublic.model_validate(
-            message,
-            update={
-                "attachments": [
-                    AttachmentPublic(id=f.id, name=f.name, content_type=f.content_type, size=f.size)
-                    for f in files.get(message.id, ())
-                ]
-            },
+    versions = await tree.versions(session, messages[0].conversation_id, messages) if branched and messages else {}
+    public: list[MessagePublic] = []
+    for message in messages:
+        siblings = versions[message.id].ids if message.id in versions else [message.id]
+        public.append(
+            MessagePublic.model_validate(
+                message,
+                update={
+                    "attachments": [
+                        AttachmentPublic(id=f.id, name=f.name, content_type=f.content_type, size=f.size)
+                        for f in files.get(message.id, ())
+                    ],
+                    "sibling_ids": siblings,
+                    "sibling_index": siblings.index(message.id),
+                    "sibling_count": len(siblings),
+                },
+            )
         )
-        for message in messages
-    ]
+    return public

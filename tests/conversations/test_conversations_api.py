@@ -14,10 +14,24 @@ from tests.seeding import append, b64, count_rows, insert_messages, seed_convers
 CONVERSATION_NOT_FOUND = {"error": {"code": "not_found", "message": "Conversation not found."}}
 BAD_CURSOR = {"error": {"code": "validation_error", "message": "cursor: not a cursor this server issued for this list"}}
 SUMMARY_KEYS = {"id", "title", "archived", "created_at", "updated_at", "preview"}
-DETAIL_KEYS = {"id", "title", "archived", "created_at", "updated_at", "messages", "next_cursor", "active_message_id"}
+DETAIL_KEYS = {
+    "id",
+    "title",
+    "archived",
+    "created_at",
+    "updated_at",
+    "messages",
+    "next_cursor",
+    "active_message_id",
+    "active_leaf_id",
+}
 MESSAGE_KEYS = {
     "id",
     "seq",
+    "parent_id",
+    "sibling_ids",
+    "sibling_index",
+    "sibling_count",
     "role",
     "content",
     "parts",

@@ -169,6 +169,16 @@ class Turn:
 # --------------------------------------------------------------------------------------------------------------------
 
 
+def said(request: Mapping[str, Any]) -> list[str]:
+    """The texts of a recorded model request in order, each as `role: text` (what the model was given)."""
+    return [
+        f"{content['role']}: {part['text']}"
+        for content in request["contents"]
+        for part in content["parts"]
+        if "text" in part
+    ]
+
+
 def split_words(text: str) -> list[str]:
     """Split text into word chunks that keep their surrounding whitespace.
 

@@ -16,8 +16,9 @@ After the turns end their copies are freed (see `backend.memory`): RSS must come
 (measured +35 to +70 MiB; before the fix +175 MiB for the same three 10 MiB turns, and gigabytes for bigger ones).
 
 The stall watch (`LOOP_STALL_MS=100`) must show no stall held in our code (building the model input, encoding,
-collecting): what it shows instead is LiteLLM turning the request into Gemini's shape on the event loop (see the
-issue's closing note).
+collecting). LiteLLM builds, sends and reads a request with attachments on a side loop (`backend.chat.side_loop`),
+so its work no longer shows either (before: about 100 ms per model call turning the request into Gemini's shape on
+the server's loop); what may remain is the server's loop waiting for the GIL during one long C call there.
 """
 
 from __future__ import annotations

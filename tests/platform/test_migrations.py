@@ -6,12 +6,16 @@ The alembic commands run from sync tests: `env.py` calls `asyncio.run`, which ca
 from __future__ import annotations
 
 import asyncio
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect, text
+from sqlalchemy import insert, inspect, text
 from sqlalchemy.ext.asyncio import create_async_engine
+from sqlmodel.sql.sqltypes import UTCDateTime
 
 from alembic import command
 from backend.app import create_app
@@ -34,6 +38,28 @@ APP_TABLES = {
     "user_limits",
     "rate_windows",
 }
+
+
+CONVERSATIONS_0006 = sa.table(
+    "conversations",
+    sa.column("id", sa.Uuid()),
+    sa.column("user_id", sa.String()),
+    sa.column("title", sa.String()),
+    sa.column("created_at", UTCDateTime()),
+    sa.column("updated_at", UTCDateTime()),
+)
+MESSAGES_0006 = sa.table(
+    "messages",
+    sa.column("id", sa.Uuid()),
+    sa.column("conversation_id", sa.Uuid()),
+    sa.column("seq", sa.Integer()),
+    sa.column("role", sa.String()),
+    sa.column("content", sa.Text()),
+    sa.column("tool_calls", sa.JSON()),
+    sa.column("status", sa.String()),
+    sa.column("created_at", UTCDateTime()),
+)
+"""The columns of 0006 that a row needs (the others have server defaults or are nullable)."""
 
 
 def schema(url: str) -> dict[str, Any]:
@@ -118,3 +144,86 @@ async def test_app_migrates_a_fresh_sqlite_file_on_startup(tmp_path: Path):
 async def test_app_startup_migration_is_a_no_op_at_head(make_settings):
     async with loopback_client(create_app(make_settings(migrate_on_startup=True))) as client:
         assert (await client.get("/api/tasks")).json() == {"data": [], "next_cursor": None}
+
+
+def test_0007_moves_every_existing_message_into_one_branch(database_url: str):
+    """A database at 0006 with messages: after the upgrade each message follows the one before it, nothing is lost."""
+    conversations = [uuid.uuid4(), uuid.uuid4(), uuid.uuid4()]  # two with messages, one without
+    messages = {
+        conversations[0]: [uuid.uuid4() for _ in range(5)],
+        conversations[1]: [uuid.uuid4() for _ in range(2)],
+        conversations[2]: [],
+    }
+
+    async def seed() -> None:
+        engine = create_async_engine(database_url)
+        now = datetime.now(UTC)
+        try:
+            async with engine.begin() as conn:
+                for cid, ids in messages.items():
+                    await conn.execute(
+                        insert(CONVERSATIONS_0006).values(
+                            id=cid, user_id="migrated", title="t", created_at=now, updated_at=now
+                        )
+                    )
+                    # seq with gaps, inserted out of order: the chain follows seq, not insertion or time
+                    for seq, mid in sorted(enumerate(ids), key=lambda pair: -pair[0]):
+                        role = "user" if seq % 2 == 0 else "assistant"
+                        await conn.execute(
+                            insert(MESSAGES_0006).values(
+                                id=mid,
+                                conversation_id=cid,
+                                seq=seq * 3 + 1,
+                                role=role,
+                                content=f"m{seq}",
+                                created_at=now,
+                                tool_calls=[],
+                                status="complete",
+                            )
+                        )
+        finally:
+            await engine.dispose()
+
+    async def read() -> tuple[dict[uuid.UUID, uuid.UUID | None], dict[uuid.UUID, uuid.UUID | None]]:
+        engine = create_async_engine(database_url)
+        try:
+            async with engine.connect() as conn:
+                message = sa.table("messages", sa.column("id", sa.Uuid()), sa.column("parent_id", sa.Uuid()))
+                parents = await conn.execute(
+                    sa.select(message.c.id, message.c.parent_id).where(
+                        sa.column("conversation_id", sa.Uuid()).in_(conversations)
+                    )
+                )
+                conversation = sa.table(
+                    "conversations", sa.column("id", sa.Uuid()), sa.column("active_leaf_id", sa.Uuid())
+                )
+                leaves = await conn.execute(
+                    sa.select(conversation.c.id, conversation.c.active_leaf_id).where(
+                        sa.column("user_id") == "migrated"
+                    )
+                )
+                return {m: p for m, p in parents.all()}, {c: leaf for c, leaf in leaves.all()}
+        finally:
+            await engine.dispose()
+
+    try:
+        command.downgrade(alembic_config(url=database_url), "0006")
+        asyncio.run(seed())
+        command.upgrade(alembic_config(url=database_url), "head")
+        parents, leaves = asyncio.run(read())
+        assert set(parents) == {m for ids in messages.values() for m in ids}, "every message is kept"
+        for cid, ids in messages.items():
+            assert [parents[m] for m in ids] == [None, *ids][: len(ids)], "each message follows the one before it"
+            assert leaves[cid] == (ids[-1] if ids else None), "the active leaf is the last message"
+    finally:
+        command.upgrade(alembic_config(url=database_url), "head")
+
+        async def clean() -> None:
+            engine = create_async_engine(database_url)
+            try:
+                async with engine.begin() as conn:
+                    await conn.execute(text("DELETE FROM conversations WHERE user_id = 'migrated'"))
+            finally:
+                await engine.dispose()
+
+        asyncio.run(clean())

@@ -299,7 +299,7 @@ async def test_a_running_chat_answers_409_resumes_and_stops_for_real(
     assert (await client.delete(f"/api/chat/{chat_id}/stream")).status_code == 204, "stopping is idempotent"
 
 
-async def test_regenerate_replaces_the_last_reply(client: httpx.AsyncClient, fake: FakeGemini) -> None:
+async def test_regenerate_adds_a_version_of_the_last_reply(client: httpx.AsyncClient, fake: FakeGemini) -> None:
     chat_id = new_chat()
     fake.script(text_turn("First answer."), text_turn("Second answer."))
     first = ui_stream(await post(client, body(chat_id, user("question"))))
@@ -312,6 +312,7 @@ async def test_regenerate_replaces_the_last_reply(client: httpx.AsyncClient, fak
     conversation_id = first.events[0]["messageMetadata"]["conversationId"]
     stored = (await client.get(f"/api/conversations/{conversation_id}")).json()
     assert [m["content"] for m in stored["messages"]] == ["question", "Second answer."]
+    assert stored["messages"][-1]["sibling_ids"] == [old_id, second.events[0]["messageId"]], "the old one is kept"
     assert "First answer." not in str(fake.requests[-1]["contents"])
 
 

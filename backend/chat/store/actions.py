@@ -109,19 +109,26 @@ class ActionTransaction:
             message_id = None
             if reply:
                 message_id = uuid.uuid4()
+                leaf = (
+                    await session.exec(
+                        select(Conversation.active_leaf_id).where(col(Conversation.id) == self.conversation_id)
+                    )
+                ).first()
                 session.add(
                     Message(
                         id=message_id,
                         conversation_id=self.conversation_id,
                         seq=(recent[0].seq + 1) if recent else 1,
+                        parent_id=leaf,  # it follows the active branch (a conversation without a tree stays flat)
                         role=MessageRole.ASSISTANT,
                         content=reply,
                         parts=[{"type": "text", "text": reply}],
                         created_at=now,
                     )
                 )
+                moved = {"updated_at": now} | ({"active_leaf_id": message_id} if leaf is not None else {})
                 await session.exec(
-                    update(Conversation).where(col(Conversation.id) == self.conversation_id).values(updated_at=now)
+                    update(Conversation).where(col(Conversation.id) == self.conversation_id).values(**moved)
                 )
             await session.commit()
             return message_id

@@ -19,7 +19,6 @@ from backend.models import Message, MessageStatus
 
 log = logging.getLogger(__name__)
 
-MESSAGE_NOT_FOUND = "Message not found."
 INTERRUPTED = Error("interrupted", "The server running this reply stopped. Send the message again.", retryable=True)
 UNSAVED = Error("internal", "The reply could not be saved.", retryable=True)
 _T = TypeVar("_T")
@@ -72,8 +71,11 @@ class TurnRequest:
     attachments: tuple[uuid.UUID, ...] = ()
     create_missing: bool = False
     """Create the conversation under `conversation_id` if no conversation has that id (a client-chosen chat id)."""
+    edit_of: uuid.UUID | None = None
+    """`message` is a new version of this user message: a sibling of it, after the same parent."""
     regenerate: uuid.UUID | None = None
-    """Answer the last user message again instead of adding `message`, replacing this reply (the nil UUID: the last)."""
+    """Answer a user message again instead of adding `message`: this user message, or the one this reply answers (the
+    nil UUID: the active leaf). The new reply is a sibling of the old ones, which stay stored."""
     max_running: int = 0
     """The most turns the user may have running at once, in all processes, this one included (0: no limit)."""
 

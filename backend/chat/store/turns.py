@@ -17,8 +17,9 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, exists, func, insert, update
+from sqlalchemy import ColumnElement, ScalarSelect, case, exists, false, func, insert, or_, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import aliased
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -27,7 +28,6 @@ from backend.chat.pause import Part, cancelled
 from backend.chat.store.event_log import EventLog
 from backend.chat.store.lock import RunLock, released
 from backend.chat.store.rows import (
-    MESSAGE_NOT_FOUND,
     UNSAVED,
     BegunTurn,
     ExistingTurn,
@@ -41,9 +41,10 @@ from backend.chat.store.rows import (
     retrying,
 )
 from backend.chat.store.takeover import Takeover
-from backend.conversations.service import CONVERSATION_NOT_FOUND, get_conversation
+from backend.conversations import tree
+from backend.conversations.service import CONVERSATION_NOT_FOUND, MESSAGE_NOT_FOUND, get_conversation
 from backend.db import Database, serialize_on
-from backend.errors import ConflictError, NotFoundError, RateLimitedError
+from backend.errors import ConflictError, InvalidInputError, NotFoundError, RateLimitedError
 from backend.files import service as file_service
 from backend.files.models import MessageFile
 from backend.files.service import StoredFile
@@ -92,6 +93,7 @@ def _message_row(
     role: MessageRole,
     content: str,
     now: datetime,
+    parent_id: uuid.UUID | None,
 ) -> dict[str, object]:
     """A new message's row for a Core INSERT: a user message is complete, an assistant message `in_progress`."""
     status = MessageStatus.COMPLETE if role == MessageRole.USER else MessageStatus.IN_PROGRESS
@@ -99,6 +101,7 @@ def _message_row(
         "id": message_id,
         "conversation_id": conversation_id,
         "seq": seq,
+        "parent_id": parent_id,
         "role": role,
         "content": content,
         "tool_calls": [],
@@ -207,13 +210,25 @@ class TurnRows:
         if row is None:
             return None
         key, content, conversation_id = row
-        if content != storable_text(request.message) or (
-            request.conversation_id is not None and request.conversation_id != conversation_id
-        ):
+        if request.regenerate is not None:
+            same = request.conversation_id == conversation_id and await self._answers(key, request.regenerate)
+        else:
+            same = content == storable_text(request.message) and (
+                request.conversation_id is None or request.conversation_id == conversation_id
+            )
+        if not same:
             raise ConflictError(
                 "This client_message_id was already used for a different message.", code="idempotency_conflict"
             )
         return ExistingTurn(conversation_id=conversation_id, message_id=key.assistant_message_id)
+
+    async def _answers(self, key: ClientMessageId, regenerate: uuid.UUID) -> bool:
+        """Whether a regeneration of `regenerate` is the one that key started (it answered the same user message)."""
+        if regenerate.int == 0 or regenerate in (key.user_message_id, key.assistant_message_id):
+            return True
+        async with self.database.sessions() as session:
+            parent = (await session.exec(select(Message.parent_id).where(col(Message.id) == regenerate))).first()
+        return parent == key.user_message_id
 
     async def _check_running_turns(self, session: AsyncSession, user_id: str, limit: int, now: datetime) -> None:
         """Refuse a turn while the user has `limit` turns running (in any process).
@@ -249,6 +264,7 @@ class TurnRows:
         message_id, user_message_id = uuid.uuid4(), uuid.uuid4()
         history: list[Message] = []
         files: dict[uuid.UUID, list[StoredFile]] = {}
+        parent_id: uuid.UUID | None = None
         async with self.database.sessions() as session:
             try:
                 attached = await file_service.resolve_attachments(session, request.user_id, request.attachments)
@@ -258,6 +274,8 @@ class TurnRows:
                 created = request.conversation_id is None or (
                     request.create_missing and await session.get(Conversation, request.conversation_id) is None
                 )
+                if created and (request.edit_of is not None or request.regenerate is not None):
+                    raise NotFoundError(MESSAGE_NOT_FOUND)  # a new conversation has no message to edit or answer
                 if created:
                     conversation_id, title = request.conversation_id or uuid.uuid4(), make_title(request.message)
                     await conn.execute(
@@ -266,6 +284,7 @@ class TurnRows:
                             user_id=request.user_id,
                             title=title,
                             created_at=now,
+                            active_leaf_id=message_id,
                             **self.lock.taken(message_id, now),
                         )
                     )
@@ -274,15 +293,17 @@ class TurnRows:
                     assert request.conversation_id is not None
                     conversation = await get_conversation(session, request.user_id, request.conversation_id)
                     conversation_id, title = conversation.id, conversation.title
-                    prior_run = conversation.run_id
+                    prior_run, leaf = conversation.run_id, conversation.active_leaf_id
                     locked = await session.exec(
                         update(Conversation)
                         .where(
                             col(Conversation.id) == conversation.id,
                             col(Conversation.user_id) == request.user_id,
                             self.lock.is_free(now),
+                            # the branch read above is still the active one (a switch or a turn did not just move it)
+                            col(Conversation.active_leaf_id).is_not_distinct_from(leaf),
                         )
-                        .values(**self.lock.taken(message_id, now))
+                        .values(**self.lock.taken(message_id, now), active_leaf_id=message_id)
                         .execution_options(synchronize_session=False)
                     )
                     if locked.rowcount != 1:
@@ -291,22 +312,26 @@ class TurnRows:
                         )
                     if prior_run is not None:
                         await self.takeover.interrupt(session, prior_run)
-                    history, files = await self._history(session, conversation.id)
-                    seq = history[-1].seq + 1 if history else 1
-                    if request.regenerate is not None:
-                        history = await self._drop_reply(session, history, request.regenerate, message_id)
-                        seq = history[-1].seq + 1
-                    await self._cancel_pending_actions(session, history)
+                    if leaf is None:  # written without the tree: make it one branch first
+                        await conn.execute(tree.chain_in_order(conversation_id))
+                    base = await self._base(session, conversation_id, leaf, request)
+                    history, files, pending, seq = await self._history(session, conversation_id, base)
+                    await self._cancel_pending_actions(session, pending)
+                    parent_id = history[-1].id if history else None
                 if request.regenerate is not None:
-                    user_message = history.pop()
+                    user_message = history.pop()  # the user message to answer again: the new reply is its child
                     user_message_id = user_message.id
-                    reply_row = _message_row(message_id, conversation_id, seq, MessageRole.ASSISTANT, "", now)
+                    reply_row = _message_row(
+                        message_id, conversation_id, seq, MessageRole.ASSISTANT, "", now, parent_id=user_message_id
+                    )
                     await conn.execute(_MESSAGES_INSERT, [reply_row])
                 else:
                     user_row = _message_row(
-                        user_message_id, conversation_id, seq, MessageRole.USER, request.message, now
+                        user_message_id, conversation_id, seq, MessageRole.USER, request.message, now, parent_id
                     )
-                    reply_row = _message_row(message_id, conversation_id, seq + 1, MessageRole.ASSISTANT, "", now)
+                    reply_row = _message_row(
+                        message_id, conversation_id, seq + 1, MessageRole.ASSISTANT, "", now, user_message_id
+                    )
                     # Core INSERTs in order (no unit of work to sort out): the messages, then what references them.
                     await conn.execute(_MESSAGES_INSERT, [user_row, reply_row])
                     user_message = Message.model_validate(user_row)  # model input only, not added to the session
@@ -338,63 +363,96 @@ class TurnRows:
                 files=files,
             )
 
-    async def _drop_reply(
-        self, session: AsyncSession, history: list[Message], reply_id: uuid.UUID, new_id: uuid.UUID
-    ) -> list[Message]:
-        """Delete the reply a regeneration replaces (the conversation's last; the nil UUID names it too).
+    async def _base(
+        self, session: AsyncSession, conversation_id: uuid.UUID, leaf: uuid.UUID | None, request: TurnRequest
+    ) -> uuid.UUID | ScalarSelect[uuid.UUID] | None:
+        """The message the new one follows: the end of the path the model is given (None: the path is empty).
 
-        Returns:
-            The history up to and including the user message it answered.
+        A new message follows the active leaf; an edit follows the edited message's parent (the new version is its
+        sibling); a regeneration ends at the user message it answers again (the new reply is a sibling of its old
+        replies). `message_id` of a regeneration may name that user message or one of its replies; the nil UUID
+        names the active leaf.
 
         Raises:
-            NotFoundError: The reply is not the last message of this conversation (or not the caller's).
+            NotFoundError: The message to edit or regenerate is not in this conversation (or not a user message, for
+                an edit).
+            InvalidInputError: The reply to regenerate answers no user message (a widget action's reply).
         """
-        last = history[-1] if history else None
-        if (
-            last is None
-            or last.role != MessageRole.ASSISTANT
-            or (reply_id.int != 0 and last.id != reply_id)
-            or len(history) < 2
-            or history[-2].role != MessageRole.USER
-        ):
-            raise NotFoundError("Only the conversation's last reply can be regenerated; it was not found.")
-        await session.exec(delete(TurnEvent).where(col(TurnEvent.message_id) == last.id))
-        await session.exec(
-            update(ClientMessageId)
-            .where(col(ClientMessageId.assistant_message_id) == last.id)
-            .values(assistant_message_id=new_id)
-        )
-        await session.exec(delete(Message).where(col(Message.id) == last.id))
-        return history[:-1]
+        current = leaf if leaf is not None else tree.last_message(conversation_id)
+        if request.edit_of is not None:
+            edited = (
+                await session.exec(
+                    select(Message.id, Message.parent_id).where(
+                        col(Message.id) == request.edit_of,
+                        col(Message.conversation_id) == conversation_id,
+                        col(Message.role) == MessageRole.USER,
+                    )
+                )
+            ).first()
+            if edited is None:
+                raise NotFoundError(MESSAGE_NOT_FOUND)
+            return edited[1]
+        if request.regenerate is None:
+            return current
+        target = current if request.regenerate.int == 0 else request.regenerate
+        parent = aliased(Message)
+        row = (
+            await session.exec(
+                select(Message.id, Message.role, parent.id, parent.role)
+                .outerjoin(parent, col(parent.id) == col(Message.parent_id))
+                .where(col(Message.id) == target, col(Message.conversation_id) == conversation_id)
+            )
+        ).first()
+        if row is None:
+            raise NotFoundError(MESSAGE_NOT_FOUND)
+        message_id, role, parent_id, parent_role = row
+        if role == MessageRole.USER:
+            return message_id
+        if parent_id is None or parent_role != MessageRole.USER:
+            raise InvalidInputError("message_id: this reply answers no user message, so it cannot be regenerated")
+        return parent_id
 
     async def _history(
-        self, session: AsyncSession, conversation_id: uuid.UUID
-    ) -> tuple[list[Message], dict[uuid.UUID, list[StoredFile]]]:
-        """The latest messages, oldest first, and their attachments.
+        self, session: AsyncSession, conversation_id: uuid.UUID, base: uuid.UUID | ScalarSelect[uuid.UUID] | None
+    ) -> tuple[list[Message], dict[uuid.UUID, list[StoredFile]], list[Message], int]:
+        """The path ending at `base` (its latest messages, oldest first) and their attachments, in one query.
 
-        Whether a message has attachments comes with it (an EXISTS on the link table's primary key), so a
-        conversation without any costs no extra query.
+        The same query returns the conversation's replies that wait for the user, on any branch (a new message
+        cancels them), and the conversation's highest `seq`. Whether a message has attachments comes with it (an
+        EXISTS on the link table's primary key), so a conversation without any costs no extra query.
+
+        Returns:
+            The path, its attachments by message id, the replies that wait, and the `seq` of the next message.
         """
         has_files = exists().where(col(MessageFile.message_id) == col(Message.id))
-        recent = await session.exec(
-            select(Message, has_files)
-            .where(Message.conversation_id == conversation_id)
-            .order_by(col(Message.seq).desc())
-            .limit(self.history_max_items)
-        )
-        rows = list(reversed(recent.all()))
-        history = [message for message, _ in rows]
-        with_files = [message.id for message, flagged in rows if flagged]
+        last_seq = select(func.max(Message.seq)).where(col(Message.conversation_id) == conversation_id)
+        if base is None:
+            on_path: ColumnElement[bool] = false()
+        else:
+            on_path = tree.on_path(tree.path_to(base, depth=self.history_max_items))
+        rows = (
+            await session.exec(
+                select(Message, has_files, on_path, last_seq.scalar_subquery())
+                .where(
+                    col(Message.conversation_id) == conversation_id,
+                    or_(on_path, col(Message.status) == MessageStatus.REQUIRES_ACTION),
+                )
+                .order_by(col(Message.seq))
+            )
+        ).all()
+        top = rows[0][3] if rows else (await session.exec(last_seq)).first()
+        history = [message for message, _, shown, _ in rows if shown]
+        pending = [message for message, _, _, _ in rows if message.status == MessageStatus.REQUIRES_ACTION]
+        with_files = [message.id for message, flagged, shown, _ in rows if flagged and shown]
         if not with_files:
-            return history, {}
+            return history, {}, pending, (top or 0) + 1
         by_message = await file_service.files_of_messages(session, with_files)
-        return history, {message_id: by_message[message_id] for message_id in with_files if message_id in by_message}
+        files = {message_id: by_message[message_id] for message_id in with_files if message_id in by_message}
+        return history, files, pending, (top or 0) + 1
 
-    async def _cancel_pending_actions(self, session: AsyncSession, history: Sequence[Message]) -> None:
-        """A new user message cancels the approvals and client tools a paused reply still waits for."""
-        for message in history:
-            if message.status != MessageStatus.REQUIRES_ACTION:
-                continue
+    async def _cancel_pending_actions(self, session: AsyncSession, pending: Sequence[Message]) -> None:
+        """A new message cancels the approvals and client tools a paused reply still waits for, on any branch."""
+        for message in pending:
             parts = cancelled(message.parts)
             await session.exec(
                 update(Message)
@@ -465,7 +523,13 @@ class TurnRows:
                 locked = await session.exec(
                     update(Conversation)
                     .where(col(Conversation.id) == paused.conversation_id, self.lock.is_free(now))
-                    .values(**self.lock.taken(paused.message_id, now))
+                    .values(
+                        **self.lock.taken(paused.message_id, now),
+                        # answering a reply on another branch makes its branch the active one again
+                        active_leaf_id=case(
+                            (col(Conversation.active_leaf_id).is_(None), None), else_=paused.message_id
+                        ),
+                    )
                     .execution_options(synchronize_session=False)
                 )
                 if locked.rowcount != 1:

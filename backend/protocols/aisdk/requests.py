@@ -3,7 +3,8 @@
 The server's stored history is the truth: of the messages a client sends, only the last one counts. A last message
 from the user is a new message (its text and file parts); a last message from the assistant is the answer a paused
 reply waits for (its tool parts in state `approval-responded`, or with an output the browser added); a
-`regenerate-message` trigger answers the last user message again; an `action` field is a widget action.
+`regenerate-message` trigger answers a user message again (a new version of the reply); an `action` field is a
+widget action.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@
 //   composer.js   the message box, Send and Stop, suggestions, attachments to send
 //   thread.js     the message pane: user messages, replies (live or from history), notices
 //   turn_flow.js  sending, rejoining, Stop and Retry; a paused reply's approvals and browser tools
+//   versions.js   a message's versions ("‹ 2 / 3 ›"), Edit and Regenerate
 //
 // Plain JS modules, no build step. Every piece of text from users, the model or tools reaches the DOM through
 // textContent (directly, or through the DOM-building Markdown renderer in markdown.js); nothing is ever assigned to
@@ -18,6 +19,7 @@ import { acceptTokenFromHash, initAuth, openTokenDialog, startAuth } from "./aut
 import { applyTheme, storedTheme } from "./client_tools.js";
 import { focusComposer, initComposer, updateComposer } from "./composer.js";
 import {
+  announce,
   currentConversation,
   hashParams,
   isCurrentView,
@@ -29,8 +31,10 @@ import {
 import { conversationById, initSidebar, loadConversations, removeConversation, renderConversations } from "./sidebar.js";
 import {
   clearThread,
+  decorateThread,
   renderHistory,
   scrollToBottom,
+  setMessageActions,
   setWidgetActionHandler,
   showLiveReply,
   showLoading,
@@ -39,7 +43,9 @@ import {
 import {
   abortIfStreamingIn,
   awaitAnswers,
+  editMessage,
   forgetAnswering,
+  regenerateReply,
   rejoinTurn,
   retry,
   runningTurn,
@@ -123,6 +129,30 @@ async function openConversation(id) {
   }
 }
 
+/** After a reply finished: give the shown messages their stored ids and tools (versions, Edit, Regenerate). */
+async function refreshTools(id) {
+  try {
+    const detail = await loadAllMessages(id);
+    if (currentConversation() === id && !runningTurn()) decorateThread(detail.messages);
+  } catch {
+    // the tools come with the next load
+  }
+}
+
+/** Show another version of a message: the server makes its branch the active one (a reload keeps it). */
+async function switchVersion(messageId) {
+  const id = currentConversation();
+  if (!id || runningTurn()) return;
+  try {
+    await api(`/api/conversations/${encodeURIComponent(id)}/branch`, { method: "PUT", body: { message_id: messageId } });
+  } catch (error) {
+    announce(`Could not show that version: ${error.message}`);
+    return;
+  }
+  await openConversation(id);
+  announce("Showing another version.");
+}
+
 function route() {
   const id = hashParams().get("c");
   if (id && id !== currentConversation()) openConversation(id);
@@ -137,7 +167,8 @@ function reloadEverything() {
 function init() {
   applyTheme(storedTheme());
   setWidgetActionHandler(sendWidgetAction);
-  setReopen(openConversation);
+  setReopen(openConversation, { refreshTools });
+  setMessageActions({ onSwitch: switchVersion, onEdit: editMessage, onRegenerate: regenerateReply });
   initComposer({
     busy: () => Boolean(runningTurn()),
     onSend: (text, attachments) => sendMessage(text, attachments),

@@ -4,6 +4,7 @@ import { attachmentList } from "./attachments.js";
 import { currentToken } from "./auth.js";
 import { el } from "./dom.js";
 import { ReplyView } from "./reply.js";
+import { addMessageTools } from "./versions.js";
 import { updateWidget } from "./widgets.js";
 
 const ERROR_MESSAGES = {
@@ -23,6 +24,36 @@ const thread = $("thread");
 const emptyState = $("empty-state");
 
 let onWidgetAction = async () => {};
+let messageActions = null; // {onSwitch(id), onEdit(id, text), onRegenerate(id)}: the tools of stored messages
+
+/** What the tools of stored messages do (switch version, edit, regenerate); set once at start-up. */
+export function setMessageActions(actions) {
+  messageActions = actions;
+}
+
+/** The article of a shown message, or null. */
+export function articleOf(messageId) {
+  return thread.querySelector(`:scope > [data-testid="message"][data-id="${CSS.escape(messageId)}"]`);
+}
+
+/**
+ * Give each shown message its tools (versions, Edit, Regenerate) from its stored copy. `messages` is the active
+ * branch as stored; when the thread does not show exactly those messages (another reply started meanwhile), nothing
+ * changes.
+ */
+export function decorateThread(messages) {
+  const articles = [...thread.querySelectorAll(':scope > [data-testid="message"]')];
+  if (!messageActions || articles.length !== messages.length) return;
+  if (articles.some((article, index) => article.dataset.role !== messages[index].role)) return;
+  messages.forEach((message, index) => {
+    const article = articles[index];
+    article.dataset.id = message.id;
+    article.querySelector(":scope .msg-tools")?.remove();
+    if (message.status === "in_progress") return;
+    const isLastReply = index === messages.length - 1 && message.role === "assistant";
+    addMessageTools(article, message, { isLastReply, actions: messageActions });
+  });
+}
 
 /** Where a widget's action goes (a checkbox or button was used); set once at start-up. */
 export function setWidgetActionHandler(handler) {
@@ -108,6 +139,7 @@ export function renderHistory(messages, activeId, { retryLast }) {
     nodes.push(view.article);
   });
   thread.replaceChildren(...nodes);
+  decorateThread(live ? messages.map((m) => (m.id === live.message.id ? { ...m, status: "in_progress" } : m)) : messages);
   return { live, paused };
 }
 

@@ -23,6 +23,7 @@ import {
 import { readEventStream } from "./sse.js";
 import {
   appendToThread,
+  articleOf,
   errorText,
   newReplyView,
   scrollToBottom,
@@ -32,16 +33,22 @@ import {
   userMessage,
 } from "./thread.js";
 import { StreamLostError, Turn, newId } from "./turns.js";
+import { removeFrom } from "./versions.js";
 
 const PREVIEW_CHARS = 120;
 
 let running = null; // the Turn streaming a reply, if any: one at a time
 let answering = null; // {view, conversationId}: the paused reply whose approvals wait for the user, if any
 let reopen = () => {};
+let refresh = () => {};
 
-/** Set how a conversation is opened again (the Retry of a rejoin or an answer reloads it). */
-export function setReopen(open) {
+/**
+ * Set how a conversation is opened again (the Retry of a rejoin or an answer reloads it), and how the shown messages
+ * get their stored ids and tools once a reply has finished (`refresh(conversationId)`).
+ */
+export function setReopen(open, { refreshTools = () => {} } = {}) {
   reopen = open;
+  refresh = refreshTools;
 }
 
 /** The Turn streaming a reply in this page, or null. */
@@ -102,8 +109,11 @@ export async function sendWidgetAction(action) {
   }
 }
 
-/** Send a message. A Retry after a network failure reuses `clientMessageId`, so the server never runs it twice. */
-export function sendMessage(text, attachments = [], clientMessageId = newId()) {
+/**
+ * Send a message. A Retry after a network failure reuses `clientMessageId`, so the server never runs it twice.
+ * `editOf`: the id of an earlier user message this one is a new version of (its branch stays stored on the server).
+ */
+export function sendMessage(text, attachments = [], clientMessageId = newId(), { editOf = null } = {}) {
   if (running) return;
   cancelPendingAnswers();
   showEmptyState(false);
@@ -114,8 +124,13 @@ export function sendMessage(text, attachments = [], clientMessageId = newId()) {
   const turn = newTurn(view, { conversationId: currentConversation() });
   announce("Sent. The assistant is replying.");
   const retryLater = (savedOnServer) => () =>
-    retry(view, text, { savedOnServer, attachments, clientMessageId: savedOnServer ? null : clientMessageId });
-  return runTurn(turn, () => turn.send({ text, attachments, clientMessageId }), {
+    retry(view, text, {
+      savedOnServer,
+      attachments,
+      clientMessageId: savedOnServer ? null : clientMessageId,
+      editOf: savedOnServer ? null : editOf,
+    });
+  return runTurn(turn, () => turn.send({ text, attachments, clientMessageId, editOf }), {
     retry: retryLater(true),
     onFailure(error) {
       if (error.status === 401) {
@@ -142,7 +157,7 @@ export function sendMessage(text, attachments = [], clientMessageId = newId()) {
  * Send `text` again from the reply `view` that failed. `savedOnServer`: the failed reply is stored (keep it, drop its
  * Retry); otherwise nothing of the failed attempt is shown again.
  */
-export function retry(view, text, { savedOnServer, attachments = [], clientMessageId = null }) {
+export function retry(view, text, { savedOnServer, attachments = [], clientMessageId = null, editOf = null }) {
   if (running) return;
   if (savedOnServer) {
     view.removeRetry();
@@ -152,7 +167,36 @@ export function retry(view, text, { savedOnServer, attachments = [], clientMessa
     if (user && user.dataset.role === "user") user.remove();
     view.article.remove();
   }
-  sendMessage(text, attachments, clientMessageId || newId());
+  sendMessage(text, attachments, clientMessageId || newId(), { editOf });
+}
+
+/** Send `text` as a new version of the user message `messageId`: what followed it leaves the screen (not the server). */
+export function editMessage(messageId, text) {
+  const article = articleOf(messageId);
+  if (running || !article) return;
+  removeFrom(article);
+  sendMessage(text, [], newId(), { editOf: messageId });
+}
+
+/** Answer again the user message of the reply `messageId`: a new version of the reply takes its place on screen. */
+export function regenerateReply(messageId) {
+  const article = articleOf(messageId);
+  const conversationId = currentConversation();
+  if (running || !article || !conversationId) return;
+  cancelPendingAnswers();
+  removeFrom(article);
+  const view = newReplyView();
+  appendToThread(view.article);
+  scrollToBottom();
+  const turn = newTurn(view, { conversationId });
+  announce("Regenerating the reply.");
+  const clientMessageId = newId();
+  return runTurn(turn, () => turn.regenerate(messageId, clientMessageId), {
+    retry: () => reopen(conversationId),
+    onFailure(error) {
+      view.showError(error.message || "Could not regenerate the reply.", () => reopen(conversationId));
+    },
+  });
 }
 
 /** Rejoin a turn that runs on the server (after a reload, or when opening its conversation) from its start. */
@@ -230,6 +274,7 @@ async function runTurn(turn, go, { retry: onRetry, onFailure }) {
   if (turn.stopped) announce("Reply stopped.");
   else if (paused) awaitAnswers(view, turn.conversationId, turn.messageId);
   else if (turn.finished && !turn.failed) announce("Reply finished.");
+  if (turn.finished && turn.conversationId) refresh(turn.conversationId);
 }
 
 /**

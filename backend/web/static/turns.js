@@ -1,4 +1,5 @@
-// Following a turn's stream: POST /chatkit (a message or the answers to a paused reply), or a rejoin of a running turn
+// Following a turn's stream: POST /chatkit (a message or the answers to a paused reply), a regeneration
+// (POST /api/conversations/{id}/messages/{message_id}/regenerate), or a rejoin of a running turn
 // (GET /chatkit/{message_id}/stream). The last event id is remembered; when a stream drops mid-reply (a network error,
 // not a stop), the turn is rejoined with Last-Event-ID, so nothing is lost or shown twice. Events are folded into the
 // reply's view; the page is told about `start` and learns the outcome from the turn's fields.
@@ -68,10 +69,14 @@ export class Turn {
     this.stopped = false;
   }
 
-  /** Send a message (`POST /chatkit`); the same `clientMessageId` on a retry attaches to the turn it began. */
-  send({ text, attachments = [], clientMessageId }) {
+  /**
+   * Send a message (`POST /chatkit`); the same `clientMessageId` on a retry attaches to the turn it began. `editOf`:
+   * the user message this one is a new version of.
+   */
+  send({ text, attachments = [], clientMessageId, editOf = null }) {
     const body = { message: text, client_message_id: clientMessageId };
     if (this.conversationId) body.thread_id = this.conversationId;
+    if (editOf) body.edit_of = editOf;
     if (attachments.length) body.attachments = attachments.map((file) => file.id);
     return this.follow(async () => {
       for (let attempt = 0; ; attempt++) {
@@ -84,6 +89,17 @@ export class Turn {
         }
       }
     });
+  }
+
+  /** Answer a user message again (`messageId`: it, or a reply to it); the new reply is a version of the old ones. */
+  regenerate(messageId, clientMessageId) {
+    const path =
+      `/api/conversations/${encodeURIComponent(this.conversationId)}` +
+      `/messages/${encodeURIComponent(messageId)}/regenerate`;
+    const body = { client_message_id: clientMessageId };
+    return this.follow(() =>
+      this.api(path, { method: "POST", body, signal: this.controller.signal, accept: "text/event-stream" }),
+    );
   }
 
   /** Answer a paused reply: `{approvals?, client_tool_results?}`; the continuation streams into the same view. */
