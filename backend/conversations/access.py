@@ -20,7 +20,6 @@ from backend.models import (
     ConversationPublic,
     ConversationSummary,
     ConversationUpdate,
-    MessagePublic,
 )
 
 MESSAGES_PAGE = 500
@@ -46,26 +45,30 @@ class ConversationAccess:
             return await service.list_conversations(session, user_id, limit=limit, cursor=cursor)
 
     async def detail(self, user_id: str, conversation_id: uuid.UUID, *, max_messages: int) -> ConversationDetail:
-        """The conversation with its first `max_messages` messages (oldest first) and the running reply, if any.
+        """The conversation with the first `max_messages` messages of its active branch, oldest first.
+
+        `active_message_id` names the reply that is running, if any.
 
         Raises:
             NotFoundError: It does not exist or is another user's.
         """
         async with self.database.reads() as session:
-            conversation = await service.get_conversation(session, user_id, conversation_id)
-            messages: list[MessagePublic] = []
-            cursor: str | None = None
-            while len(messages) < max_messages:
-                page, cursor = await service.list_messages(
-                    session, conversation.id, limit=min(MESSAGES_PAGE, max_messages - len(messages)), cursor=cursor
-                )
-                messages += await service.public_messages(session, page)
-                if cursor is None:
-                    break
-            return ConversationDetail.model_validate(
-                conversation,
-                update={"messages": messages, "next_cursor": cursor, "active_message_id": conversation.run_id},
+            detail = await service.conversation_detail(
+                session, user_id, conversation_id, limit=min(MESSAGES_PAGE, max_messages)
             )
+            messages = list(detail.messages)
+            cursor = detail.next_cursor
+            while cursor is not None and len(messages) < max_messages:
+                page = await service.conversation_detail(
+                    session,
+                    user_id,
+                    conversation_id,
+                    limit=min(MESSAGES_PAGE, max_messages - len(messages)),
+                    cursor=cursor,
+                )
+                messages += page.messages
+                cursor = page.next_cursor
+            return detail.model_copy(update={"messages": messages, "next_cursor": cursor})
 
     async def rename(self, user_id: str, conversation_id: uuid.UUID, title: str) -> ConversationPublic:
         """Rename a conversation (1 to 200 characters after trimming, like `PATCH /api/conversations/{id}`).

@@ -304,18 +304,25 @@ async def test_attachments_upload_in_two_phases_and_go_with_a_message(client: ht
     assert (await post(client, "attachments.delete", {"attachment_id": file_id}, headers=ALICE)).status == 404
 
 
-async def test_retry_after_item_answers_the_last_user_message_again(client: httpx.AsyncClient, fake: FakeGemini):
-    fake.script(text_turn("First try."), text_turn("Second try."))
+async def test_retry_after_item_answers_that_user_message_again(client: httpx.AsyncClient, fake: FakeGemini):
+    fake.script(text_turn("First try."), text_turn("Later."), text_turn("Second try."))
     thread_id, answer = await create(client, "hello")
     user = answer.items_done()[0]
+    more = await post(
+        client, "threads.add_user_message", {"thread_id": thread_id, "input": user_input("more")}, headers=ALICE
+    )
+    assert more.text == "Later."
     retried = await post(
         client, "threads.retry_after_item", {"thread_id": thread_id, "item_id": user["id"]}, headers=ALICE
     )
     assert retried.status == 200, retried.body
     assert retried.text == "Second try."
+    # Like ChatKitServer, the thread now ends at the retried message's new reply (ours keeps the rest as a version).
     stored = await items_of(client, thread_id)
     assert [i["type"] for i in stored] == ["user_message", "assistant_message"]
-    assert text_of(stored[1]) == "Second try."
+    assert stored[0]["id"] == user["id"] and text_of(stored[1]) == "Second try."
+    unknown = await post(client, "threads.retry_after_item", {"thread_id": thread_id, "item_id": "nope"}, headers=ALICE)
+    assert unknown.status == 404
 
 
 async def test_sync_custom_action_answers_the_updated_widget(client: httpx.AsyncClient, fake: FakeGemini):

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints,
 from backend.chat.commands import AnswerPause, ClientResult, Regenerate, SendMessage, WidgetAction, decision
 from backend.chat.widgets import Action, WidgetError
 from backend.errors import InvalidInputError, NotFoundError
+from backend.protocols.chatkit.items import message_of
 from backend.protocols.chatkit.widgets import APPROVAL_ACTIONS, APPROVE_ACTION
 
 THREAD_NOT_FOUND = "Thread not found."
@@ -237,8 +238,15 @@ def client_output(params: ClientToolOutputParams, call_id: str) -> AnswerPause:
 
 
 def retry(params: RetryParams) -> Regenerate:
-    """Answer the thread's last user message again (ChatKit retries after the last user message)."""
-    return Regenerate(thread_of(params.thread_id))
+    """Answer the user message `item_id` again: a new reply, a version beside the earlier ones (which stay stored).
+
+    Raises:
+        NotFoundError: The item is not one of our messages.
+    """
+    message_id = message_of(params.item_id)
+    if message_id is None:
+        raise NotFoundError("Item not found.")
+    return Regenerate(thread_of(params.thread_id), message_id)
 
 
 def is_approval(params: CustomActionParams) -> bool:
