@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import re
 
 from sqlalchemy import pool
 from sqlalchemy.engine import Connection
@@ -26,6 +27,16 @@ def database_url() -> str:
     return normalize_database_url(url) if url else get_settings().database_url
 
 
+# The full-text search objects of migration 0008 live outside the models (a dialect's own DDL): the PostgreSQL
+# `search_vector` columns and their GIN indexes, the SQLite FTS5 tables and their shadow tables.
+SEARCH_OBJECTS = re.compile(r"^(search_vector|ix_\w+_search|\w+_fts(_\w+)?)$")
+
+
+def include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    """Leave the search objects out of autogenerate's comparison (`alembic check`)."""
+    return not (name and type_ in {"table", "column", "index"} and SEARCH_OBJECTS.match(name))
+
+
 def do_run_migrations(connection: Connection) -> None:
     """Run the migrations on one connection."""
     context.configure(
@@ -33,6 +44,7 @@ def do_run_migrations(connection: Connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_name=include_name,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -33,6 +33,7 @@ from backend.loopwatch import LoopWatch
 from backend.mcp.client import McpServers
 from backend.mcp.server import TaskMcpServer
 from backend.openapi import document_api
+from backend.protocols.agui.routes import agui_router
 from backend.protocols.aisdk.routes import AiSdkController
 from backend.protocols.chatkit.routes import chatkit_router
 from backend.request_ids import RequestIdMiddleware
@@ -122,6 +123,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ChatController,
             AiSdkController,
             chatkit_router(settings),
+            agui_router(settings),
             ConversationController,
             TaskController,
             task_mcp.mount(),

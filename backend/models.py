@@ -130,10 +130,23 @@ class ConversationPublic(ConversationBase):
     updated_at: datetime
 
 
+class TextRange(SQLModel):
+    """Characters `start` (included) to `end` (excluded) of a text."""
+
+    start: int = Field(ge=0)
+    end: int = Field(ge=0)
+
+
 class ConversationSummary(ConversationPublic):
-    """A list item: the conversation plus a short preview of its last message."""
+    """A list item: the conversation plus a short preview of its last message.
+
+    In a search (`?q=`), `snippet` is a short passage of the best-matching message (or of the title when only the
+    title matched) and `snippet_highlights` the matched words in it; outside a search they are null and empty.
+    """
 
     preview: str | None = None
+    snippet: str | None = None
+    snippet_highlights: list[TextRange] = Field(default_factory=list)
 
 
 class ConversationsPublic(SQLModel):

@@ -442,6 +442,7 @@ def document_api(app: Litestar, settings: Settings) -> None:
         }
         spec.security = [{BEARER_SCHEME: []}]
     body = {"application/json": OpenAPIMediaType(schema=Reference(ref=f"#/components/schemas/{ERROR_SCHEMA}"))}
+    turn_paths = TURN_PATHS | {settings.agui_path, settings.chatkit_path}
     for path, item in (spec.paths or {}).items():
         for method in _METHODS:
             operation: Operation | None = getattr(item, method)
@@ -464,7 +465,6 @@ def document_api(app: Litestar, settings: Settings) -> None:
                 )
             responses = {status: response for status, response in (operation.responses or {}).items() if status < "400"}
             chatkit = path == settings.chatkit_path
-            turn_paths = TURN_PATHS | {settings.chatkit_path}
             for status in _statuses(path, method, operation, bearer=bearer, turn_paths=turn_paths):
                 content = _chatkit_error_body() if chatkit else body
                 responses[status] = OpenAPIResponse(description=_DESCRIPTIONS[status], content=content)

@@ -60,6 +60,23 @@ def encode_time_cursor(moment: datetime, row_id: uuid.UUID) -> str:
     return encode_cursor(moment.isoformat(), str(row_id))
 
 
+def time_key(moment_text: object, id_text: object) -> tuple[datetime, uuid.UUID]:
+    """The (timestamp, id) pair of a decoded cursor, as `encode_time_cursor` wrote it.
+
+    Raises:
+        InvalidInputError: If either value is not what this server writes.
+    """
+    try:
+        if not isinstance(moment_text, str) or not isinstance(id_text, str):
+            raise TypeError("not text")
+        moment, row_id = datetime.fromisoformat(moment_text), uuid.UUID(id_text)
+        if moment.tzinfo is None:
+            raise ValueError("naive timestamp")
+        return moment.astimezone(UTC), row_id
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidInputError(BAD_CURSOR) from None
+
+
 def after_time_cursor(time_column: Any, id_column: Any, cursor: str, *, descending: bool) -> ColumnElement[bool]:
     """A WHERE clause selecting the rows that sort strictly after the cursor's row.
 
@@ -75,14 +92,7 @@ def after_time_cursor(time_column: Any, id_column: Any, cursor: str, *, descendi
     Raises:
         InvalidInputError: If the cursor is malformed.
     """
-    moment_text, id_text = decode_cursor(cursor, 2)
-    try:
-        moment, row_id = datetime.fromisoformat(moment_text), uuid.UUID(id_text)
-        if moment.tzinfo is None:
-            raise ValueError("naive timestamp")
-        moment = moment.astimezone(UTC)
-    except (TypeError, ValueError, OverflowError):
-        raise InvalidInputError(BAD_CURSOR) from None
+    moment, row_id = time_key(*decode_cursor(cursor, 2))
     # A row-value comparison, unlike the equivalent OR form, is an index condition on (…, time, id) in PostgreSQL,
     # so a deep page seeks straight to its place instead of filtering every row before it.
     key = tuple_(time_column, id_column)

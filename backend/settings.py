@@ -139,6 +139,11 @@ class Settings(BaseSettings):
     )
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    agui_path: str = Field(
+        default="/api/agui",
+        pattern=r"^(/[A-Za-z0-9._~-]+)+$",
+        description="Where AG-UI clients post `RunAgentInput` (rejoin: `{AGUI_PATH}/{threadId}/stream`).",
+    )
     max_header_bytes: int = Field(
         default=16 * 1024, ge=1024, description="Cap on all request headers together (names and values); 431 above."
     )

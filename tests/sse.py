@@ -128,7 +128,7 @@ async def read_stream(
                 frame = Frame(at=now, data=json.loads(payload), id=pending_id)
                 pending_id = None
                 stream.frames.append(frame)
-                if frame.type in ("text", "text-delta"):  # ours, or the AI SDK's
+                if frame.type in ("text", "text-delta", "TEXT_MESSAGE_CONTENT"):  # ours, the AI SDK's, AG-UI's
                     texts += 1
                     if stop_after_texts is not None and texts >= stop_after_texts:
                         break

@@ -6,16 +6,23 @@ posts `POST /chatkit {thread_id, client_tool_results: [{id, result}]}`; the run 
 that request, and the tool's output is the browser's result (see `backend.chat.actions`).
 
 Add a client tool by adding a `ClientTool` to `CLIENT_TOOLS` and implementing it in `backend/web/static/`.
+
+A protocol whose client defines its own tools for a run (AG-UI's `RunAgentInput.tools`) passes them as
+`SendMessage.client_tools` / `AnswerPause.client_tools`: `with_client_tools` gives every agent of the team those
+tools for that run only, and they pause and resume exactly like the tools above.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from agents import FunctionTool
+from agents import Agent, FunctionTool
 from agents.tool_context import ToolContext
 
 from backend.chat.context import ChatContext
+from backend.chat.team import agents_by_name
+from backend.errors import InvalidInputError
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,3 +72,31 @@ def _function_tool(tool: ClientTool) -> FunctionTool:
 def client_function_tools() -> list[FunctionTool]:
     """The Agents SDK function tools of every client tool (give them to the agents that may call them)."""
     return [_function_tool(tool) for tool in CLIENT_TOOLS]
+
+
+def with_client_tools(start: Agent[ChatContext], tools: Sequence[ClientTool]) -> Agent[ChatContext]:
+    """The team reachable from `start`, each agent with `tools` added, for one run; `start` itself when none.
+
+    The agents are shallow copies (same names, instructions, models and MCP servers) whose `Agent` handoffs point at
+    each other's copies, so a handoff keeps the run's tools and a paused run's state loads from the copy as from the
+    original (the SDK finds agents by name).
+
+    Raises:
+        InvalidInputError: A tool's name is already a tool of the team (a server tool, one of `CLIENT_TOOLS`), or two
+            of `tools` share a name.
+    """
+    if not tools:
+        return start
+    team = agents_by_name(start)
+    taken = {tool.name for agent in team.values() for tool in agent.tools}
+    names = [tool.name for tool in tools]
+    clash = next((name for name in names if name in taken), None) or next(
+        (name for i, name in enumerate(names) if name in names[:i]), None
+    )
+    if clash is not None:
+        raise InvalidInputError(f"tools: {clash!r} is already a tool of this assistant, or named twice")
+    extra = [_function_tool(tool) for tool in tools]
+    copies = {name: agent.clone(tools=[*agent.tools, *extra]) for name, agent in team.items()}
+    for copy in copies.values():
+        copy.handoffs = [copies.get(h.name, h) if isinstance(h, Agent) else h for h in copy.handoffs]
+    return copies[start.name]

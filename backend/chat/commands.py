@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+from backend.chat.client_tools import ClientTool
 from backend.chat.pause import Approved, ClientResult, Decision, Rejected
 from backend.chat.widgets import Action
 
@@ -17,6 +18,7 @@ __all__ = [
     "AnswerPause",
     "Approved",
     "ClientResult",
+    "ClientTool",
     "Command",
     "Decision",
     "Regenerate",
@@ -50,6 +52,8 @@ class SendMessage:
             (a client that names its chats itself, like the AI SDK's `useChat`). Another user's id is still 404.
         edit_of: A user message of the conversation that this one is a new version of: the new message becomes its
             sibling (after the same parent) and the active branch; everything after the old version stays stored.
+        client_tools: Tools the client defines for this run (AG-UI's frontend tools): offered to the agents besides
+            the server's own, they pause the run like `CLIENT_TOOLS` and are answered with `AnswerPause`.
     """
 
     text: str
@@ -59,6 +63,7 @@ class SendMessage:
     uploads: tuple[Upload, ...] = ()
     create_missing: bool = False
     edit_of: uuid.UUID | None = None
+    client_tools: tuple[ClientTool, ...] = ()
 
 
 def decision(call_id: str, approve: bool, reason: str | None = None) -> Decision:
@@ -76,12 +81,15 @@ class AnswerPause:
         client_results: The browser's results (`ClientResult`).
         skip_settled: Ignore answers to calls that wait for nothing (a client that resends its whole message, with
             the tool results it already had, like the AI SDK). Without it such an answer is a `not_pending` conflict.
+        client_tools: The client's own tools for the resumed run (as in `SendMessage`): a paused call to one of them
+            can only run when the resumed run has it again.
     """
 
     conversation_id: uuid.UUID
     approvals: tuple[Decision, ...] = ()
     client_results: tuple[ClientResult, ...] = ()
     skip_settled: bool = False
+    client_tools: tuple[ClientTool, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -108,11 +108,14 @@ class Pause:
         return "approval_required" if any(isinstance(ask, ApprovalRequest) for ask in self.asks) else "client_tool"
 
 
-def pause_of(result: RunResultStreaming, start_agent: str) -> Pause | None:
+def pause_of(
+    result: RunResultStreaming, start_agent: str, client_names: frozenset[str] = CLIENT_TOOL_NAMES
+) -> Pause | None:
     """The pause a finished stream ended in: tools waiting for approval or for the browser (None if it completed).
 
     The SDK marks no pause in the stream; its interruptions say what waits. The run's state is kept (with the name of
-    the agent it started with, which a resume must load it from) so any process can resume it.
+    the agent it started with, which a resume must load it from) so any process can resume it. `client_names` are the
+    tools the browser runs in this run (`CLIENT_TOOLS` and the client's own tools for the run, if any).
     """
     interruptions = result.interruptions
     if not interruptions:
@@ -123,7 +126,7 @@ def pause_of(result: RunResultStreaming, start_agent: str) -> Pause | None:
         parsed = parse_json(item.arguments or "{}")
         args = parsed if isinstance(parsed, dict) else {"value": parsed}
         asks.append(
-            ClientToolCall(call_id, name, args) if name in CLIENT_TOOL_NAMES else ApprovalRequest(call_id, name, args)
+            ClientToolCall(call_id, name, args) if name in client_names else ApprovalRequest(call_id, name, args)
         )
     state = result.to_state().to_json(context_serializer=context_json)
     return Pause(asks, PausedState(start_agent, state))

@@ -21,6 +21,7 @@ from agents import Agent, TResponseInputItem
 
 from backend import metrics
 from backend.chat import actions, history
+from backend.chat.client_tools import CLIENT_TOOL_NAMES, ClientTool, with_client_tools
 from backend.chat.commands import AnswerPause, Command, Regenerate, SendMessage, Upload, WidgetAction
 from backend.chat.context import ChatContext
 from backend.chat.events import DONE_FRAME, Done, Event, Start, Text, Usage, encode, parse_frames
@@ -204,6 +205,7 @@ class ChatService:
     async def _send(self, user_id: str, command: SendMessage) -> Subscription:
         if len(command.text) > self.settings.max_message_chars:
             raise InvalidInputError(f"message: must be at most {self.settings.max_message_chars} characters")
+        with_client_tools(self.agent, command.client_tools)  # a clash is a bad request, before anything is stored
         if command.attachments or command.uploads:
             async with self.database.reads() as session:
                 await check_message_attachments(
@@ -235,7 +237,7 @@ class ChatService:
         if isinstance(begun, ExistingTurn):
             await self.quotas.uncount(user_id, admission)  # a retry of a message already sent counts once
             return Subscription(begun.message_id)
-        return await self._begin_run(user_id, begun, admission.budget)
+        return await self._begin_run(user_id, begun, admission.budget, command.client_tools)
 
     async def _store_uploads(self, user_id: str, uploads: tuple[Upload, ...]) -> tuple[uuid.UUID, ...]:
         """Store files sent inline with every limit of `POST /api/files` (the sweep removes any a failed turn left)."""
@@ -269,14 +271,17 @@ class ChatService:
             return Subscription(begun.message_id)
         return await self._begin_run(user_id, begun, admission.budget)
 
-    async def _begin_run(self, user_id: str, begun: BegunTurn, budget: Budget | None) -> Subscription:
+    async def _begin_run(
+        self, user_id: str, begun: BegunTurn, budget: Budget | None, client_tools: tuple[ClientTool, ...] = ()
+    ) -> Subscription:
         try:
             run_input = await self._input_of(begun)
         except Exception:
             await self.store.abandon(begun.conversation_id, begun.message_id)  # free the lock it already holds
             raise
         run = self._run(
-            agent=self.start_agent(begun),
+            agent=with_client_tools(self.start_agent(begun), client_tools),
+            client_tool_names=_client_names(client_tools),
             user_id=user_id,
             conversation_id=begun.conversation_id,
             message_id=begun.message_id,
@@ -314,6 +319,7 @@ class ChatService:
         first_event_id: int = 1,
         client_results: dict[str, str] | None = None,
         budget: Budget | None = None,
+        client_tool_names: frozenset[str] = CLIENT_TOOL_NAMES,
     ) -> TurnRun:
         """Start a turn segment in the background of this process (a new turn, or a paused one resuming)."""
         run = TurnRun(
@@ -333,6 +339,7 @@ class ChatService:
             client_results=client_results,
             budget=budget,
             background=self.leftovers,
+            client_tool_names=client_tool_names,
         )
         self.runs[run.message_id] = run
         run.start().add_done_callback(lambda _task: self.runs.pop(run.message_id, None))
@@ -353,14 +360,17 @@ class ChatService:
     async def _answer(self, user_id: str, command: AnswerPause) -> Subscription:
         """Resume a paused reply with the user's approvals and the browser's client-tool results."""
         paused = await self.store.paused_turn(user_id, command.conversation_id)
+        start_agent = with_client_tools(
+            self._agent_named(PausedState.of(paused.run_state).start_agent), command.client_tools
+        )
         answers = answers_to(paused.parts, command.approvals, command.client_results, skip_settled=command.skip_settled)
         admission = await self.quotas.admit(user_id, message=False)
         parts = answers.fold(paused.parts)
         await self.store.resume_turn(paused, parts)  # the decisions are stored before the run starts
         stored = PausedState.of(paused.run_state)
-        start_agent = self._agent_named(stored.start_agent)
         run = self._run(
             agent=start_agent,
+            client_tool_names=_client_names(command.client_tools),
             user_id=user_id,
             conversation_id=paused.conversation_id,
             message_id=paused.message_id,
@@ -512,3 +522,8 @@ class ChatService:
             await self.store.recover_stale()
             status = await self.store.message_status(message_id)
         return status
+
+
+def _client_names(tools: tuple[ClientTool, ...]) -> frozenset[str]:
+    """The tools the browser runs in a run: ours and the client's own for that run."""
+    return CLIENT_TOOL_NAMES | {tool.name for tool in tools} if tools else CLIENT_TOOL_NAMES

@@ -111,11 +111,13 @@ class TurnRun:
         client_results: dict[str, str] | None = None,
         background: set[asyncio.Task[None]] | None = None,
         budget: Budget | None = None,
+        client_tool_names: frozenset[str] = CLIENT_TOOL_NAMES,
     ) -> None:
         """Prepare the run; `start()` begins it.
 
         `background` keeps the tasks the run leaves behind (closing a reply whose save failed) until they end; its
         owner cancels them at shutdown. `budget` is what its user may still spend (None: no quota).
+        `client_tool_names`: the tools the browser runs in this run (`CLIENT_TOOLS` and the client's own, if any).
         """
         self.store = store
         self.hub = hub
@@ -139,6 +141,7 @@ class TurnRun:
         self.finishing = False
         self.usage = UsageHooks(budget)
         self.metrics: TurnMetrics | None = None
+        self.client_tool_names = client_tool_names
 
     def start(self) -> asyncio.Task[None]:
         """Run in a background task of this process."""
@@ -211,7 +214,7 @@ class TurnRun:
         attached = otel_context.attach(trace.set_span_in_context(span))  # the run's tasks inherit it
         try:
             self._emit(Start(str(self.conversation_id), str(self.message_id), self.title))
-            translator = StreamTranslator(hide_calls=CLIENT_TOOL_NAMES, known_calls=self.reply.call_names())
+            translator = StreamTranslator(hide_calls=self.client_tool_names, known_calls=self.reply.call_names())
             async with asyncio.timeout(self.limits.max_turn_seconds):
                 given = self.run_input
                 run_input = await given.state(self.context) if isinstance(given, Resume) else given
@@ -228,7 +231,7 @@ class TurnRun:
                         self.reply.add(event)
                         self._emit(event)
             if self.cancel_reason is None:
-                pause = pause_of(self.result, self.agent.name)
+                pause = pause_of(self.result, self.agent.name, self.client_tool_names)
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if self.cancel_reason is None or current is None:

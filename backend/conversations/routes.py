@@ -18,6 +18,8 @@ from backend.chat.routes import event_stream, provide_chat_service
 from backend.chat.schemas import RegenerateRequest
 from backend.chat.service import ChatService
 from backend.conversations import service as conversation_service
+from backend.conversations.search import MAX_QUERY_CHARS, search_conversations
+from backend.conversations.service import MessageOrder
 from backend.conversations.store import ConversationRows
 from backend.models import (
     BranchSwitch,
@@ -33,6 +35,11 @@ MESSAGES_DEFAULT_LIMIT = 100
 MESSAGES_MAX_LIMIT = 500
 
 Limit = Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT, description="Page size.")]
+SEARCH_HELP = (
+    "Search titles and message text: every word (letters and digits) must match, case and Latin diacritics "
+    "ignored; other characters only separate words. Blank: the plain list."
+)
+ORDER_HELP = "`desc`: the newest messages first; the next cursor pages back in time."
 MessageLimit = Annotated[int, QueryParameter(ge=1, le=MESSAGES_MAX_LIMIT, description="Messages per page.")]
 
 
@@ -60,14 +67,21 @@ class ConversationController(Controller):
         limit: Limit = DEFAULT_LIMIT,
         cursor: FromQuery[str | None] = None,
         archived: Annotated[bool, QueryParameter(description="List the archived conversations instead.")] = False,
+        q: Annotated[str | None, QueryParameter(max_length=MAX_QUERY_CHARS, description=SEARCH_HELP)] = None,
     ) -> ConversationsPublic:
         """List conversations, most recently updated first, with a preview of each one's last message.
 
-        Archived conversations are listed only with `?archived=true` (and then only they).
+        Archived conversations are listed only with `?archived=true` (and then only they). With `q`, only the
+        conversations whose title or messages contain every word of it, best match first, each with a `snippet`.
         """
-        page, next_cursor = await conversation_service.list_conversations(
-            db_session, user.id, limit=limit, cursor=cursor, archived=archived
-        )
+        if q is not None and q.strip():
+            page, next_cursor = await search_conversations(
+                db_session, user.id, q, limit=limit, cursor=cursor, archived=archived
+            )
+        else:
+            page, next_cursor = await conversation_service.list_conversations(
+                db_session, user.id, limit=limit, cursor=cursor, archived=archived
+            )
         return ConversationsPublic(data=page, next_cursor=next_cursor)
 
     @get("/{conversation_id:uuid}", operation_id="GetConversation")
@@ -78,13 +92,14 @@ class ConversationController(Controller):
         conversation_id: FromPath[uuid.UUID],
         limit: MessageLimit = MESSAGES_DEFAULT_LIMIT,
         cursor: FromQuery[str | None] = None,
+        order: Annotated[MessageOrder, QueryParameter(description=ORDER_HELP)] = MessageOrder.ASC,
     ) -> ConversationDetail:
-        """Read a conversation and one page of its active branch, in order, tool calls included.
+        """Read a conversation and one page of its active branch, in order (or newest first), tool calls included.
 
         Each message says which of its versions it is (`sibling_index` of `sibling_count`, ids in `sibling_ids`).
         """
         return await conversation_service.conversation_detail(
-            db_session, user.id, conversation_id, limit=limit, cursor=cursor
+            db_session, user.id, conversation_id, limit=limit, cursor=cursor, order=order
         )
 
     @put("/{conversation_id:uuid}/branch", operation_id="SwitchBranch", status_code=200)

@@ -31,6 +31,8 @@ SEED_SQL = [
     # Drop the secondary indexes during the load and rebuild them after (much faster than maintaining them).
     "ALTER TABLE messages DROP CONSTRAINT IF EXISTS uq_messages_conversation_seq",
     "DROP INDEX IF EXISTS ix_conversations_user_updated",
+    "DROP INDEX IF EXISTS ix_conversations_search",
+    "DROP INDEX IF EXISTS ix_messages_search",
     f"""
     INSERT INTO conversations (title, id, user_id, created_at, updated_at, run_id, run_expires_at)
     SELECT 'Conversation number ' || g, md5('conversation-' || g)::uuid, '{USER}',
@@ -55,6 +57,9 @@ SEED_SQL = [
     """,
     "ALTER TABLE messages ADD CONSTRAINT uq_messages_conversation_seq UNIQUE (conversation_id, seq)",
     "CREATE INDEX ix_conversations_user_updated ON conversations (user_id, updated_at, id)",
+    # Migration 0008's full-text indexes (the generated search_vector columns filled themselves during the load).
+    "CREATE INDEX ix_conversations_search ON conversations USING gin (search_vector)",
+    "CREATE INDEX ix_messages_search ON messages USING gin (search_vector)",
 ]
 
 
@@ -169,16 +174,14 @@ def measure_http(server: str, cursor: str, conversation_id: str, repeats: int) -
     return out
 
 
-async def explain_plans(sa_url: str, cursor: str, conversation_id: str) -> dict[str, str]:
-    """EXPLAIN (ANALYZE, BUFFERS) of the SQL the service layer runs for the three reads."""
-    import uuid
+async def explain_calls(sa_url: str, calls: list[tuple[str, Any]], statement: int = -1) -> dict[str, str]:
+    """EXPLAIN (ANALYZE, BUFFERS) of one statement each call sends (by default its last).
 
+    `calls` are (label, async function of a session); `statement` indexes the statements the call sent.
+    """
     from sqlalchemy import event
     from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
     from sqlmodel.ext.asyncio.session import AsyncSession
-
-    from backend.conversations import service
-    from backend.conversations.routes import MESSAGES_DEFAULT_LIMIT
 
     engine = create_async_engine(sa_url)
     captured: list[tuple[str, Any]] = []
@@ -190,6 +193,28 @@ async def explain_plans(sa_url: str, cursor: str, conversation_id: str) -> dict[
     event.listen(engine.sync_engine, "before_cursor_execute", capture)
     sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
     plans: dict[str, str] = {}
+    try:
+        for label, call in calls:
+            async with sessions() as session:
+                captured.clear()
+                await call(session)
+                sql, parameters = captured[statement]
+                conn = await session.connection()
+                result = await conn.exec_driver_sql("EXPLAIN (ANALYZE, BUFFERS) " + sql, parameters)
+                plan = "\n".join(row[0] for row in result.all())
+                plans[label] = f"-- SQL\n{sql.strip()}\n-- params: {parameters!r}\n\n{plan}"
+    finally:
+        await engine.dispose()
+    return plans
+
+
+async def explain_plans(sa_url: str, cursor: str, conversation_id: str) -> dict[str, str]:
+    """EXPLAIN (ANALYZE, BUFFERS) of the SQL the service layer runs for the three reads."""
+    import uuid
+
+    from backend.conversations import service
+    from backend.conversations.routes import MESSAGES_DEFAULT_LIMIT
+
     calls = [
         ("list, first page", lambda s: service.list_conversations(s, USER)),
         ("list, deep page (cursor)", lambda s: service.list_conversations(s, USER, cursor=cursor)),
@@ -199,19 +224,8 @@ async def explain_plans(sa_url: str, cursor: str, conversation_id: str) -> dict[
             lambda s: service.list_messages(s, uuid.UUID(conversation_id), limit=MESSAGES_DEFAULT_LIMIT),
         ),
     ]
-    try:
-        for label, call in calls:
-            async with sessions() as session:
-                captured.clear()
-                await call(session)
-                statement, parameters = captured[-1]
-                conn = await session.connection()
-                result = await conn.exec_driver_sql("EXPLAIN (ANALYZE, BUFFERS) " + statement, parameters)
-                plan = "\n".join(row[0] for row in result.all())
-                plans[label] = f"-- SQL\n{statement.strip()}\n-- params: {parameters!r}\n\n{plan}"
-    finally:
-        await engine.dispose()
-    return plans
+    plans = await explain_calls(sa_url, calls)
+    return {label.removesuffix(""): plan for label, plan in plans.items()}
 
 
 def run_explain(sa_url: str, cursor: str, conversation_id: str) -> dict[str, str]:

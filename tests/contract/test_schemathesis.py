@@ -64,6 +64,7 @@ async def test_the_document_describes_errors_auth_and_validation(make_settings: 
     assert set(spec["paths"]["/api/chatkit"]["post"]["responses"]["200"]["content"]) == {
         "text/event-stream", "application/json"
     }  # fmt: skip
+    assert {"200", "400", "404", "409", "413", "422"} <= set(spec["paths"]["/api/agui"]["post"]["responses"])
     assert set(spec["paths"]["/api/tasks/{task_id}"]["patch"]["responses"]) == {
         "200", "400", "401", "404", "413", "415", "422", "503"
     }  # fmt: skip
@@ -99,6 +100,7 @@ async def test_schemathesis_finds_nothing(make_settings: Callable[..., Settings]
     # there (browsers and proxies add their own), which the coverage phase reads as "unexpected property accepted".
     (tmp_path / "schemathesis.toml").write_text(
         '[[operations]]\ninclude-path = "/api/chat/{chat_id}/stream"\ngeneration.allow-extra-parameters = false\n'
+        '[[operations]]\ninclude-path = "/api/agui/{thread_id}/stream"\ngeneration.allow-extra-parameters = false\n'
     )
     async with serve(create_app(settings)) as base:
         async with httpx.AsyncClient(base_url=base) as client:  # seed one of each so the {id} routes have data
@@ -113,13 +115,16 @@ async def test_schemathesis_finds_nothing(make_settings: Callable[..., Settings]
             "all",
             "--exclude-checks",
             ",".join(EXCLUDED_CHECKS),
-            # /chatkit and /api/chat stream a model reply per example; they are in the document checks above, not
-            # fuzzed. /api/chatkit is fuzzed: a body that is not a whole valid ChatKit request is refused before any
-            # turn starts (its streaming requests are covered in tests/protocols/test_chatkit.py).
+            # /chatkit, /api/chat and /api/agui stream a model reply per example; they are in the document checks
+            # above, not fuzzed (AG-UI's bad bodies: tests/protocols/test_agui.py). Their rejoin GETs are fuzzed.
+            # /api/chatkit is fuzzed: a body that is not a whole valid ChatKit request is refused before any turn
+            # starts (its streaming requests are covered in tests/protocols/test_chatkit.py).
             "--exclude-path",
             "/chatkit",
             "--exclude-path",
             "/api/chat",
+            "--exclude-path",
+            "/api/agui",
             # /mcp is the `mcp` package's JSON-RPC endpoint, described for readers
             # (tests/contract/test_request_contract.py) and exercised with the real MCP client in
             # tests/mcp/test_mcp_server.py; its lenient JSON-RPC parsing is not ours to describe field by field. It was

@@ -13,7 +13,7 @@ from tests.seeding import append, b64, count_rows, insert_messages, seed_convers
 
 CONVERSATION_NOT_FOUND = {"error": {"code": "not_found", "message": "Conversation not found."}}
 BAD_CURSOR = {"error": {"code": "validation_error", "message": "cursor: not a cursor this server issued for this list"}}
-SUMMARY_KEYS = {"id", "title", "archived", "created_at", "updated_at", "preview"}
+SUMMARY_KEYS = {"id", "title", "archived", "created_at", "updated_at", "preview", "snippet", "snippet_highlights"}
 DETAIL_KEYS = {
     "id",
     "title",
@@ -305,19 +305,24 @@ async def test_non_uuid_id_is_a_json_404(client, method):
 # --- messages pagination --------------------------------------------------------------------------------------------
 
 
-async def test_messages_pages_walk_to_the_end(client, db):
-    cid = await seed_conversation(db, messages=[{"content": f"m{i}"} for i in range(1, 8)])
+async def walk_messages(client, cid, **params) -> tuple[list[int], list[str]]:
+    """Follow `next_cursor` to the end: the size of each page and every message's content, in page order."""
     contents, cursor, sizes = [], None, []
     while True:
-        response = await client.get(f"/api/conversations/{cid}?limit=3" + (f"&cursor={cursor}" if cursor else ""))
+        response = await client.get(f"/api/conversations/{cid}", params=params | ({"cursor": cursor} if cursor else {}))
         assert response.status_code == 200, response.text
         body = response.json()
         sizes.append(len(body["messages"]))
         contents += [m["content"] for m in body["messages"]]
         cursor = body["next_cursor"]
         if cursor is None:
-            break
+            return sizes, contents
         assert len(sizes) < 10
+
+
+async def test_messages_pages_walk_to_the_end(client, db):
+    cid = await seed_conversation(db, messages=[{"content": f"m{i}"} for i in range(1, 8)])
+    sizes, contents = await walk_messages(client, cid, limit=3)
     assert sizes == [3, 3, 1]
     assert contents == [f"m{i}" for i in range(1, 8)]
 
@@ -354,6 +359,45 @@ async def test_bad_messages_cursor_is_422(client, db, cursor):
     response = await client.get(f"/api/conversations/{cid}?cursor={cursor}")
     assert response.status_code == 422
     assert error_of(response) == BAD_CURSOR
+
+
+async def test_newest_first_pages_walk_back_to_the_first_message(client, db):
+    cid = await seed_conversation(db, messages=[{"content": f"m{i}"} for i in range(1, 8)])
+    sizes, contents = await walk_messages(client, cid, order="desc", limit=3)
+    assert sizes == [3, 3, 1]
+    assert contents == [f"m{i}" for i in range(7, 0, -1)]
+    # A message that arrives while paging back does not shift the older pages.
+    first = (await client.get(f"/api/conversations/{cid}", params={"order": "desc", "limit": 3})).json()
+    await append(db, cid, content="m8")
+    older = (
+        await client.get(
+            f"/api/conversations/{cid}", params={"order": "desc", "limit": 3, "cursor": first["next_cursor"]}
+        )
+    ).json()
+    assert [m["content"] for m in older["messages"]] == ["m4", "m3", "m2"]
+    newest = (await client.get(f"/api/conversations/{cid}", params={"order": "desc", "limit": 1})).json()
+    assert [m["content"] for m in newest["messages"]] == ["m8"]
+
+
+async def test_a_cursor_of_one_order_is_refused_by_the_other(client, db):
+    cid = await seed_conversation(db, messages=[{"content": f"m{i}"} for i in range(4)])
+    asc = (await client.get(f"/api/conversations/{cid}", params={"limit": 2})).json()["next_cursor"]
+    desc = (await client.get(f"/api/conversations/{cid}", params={"limit": 2, "order": "desc"})).json()["next_cursor"]
+    assert asc and desc
+    for params in (
+        {"order": "desc", "cursor": asc},
+        {"order": "asc", "cursor": desc},
+        {"cursor": desc},
+        {"order": "desc", "cursor": b64([">", 2])},
+        {"order": "desc", "cursor": b64(["<", "2"])},
+        {"order": "desc", "cursor": b64(["<", -1])},
+    ):
+        response = await client.get(f"/api/conversations/{cid}", params=params)
+        assert response.status_code == 422, params
+        assert error_of(response) == BAD_CURSOR
+    response = await client.get(f"/api/conversations/{cid}", params={"order": "newest"})
+    assert response.status_code in (400, 422)
+    assert response.json()["error"]["message"].startswith("order:")
 
 
 @pytest.mark.parametrize("limit", [0, 501])

@@ -38,6 +38,18 @@ APP_TABLES = {
     "user_limits",
     "rate_windows",
 }
+# Migration 0008's FTS5 tables and their shadow tables (SQLite only; PostgreSQL indexes columns in place).
+SQLITE_SEARCH_TABLES = {
+    f"{table}_fts{shadow}"
+    for table in ("conversations", "messages")
+    for shadow in ("", "_data", "_idx", "_docsize", "_config")
+}
+
+
+def expected_tables(url: str) -> set[str]:
+    """Every table a migrated database holds."""
+    search = SQLITE_SEARCH_TABLES if url.startswith("sqlite") else set()
+    return APP_TABLES | search | {"alembic_version"}
 
 
 CONVERSATIONS_0006 = sa.table(
@@ -108,7 +120,7 @@ def test_upgrade_downgrade_upgrade_round_trip(database_url: str):
 
         command.upgrade(alembic_config(url=database_url), "head")
         up = schema(database_url)
-        assert up["tables"] == APP_TABLES | {"alembic_version"}
+        assert up["tables"] == expected_tables(database_url)
         assert up["revision"] == head
         assert {"ix_tasks_user_created", "ix_conversations_user_updated"} <= up["indexes"]
         (fk,) = up["fks"]
@@ -137,7 +149,7 @@ async def test_app_migrates_a_fresh_sqlite_file_on_startup(tmp_path: Path):
         created = await client.post("/api/tasks", json={"title": "after migrating"})
         assert created.status_code == 201
     info = await asyncio.to_thread(schema, url)
-    assert info["tables"] == APP_TABLES | {"alembic_version"}
+    assert info["tables"] == expected_tables(url)
     assert info["revision"] == head_revision()
 
 

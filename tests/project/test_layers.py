@@ -10,6 +10,7 @@ import ast
 from pathlib import Path
 
 from tests.project.test_no_chatkit_import import imported_modules
+from tests.protocols.test_protocol_boundaries import FORBIDDEN_IN_ADAPTERS
 
 ROOT = Path(__file__).resolve().parents[2]
 FACTORY_FALLBACK = ("backend/chat/model.py", "backend.team.offline")
@@ -82,3 +83,24 @@ def test_the_chatkit_adapter_imports_no_store_no_sdk_no_litellm_and_no_sqlmodel(
     )
     assert offenders("backend/protocols/chatkit", forbidden) == []
     assert "backend.conversations.access" in full_imports(ROOT / "backend/protocols/chatkit/routes.py")
+
+
+def test_the_ag_ui_adapter_reaches_only_the_engine_seam() -> None:
+    """AG-UI's adapter translates: no store, SDK, LiteLLM or database, and not the test-only `ag-ui-protocol` package
+    (its pydantic models check our events in the tests; the server keeps its own small request models)."""
+    forbidden = (
+        *FORBIDDEN_IN_ADAPTERS,
+        "ag_ui",
+        "backend.chat.client_tools",
+        "backend.protocols.aisdk",
+        "backend.protocols.chatkit",
+    )
+    assert offenders("backend/protocols/agui", forbidden) == []
+    assert offenders("backend/chat", ("backend.protocols",)) == [], "the engine knows no protocol"
+
+
+def test_protocol_helpers_shared_by_adapters_import_no_adapter() -> None:
+    """`backend/protocols/ids.py`, `files.py` and `stream.py` serve every adapter; they depend on none of them."""
+    adapters = ("backend.protocols.aisdk", "backend.protocols.agui", "backend.protocols.chatkit")
+    for shared in ("backend/protocols/ids.py", "backend/protocols/files.py", "backend/protocols/stream.py"):
+        assert offenders(shared, (*adapters, "backend.chat.store", "agents", "sqlmodel")) == []

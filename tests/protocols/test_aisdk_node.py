@@ -1,56 +1,25 @@
-"""Runs the real AI SDK clients (`ai` 5, 6 and 7 in `tests/js/aisdk/`, `node --test`) against a real uvicorn server.
-
-The server talks to the fake Gemini, which the Node tests script through its `/_control` API. `npm ci` runs once when
-`node_modules` is missing (offline once installed).
-"""
+"""Runs the real AI SDK clients (`ai` 5, 6 and 7 in `tests/js/aisdk/`, `node --test`) against a real uvicorn server."""
 
 from __future__ import annotations
 
-import asyncio
-import os
-import re
-import shutil
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from backend.settings import Settings
-from tests.conftest import live
 from tests.fakes.gemini import FakeGemini
+from tests.protocols.node import installed_suite, run_node_suite
 
-SUITE = Path(__file__).parents[1] / "js" / "aisdk"
 pytestmark = pytest.mark.timeout(600)
 
 
 @pytest.fixture(scope="session")
 def node_suite() -> Path:
-    """The Node suite with its dependencies installed (`npm ci` from the lockfile, only when they are missing)."""
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("node and npm are needed for the AI SDK client tests")
-    if not all((SUITE / "node_modules" / name).is_dir() for name in ("ai", "ai5", "ai6", "ai7")):
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=SUITE, check=True, timeout=300)
-    return SUITE
+    return installed_suite("aisdk", ("ai", "ai5", "ai6", "ai7"))
 
 
 async def test_the_real_ai_sdk_clients_pass(
     node_suite: Path, gemini_settings: Callable[..., Settings], fake: FakeGemini
 ) -> None:
-    async with live(gemini_settings()) as client:
-        env = {**os.environ, "CHAT_BASE_URL": str(client.base_url).rstrip("/"), "FAKE_GEMINI_URL": fake.root_url}
-        process = await asyncio.create_subprocess_exec(
-            "node",
-            "--test",
-            "--test-concurrency=1",
-            "--test-reporter=spec",
-            *sorted(str(path) for path in node_suite.glob("*.test.mjs")),
-            cwd=node_suite,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        output, _ = await process.communicate()
-    report = output.decode(errors="replace")
-    assert process.returncode == 0, report
-    assert re.search(r"\bfail 0\b", report) and re.search(r"\bpass [1-9]", report), report
+    await run_node_suite(node_suite, gemini_settings(), fake)

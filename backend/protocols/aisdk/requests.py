@@ -9,9 +9,6 @@ widget action.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
 import uuid
 from typing import Literal
 
@@ -30,26 +27,13 @@ from backend.chat.commands import (
 )
 from backend.chat.widgets import Action
 from backend.errors import InvalidInputError
+from backend.protocols.files import add_file_url
+from backend.protocols.ids import MAX_CHAT_ID_CHARS, client_message_id, conversation_id_of
 
-MAX_CHAT_ID_CHARS = 200
+# Chat ids: see `backend.protocols.ids` (shared with AG-UI's thread ids).
 MAX_MESSAGES = 1000
 MAX_PARTS = 200
 MAX_REASON_CHARS = 500
-# Chat ids the client makes up (`useChat` generates 16 random characters) name the conversation
-# uuid5(CHAT_ID_NAMESPACE, user + id), so two users who pick the same id never meet; an id that is a UUID (one of our
-# conversation ids) names that conversation.
-CHAT_ID_NAMESPACE = uuid.UUID("6f1c4a52-0d37-4b8e-9a51-3c8de0a4b7e1")
-# A file part's URL: a `data:` URL (base64), or one of our uploads, absolute or relative.
-_DATA_URL = re.compile(r"data:[^,;]*(?:;[^,;]*)*;base64,(?P<data>.*)", re.DOTALL)
-_FILE_URL = re.compile(r"(?:https?://[^/]+)?/api/files/(?P<id>[0-9a-fA-F-]{36})/content")
-
-
-def conversation_id_of(user_id: str, chat_id: str) -> uuid.UUID:
-    """The conversation a user's chat id names: the id itself when it is a UUID, else a UUID derived from both."""
-    try:
-        return uuid.UUID(chat_id)
-    except ValueError:
-        return uuid.uuid5(CHAT_ID_NAMESPACE, f"{user_id}\n{chat_id}")
 
 
 class Approval(BaseModel):
@@ -135,39 +119,15 @@ class ChatBody(BaseModel):
         uploads: list[Upload] = []
         for part in last.parts:
             if part.type == "file":
-                _add_file(part, attachments, uploads)
+                add_file_url(part.url or "", part.filename, attachments, uploads)
         return SendMessage(
             text=text,
             conversation_id=conversation_id,
-            client_message_id=uuid.uuid5(CHAT_ID_NAMESPACE, f"{self.id}\n{last.id}"),
+            client_message_id=client_message_id(self.id, last.id),
             attachments=tuple(attachments),
             uploads=tuple(uploads),
             create_missing=True,
         )
-
-
-def _add_file(part: UIPart, attachments: list[uuid.UUID], uploads: list[Upload]) -> None:
-    """A file part: bytes in a `data:` URL become an upload, our `/api/files/{id}/content` URL an attachment.
-
-    Raises:
-        InvalidInputError: Any other URL, or a `data:` URL that is not base64.
-    """
-    url = part.url or ""
-    data_url = _DATA_URL.fullmatch(url)
-    if data_url is not None:
-        try:
-            data = base64.b64decode(data_url["data"], validate=True)
-        except (binascii.Error, ValueError):
-            raise InvalidInputError("messages: a file part's data: URL is not valid base64") from None
-        uploads.append(Upload(part.filename, data))
-        return
-    file_url = _FILE_URL.fullmatch(url)
-    if file_url is None:
-        raise InvalidInputError("messages: a file part's url must be a base64 data: URL or /api/files/{id}/content")
-    try:
-        attachments.append(uuid.UUID(file_url["id"]))
-    except ValueError:
-        raise InvalidInputError("messages: a file part names no file") from None
 
 
 def _uuid_or_nil(value: str | None) -> uuid.UUID | None:

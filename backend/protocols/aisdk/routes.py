@@ -7,10 +7,8 @@ reads); see AISDK.md.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Annotated
 
-import anyio
 from litestar import Controller, delete, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.openapi import ResponseSpec
@@ -20,11 +18,12 @@ from sse_starlette import EventSourceResponse
 from starlette.responses import Response as StarletteResponse
 
 from backend.auth import User
-from backend.chat.routes import LastEventId, provide_chat_service, sse_response
-from backend.chat.service import ChatService, Subscription
-from backend.errors import NotFoundError
+from backend.chat.routes import LastEventId, provide_chat_service
+from backend.chat.service import ChatService
 from backend.protocols.aisdk.encoder import HEADERS, Encoder, Version
-from backend.protocols.aisdk.requests import MAX_CHAT_ID_CHARS, ChatBody, conversation_id_of
+from backend.protocols.aisdk.requests import ChatBody
+from backend.protocols.ids import checked_chat_id, conversation_id_of
+from backend.protocols.stream import event_stream
 
 DEFAULT_VERSION: Version = 5
 SdkVersion = Annotated[
@@ -40,25 +39,6 @@ SdkVersion = Annotated[
 
 def _version(value: int | None) -> Version:
     return DEFAULT_VERSION if value is None else value  # type: ignore[return-value]
-
-
-def _checked_chat_id(chat_id: str) -> str:
-    if not 0 < len(chat_id) <= MAX_CHAT_ID_CHARS:
-        raise NotFoundError("Conversation not found.")
-    return chat_id
-
-
-def ui_message_stream(chat_service: ChatService, subscription: Subscription, encoder: Encoder) -> EventSourceResponse:
-    """The response: our events of the subscription as UI message stream chunks, ending with `[DONE]`."""
-
-    async def frames(shutdown: anyio.Event) -> AsyncIterator[bytes]:
-        async for event_id, event in chat_service.events(subscription, shutdown):
-            data = encoder.encode(event_id, event)
-            if data:
-                yield data
-        yield encoder.close()
-
-    return sse_response(chat_service, frames, HEADERS)
 
 
 class AiSdkController(Controller):
@@ -78,7 +58,7 @@ class AiSdkController(Controller):
     ) -> EventSourceResponse:
         """Send a message, answer a paused reply, regenerate, or run a widget action; stream the reply."""
         subscription = await chat_service.execute(user.id, data.to_command(user.id))
-        return ui_message_stream(chat_service, subscription, Encoder(_version(version)))
+        return event_stream(chat_service, subscription, Encoder(_version(version)), HEADERS)
 
     @get(
         "/{chat_id:str}/stream",
@@ -96,15 +76,15 @@ class AiSdkController(Controller):
     ) -> StarletteResponse:
         """Replay the chat's running reply from its `start` (or after `Last-Event-ID`) and follow it; 204 if none."""
         after = last_event_id or 0
-        conversation_id = conversation_id_of(user.id, _checked_chat_id(chat_id))
+        conversation_id = conversation_id_of(user.id, checked_chat_id(chat_id))
         subscription = await chat_service.running(user.id, conversation_id, after)
         if subscription is None:
             return StarletteResponse(status_code=HTTP_204_NO_CONTENT)  # the client's `reconnectToStream` gives null
-        return ui_message_stream(chat_service, subscription, Encoder(_version(version), started=after > 0))
+        return event_stream(chat_service, subscription, Encoder(_version(version), started=after > 0), HEADERS)
 
     @delete("/{chat_id:str}/stream", operation_id="AiSdkStopStream", status_code=HTTP_204_NO_CONTENT)
     async def stop(
         self, user: NamedDependency[User], chat_service: NamedDependency[ChatService], chat_id: FromPath[str]
     ) -> None:
         """Stop the chat's running reply for real (`useChat`'s `stop()` only aborts the fetch); idempotent."""
-        await chat_service.stop(user.id, conversation_id_of(user.id, _checked_chat_id(chat_id)))
+        await chat_service.stop(user.id, conversation_id_of(user.id, checked_chat_id(chat_id)))

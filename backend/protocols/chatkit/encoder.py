@@ -123,6 +123,10 @@ class Encoder:
         events = self._events(event, live)
         return b"".join(frame(e) for e in events) if live else b""
 
+    def close(self) -> bytes:
+        """Nothing: a ChatKit stream just ends (its last item's `thread.item.done` or an `error` came before)."""
+        return b""
+
     def _events(self, event: Event, live: bool) -> list[Json]:
         if isinstance(event, Start):
             return self._start(event, live)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import uuid
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
@@ -27,7 +26,7 @@ from backend.auth import User
 from backend.chat.commands import AnswerPause, Approved, WidgetAction
 from backend.chat.events import ClientToolCall
 from backend.chat.events import Widget as WidgetEvent
-from backend.chat.routes import provide_chat_service, sse_response
+from backend.chat.routes import provide_chat_service
 from backend.chat.service import ChatService, Subscription
 from backend.conversations.access import ConversationAccess
 from backend.errors import EXCEPTION_HANDLERS, AppError, ConflictError, InvalidInputError, NotFoundError
@@ -36,6 +35,7 @@ from backend.protocols.chatkit import items, requests
 from backend.protocols.chatkit.encoder import Encoder, UserTurn
 from backend.protocols.chatkit.items import Json
 from backend.protocols.chatkit.requests import Envelope
+from backend.protocols.stream import event_stream
 from backend.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ class ChatKitController(Controller):
             raise UnsupportedRequestError(requests.UNSUPPORTED[data.type])
         if data.type in requests.STREAMING:
             subscription, encoder = await self._start(user.id, data, chat_service, files, base_url)
-            return _stream(chat_service, subscription, encoder)
+            return event_stream(chat_service, subscription, encoder)
         if data.type in requests.JSON_ANSWERED:
             return _json_answer(await self._answer(user.id, data, chat_service, conversations, files, base_url))
         raise UnsupportedRequestError(f"Unknown ChatKit request type {data.type!r}.")
@@ -266,16 +266,6 @@ async def _sync_action(user_id: str, params: requests.CustomActionParams, chat_s
     if widget is None or params.item_id is None:
         return {}
     return {"updated_item": items.widget_item(params.item_id, params.thread_id, items.timestamp(), widget)}
-
-
-def _stream(chat_service: ChatService, subscription: Subscription, encoder: Encoder) -> StarletteResponse:
-    async def frames(shutdown: anyio.Event) -> AsyncIterator[bytes]:
-        async for event_id, event in chat_service.events(subscription, shutdown):
-            data = encoder.encode(event_id, event)
-            if data:
-                yield data
-
-    return sse_response(chat_service, frames)
 
 
 def chatkit_router(settings: Settings) -> Router:

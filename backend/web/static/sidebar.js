@@ -8,6 +8,7 @@ import { MOBILE_QUERY, announce, currentConversation, setHeading } from "./page.
 import { flatten, icon } from "./reply.js";
 
 const PAGE_SIZE = 20;
+const SEARCH_DELAY_MS = 250; // typing pauses this long before a search is sent
 
 const $ = (id) => document.getElementById(id);
 const app = $("app");
@@ -20,6 +21,8 @@ const list = $("conversation-list");
 const listEmpty = $("conversations-empty");
 const listError = $("conversations-error");
 const loadMoreButton = $("load-more");
+const searchForm = $("search-form");
+const searchInput = $("conversation-search");
 const deleteDialog = $("delete-dialog");
 const deleteText = $("delete-text");
 
@@ -30,6 +33,8 @@ let listGeneration = 0; // bumped by every reset of the list: an answer for an o
 let listVersion = 0; // bumped by every local change to the list (a reply started, a rename, a delete)
 const listChanges = new Map(); // id -> {version, deleted}: local changes a list response fetched earlier cannot know
 let editingId = null;
+let searchQuery = ""; // the words the list is filtered by ("" : the plain list)
+let searchTimer = null;
 let hooks = { streamingIn: () => false, beforeDelete: () => {}, afterDelete: () => {}, onNewChat: () => {} };
 
 /** A one-line preview without the most common Markdown markers (the server stores replies as Markdown). */
@@ -48,9 +53,15 @@ function noteListChange(id, { deleted = false } = {}) {
   listChanges.set(id, { version: listVersion, deleted });
 }
 
-/** Put a new or updated conversation on top of the list, and render. */
+/** Put a new or updated conversation on top of the list, and render (in search results: update it in place). */
 export function upsertConversationOnTop(summary) {
   const existing = conversationById(summary.id);
+  if (searchQuery) {
+    if (existing) Object.assign(existing, summary);
+    noteListChange(summary.id);
+    renderConversations();
+    return;
+  }
   conversations = conversations.filter((c) => c.id !== summary.id);
   conversations.unshift({ ...existing, ...summary });
   noteListChange(summary.id);
@@ -78,7 +89,7 @@ function mergeListPage(items, { reset, since }) {
     seen.add(item.id);
     merged.push(item);
   }
-  if (reset) {
+  if (reset && !searchQuery) {
     // Newest local change first, on top: each was either just created/updated here or moved to the top by it.
     newer.sort((a, b) => b[1].version - a[1].version);
     const onTop = newer.filter(([id, change]) => !change.deleted && local.has(id)).map(([id]) => local.get(id));
@@ -97,7 +108,11 @@ export function renderConversations() {
     focused && list.contains(focused) ? { id: focused.closest("li")?.dataset.id, testid: focused.dataset.testid } : null;
   list.replaceChildren(...conversations.map(renderConversationItem));
   listEmpty.hidden = conversations.length > 0 || loadingList || !listError.hidden;
-  listEmpty.textContent = authNeeded() ? "Sign in with a token to see your conversations." : "No conversations yet.";
+  listEmpty.textContent = authNeeded()
+    ? "Sign in with a token to see your conversations."
+    : searchQuery
+      ? "No conversation matches."
+      : "No conversations yet.";
   loadMoreButton.hidden = !nextCursor;
   if (restore && restore.id && !editingId) focusConversationButton(restore.id, restore.testid);
 }
@@ -119,8 +134,12 @@ function renderConversationItem(conversation) {
   if (active) link.setAttribute("aria-current", "page");
   const title = el("span", { className: "conversation-title", text: conversation.title, testid: "conversation-item-title" });
   link.append(title);
-  const preview = plainPreview(conversation.preview);
-  if (preview) link.append(el("span", { className: "conversation-preview", text: preview }));
+  if (searchQuery && conversation.snippet) {
+    link.append(snippetOf(conversation.snippet, conversation.snippet_highlights || []));
+  } else {
+    const preview = plainPreview(conversation.preview);
+    if (preview) link.append(el("span", { className: "conversation-preview", text: preview }));
+  }
   if (streaming) {
     const dot = el("span", { className: "streaming-dot", testid: "conversation-streaming" });
     dot.append(el("span", { className: "sr-only", text: "(replying)" }));
@@ -148,6 +167,28 @@ function renderConversationItem(conversation) {
   return li;
 }
 
+/** A search result's passage, its matched words in <mark> (text nodes only: the passage is the user's text). */
+function snippetOf(text, highlights) {
+  const span = el("span", { className: "conversation-snippet", testid: "conversation-snippet" });
+  let at = 0;
+  for (const { start, end } of highlights) {
+    if (start < at || end > text.length) continue;
+    span.append(document.createTextNode(text.slice(at, start)), el("mark", { text: text.slice(start, end) }));
+    at = end;
+  }
+  span.append(document.createTextNode(text.slice(at)));
+  return span;
+}
+
+/** Filter the list by `value` (blank: the plain list again). */
+function searchFor(value) {
+  const query = value.trim();
+  if (query === searchQuery) return;
+  searchQuery = query;
+  nextCursor = null;
+  loadConversations({ reset: true });
+}
+
 /** Load the first page (`reset`, superseding any load in flight) or the next one ("Load more"). */
 export async function loadConversations({ reset }) {
   if (!reset && loadingList) return; // one "Load more" at a time; a reset supersedes whatever is in flight
@@ -158,6 +199,7 @@ export async function loadConversations({ reset }) {
   loadingList = true;
   loadMoreButton.disabled = true;
   const params = new URLSearchParams({ limit: String(PAGE_SIZE) });
+  if (searchQuery) params.set("q", searchQuery);
   if (!reset && nextCursor) params.set("cursor", nextCursor);
   try {
     const response = await api(`/api/conversations?${params}`);
@@ -324,6 +366,24 @@ export function initSidebar({ streamingIn, beforeDelete, afterDelete, onNewChat 
     hooks.onNewChat();
   });
   loadMoreButton.addEventListener("click", () => loadConversations({ reset: false }));
+  searchInput.addEventListener("input", () => {
+    window.clearTimeout(searchTimer);
+    searchTimer = window.setTimeout(() => searchFor(searchInput.value), SEARCH_DELAY_MS);
+  });
+  searchForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    window.clearTimeout(searchTimer);
+    searchFor(searchInput.value);
+  });
+  searchInput.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && searchInput.value) {
+      event.preventDefault();
+      event.stopPropagation();
+      searchInput.value = "";
+      window.clearTimeout(searchTimer);
+      searchFor("");
+    }
+  });
   toggleButton.addEventListener("click", () => setSidebar(!app.classList.contains("sidebar-open")));
   closeButton.addEventListener("click", () => {
     setSidebar(false);
