@@ -28,7 +28,7 @@ from backend.chat.events import DONE_FRAME, Done, Event, Start, Text, Usage, enc
 from backend.chat.events import Widget as WidgetEvent
 from backend.chat.lease import Lease
 from backend.chat.live import Hub
-from backend.chat.pause import PausedState, Resume, answers_to
+from backend.chat.pause import Ask, PausedState, Resume, answers_to, waiting
 from backend.chat.reply import Reply
 from backend.chat.store import BegunTurn, ConversationStore, ExistingTurn, TurnRequest
 from backend.chat.team import agents_by_name
@@ -61,6 +61,7 @@ class Subscription:
     after: int = 0
     run: TurnRun | None = None
     frames: list[bytes] | None = None  # a stream computed up front (a widget action's)
+    user_message_id: uuid.UUID | None = None  # the user message this request stored, if it stored one
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,7 +289,7 @@ class ChatService:
             run_input=run_input,
             budget=budget,
         )
-        return Subscription(begun.message_id, run=run)
+        return Subscription(begun.message_id, run=run, user_message_id=begun.user_message_id)
 
     async def _input_of(self, begun: BegunTurn) -> list[TResponseInputItem]:
         if begun.created and not begun.files:  # its whole history is this message
@@ -416,6 +417,16 @@ class ChatService:
         """
         message_id = await self.store.running_turn(user_id, conversation_id)
         return Subscription(message_id, after=after) if message_id is not None else None
+
+    async def waiting(self, user_id: str, conversation_id: uuid.UUID) -> list[Ask]:
+        """What the conversation's paused reply still waits for (approvals, client tools), in order.
+
+        Raises:
+            NotFoundError: The conversation does not exist or is not the caller's.
+            ConflictError: Nothing waits for an answer (`nothing_pending`).
+        """
+        paused = await self.store.paused_turn(user_id, conversation_id)
+        return waiting(paused.parts)
 
     async def events(self, subscription: Subscription, shutdown: anyio.Event) -> AsyncIterator[tuple[int, Event]]:
         """The typed events of a subscription with their ids, for adapters that encode their own protocol.
