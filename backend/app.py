@@ -19,10 +19,12 @@ from backend.auth import USER_DEPENDENCY, auth_middleware
 from backend.chat.model import build_model, build_title_model, warm_up
 from backend.chat.routes import ChatController
 from backend.chat.service import ChatService
+from backend.conversations.access import ConversationAccess
 from backend.conversations.routes import ConversationController
 from backend.conversations.store import ConversationRows
 from backend.db import create_database, prepare_schema, provide_db_session
 from backend.errors import EXCEPTION_HANDLERS
+from backend.files.access import FileAccess
 from backend.files.lifecycle import files_lifespan
 from backend.files.routes import files_router
 from backend.http_guard import BodyGuard, transport_guard
@@ -33,6 +35,7 @@ from backend.mcp.server import TaskMcpServer
 from backend.openapi import document_api
 from backend.protocols.agui.routes import agui_router
 from backend.protocols.aisdk.routes import AiSdkController
+from backend.protocols.chatkit.routes import chatkit_router
 from backend.request_ids import RequestIdMiddleware
 from backend.settings import Settings, get_settings
 from backend.system.routes import health, ready
@@ -88,6 +91,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         )
         app.state.chat_service = chat_service
         app.state.conversation_rows = ConversationRows(database, chat_service.file_storage)
+        app.state.conversation_access = ConversationAccess(database, app.state.conversation_rows)
+        app.state.file_access = FileAccess(database, chat_service.file_storage, settings)
         if settings.use_offline_model:
             log.warning(
                 "offline demo model: replies come from the built-in demo, not %s (set GEMINI_API_KEY to use it)",
@@ -120,6 +125,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ready,
             ChatController,
             AiSdkController,
+            chatkit_router(settings),
             agui_router(settings),
             ConversationController,
             TaskController,

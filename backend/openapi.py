@@ -42,7 +42,8 @@ _DESCRIPTIONS = {
     "401": "No valid bearer token (`unauthorized`, `token_expired`).",
     "404": "No such resource, or it belongs to someone else (`not_found`).",
     "409": "The conversation is busy (`run_in_progress`), the idempotency key was used for another message "
-    "(`idempotency_conflict`), or the answers name nothing pending (`not_pending`, `nothing_pending`).",
+    "(`idempotency_conflict`), the answers name nothing pending (`not_pending`, `nothing_pending`), or an upload's "
+    "chosen id is taken (`file_exists`).",
     "413": "The body is larger than MAX_BODY_BYTES, or a file than FILE_MAX_BYTES or the quota "
     "(`payload_too_large`, `file_too_large`, `quota_exceeded`).",
     "415": "The body is not `application/json` (`unsupported_media_type`), or an upload's type is refused "
@@ -308,6 +309,42 @@ def _error_schema() -> Schema:
     )
 
 
+def _chatkit_error_body() -> dict[str, OpenAPIMediaType]:
+    """ChatKit's `error` event shape with our error object inside, or our plain error body.
+
+    The checks before the route (auth, body size and type) answer the plain one.
+    """
+    ours = Reference(ref=f"#/components/schemas/{ERROR_SCHEMA}")
+    inner = _error_schema().properties
+    assert inner is not None
+    chatkit = Schema(
+        type=OpenAPIType.OBJECT,
+        required=["type", "code", "message", "allow_retry", "error"],
+        properties={
+            "type": Schema(type=OpenAPIType.STRING, const="error"),
+            "code": Schema(type=OpenAPIType.STRING, const="custom"),
+            "message": Schema(type=OpenAPIType.STRING, min_length=1),
+            "allow_retry": Schema(type=OpenAPIType.BOOLEAN),
+            "error": inner["error"],
+        },
+        additional_properties=False,
+    )
+    return {"application/json": OpenAPIMediaType(schema=Schema(any_of=[chatkit, ours]))}
+
+
+def _chatkit_answer() -> OpenAPIResponse:
+    return OpenAPIResponse(
+        description="`threads.create`, `threads.add_user_message`, `threads.add_client_tool_output`, "
+        "`threads.retry_after_item` and `threads.custom_action` stream ChatKit's `ThreadStreamEvent`s as "
+        "`data: <json>` frames; the other requests answer JSON (`Thread`, `Page`, `Attachment`, `{}`). See "
+        "backend/protocols/CHATKIT.md.",
+        content={
+            "text/event-stream": OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING)),
+            "application/json": OpenAPIMediaType(schema=Schema(type=OpenAPIType.OBJECT)),
+        },
+    )
+
+
 TURN_PATHS = frozenset({"/chatkit", "/api/chat"})  # the endpoints that start turns: a chat to find, a run to wait for
 
 
@@ -321,6 +358,8 @@ def _statuses(
         statuses.add("401")
     if operation.request_body is not None or (path, method) == (UPLOAD_PATH, "post"):
         statuses |= {"400", "413", "415", "422"}
+    if (path, method) == (UPLOAD_PATH, "post"):
+        statuses.add("409")  # `?id=` of a file that exists (a ChatKit two-phase upload sent twice)
     if operation.parameters:
         statuses.add("422")
     if "{" in path or path in turn_paths:
@@ -420,7 +459,7 @@ def document_api(app: Litestar, settings: Settings) -> None:
         }
         spec.security = [{BEARER_SCHEME: []}]
     body = {"application/json": OpenAPIMediaType(schema=Reference(ref=f"#/components/schemas/{ERROR_SCHEMA}"))}
-    turn_paths = TURN_PATHS | {settings.agui_path}
+    turn_paths = TURN_PATHS | {settings.agui_path, settings.chatkit_path}
     for path, item in (spec.paths or {}).items():
         for method in _METHODS:
             operation: Operation | None = getattr(item, method)
@@ -442,8 +481,12 @@ def document_api(app: Litestar, settings: Settings) -> None:
                     },
                 )
             responses = {status: response for status, response in (operation.responses or {}).items() if status < "400"}
+            chatkit = path == settings.chatkit_path
             for status in _statuses(path, method, operation, bearer=bearer, turn_paths=turn_paths):
-                responses[status] = OpenAPIResponse(description=_DESCRIPTIONS[status], content=body)
+                content = _chatkit_error_body() if chatkit else body
+                responses[status] = OpenAPIResponse(description=_DESCRIPTIONS[status], content=content)
+            if chatkit:
+                responses["200"] = _chatkit_answer()
             operation.responses = responses
     mcp = spec.paths[MCP_PATH] = _mcp_path()
     assert mcp.post is not None and mcp.post.responses is not None

@@ -158,6 +158,11 @@ class Settings(BaseSettings):
         default=16 * 1024, ge=1024, description="Cap on all request headers together (names and values); 431 above."
     )
     max_message_chars: int = Field(default=16_000, ge=1)
+    chatkit_path: str = Field(
+        default="/api/chatkit",
+        pattern=r"^/[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$",
+        description="Where OpenAI's ChatKit client posts its requests (`api.url`); see backend/protocols/CHATKIT.md.",
+    )
     keepalive_seconds: float = Field(default=15.0, gt=0)
     history_max_items: int = Field(default=200, ge=1)
     on_disconnect: Literal["continue", "cancel"] = Field(
@@ -227,6 +232,14 @@ class Settings(BaseSettings):
     )
     metrics_token: str | None = Field(default=None, description="The bearer token of GET /metrics (METRICS=token).")
     metrics_port: int = Field(default=9464, ge=1, le=65535, description="The metrics port (METRICS=port).")
+
+    @field_validator("chatkit_path")
+    @classmethod
+    def _chatkit_path_is_its_own(cls, value: str) -> str:
+        taken = ("/chatkit", "/api/chat", "/api/conversations", "/api/files", "/api/tasks", "/mcp", "/schema")
+        if any(value == path or value.startswith(f"{path}/") for path in taken):
+            raise ValueError(f"CHATKIT_PATH must not be (or be under) one of {', '.join(taken)}")
+        return value
 
     @field_validator("database_url")
     @classmethod

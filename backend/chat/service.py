@@ -28,7 +28,7 @@ from backend.chat.events import DONE_FRAME, Done, Event, Start, Text, Usage, enc
 from backend.chat.events import Widget as WidgetEvent
 from backend.chat.lease import Lease
 from backend.chat.live import Hub
-from backend.chat.pause import PausedState, Resume, answers_to
+from backend.chat.pause import Ask, PausedState, Resume, answers_to, waiting
 from backend.chat.reply import Reply
 from backend.chat.store import BegunTurn, ConversationStore, ExistingTurn, TurnRequest
 from backend.chat.team import agents_by_name
@@ -62,6 +62,7 @@ class Subscription:
     after: int = 0
     run: TurnRun | None = None
     frames: list[bytes] | None = None  # a stream computed up front (a widget action's)
+    user_message_id: uuid.UUID | None = None  # the user message this request stored, if it stored one
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,7 +295,7 @@ class ChatService:
         )
         if begun.created and self.titles is not None and begun.history and begun.history[-1].content.strip():
             self._name_soon(run, begun.history[-1].content)
-        return Subscription(begun.message_id, run=run)
+        return Subscription(begun.message_id, run=run, user_message_id=begun.user_message_id)
 
     def _name_soon(self, run: TurnRun, message: str) -> None:
         """Name the new conversation in the background, alongside its first reply (which never waits for it)."""
@@ -445,6 +446,16 @@ class ChatService:
         """
         message_id = await self.store.running_turn(user_id, conversation_id)
         return Subscription(message_id, after=after) if message_id is not None else None
+
+    async def waiting(self, user_id: str, conversation_id: uuid.UUID) -> list[Ask]:
+        """What the conversation's paused reply still waits for (approvals, client tools), in order.
+
+        Raises:
+            NotFoundError: The conversation does not exist or is not the caller's.
+            ConflictError: Nothing waits for an answer (`nothing_pending`).
+        """
+        paused = await self.store.paused_turn(user_id, conversation_id)
+        return waiting(paused.parts)
 
     async def events(self, subscription: Subscription, shutdown: anyio.Event) -> AsyncIterator[tuple[int, Event]]:
         """The typed events of a subscription with their ids, for adapters that encode their own protocol.

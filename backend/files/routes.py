@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
 from litestar import Controller, Request, Response, Router, delete, get, post
 from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException
-from litestar.params import FromPath
+from litestar.params import FromPath, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT, HTTP_413_REQUEST_ENTITY_TOO_LARGE
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -97,11 +97,21 @@ class FileController(Controller):
         db_session: NamedDependency[AsyncSession],
         user: NamedDependency[User],
         file_storage: NamedDependency[FileStorage],
+        file_id: Annotated[
+            uuid.UUID | None,
+            QueryParameter(
+                name="id",
+                description="Store the file under this id (the second phase of a ChatKit two-phase upload, whose "
+                "`attachments.create` names it); 409 if a file has it already.",
+            ),
+        ] = None,
     ) -> FilePublic:
         """Upload one file (multipart field `file`)."""
         settings: Settings = request.app.state.settings
         filename, data = await read_upload(request, settings.file_max_bytes)
-        stored = await file_service.upload_file(db_session, file_storage, settings, user.id, filename, data)
+        stored = await file_service.upload_file(
+            db_session, file_storage, settings, user.id, filename, data, file_id=file_id
+        )
         return public(stored)
 
     @get("/{file_id:uuid}", operation_id="GetFile")

@@ -10,11 +10,12 @@ from datetime import datetime, timedelta
 
 from litestar.status_codes import HTTP_413_REQUEST_ENTITY_TOO_LARGE, HTTP_415_UNSUPPORTED_MEDIA_TYPE
 from sqlalchemy import exists, func
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.db import serialize_on
-from backend.errors import AppError, InvalidInputError, NotFoundError
+from backend.errors import AppError, ConflictError, InvalidInputError, NotFoundError
 from backend.files.models import File, MessageFile
 from backend.files.sniff import sanitize_filename, sniff_content_type
 from backend.files.storage import FileStorage
@@ -65,7 +66,13 @@ def too_large(limit: int) -> PayloadTooLargeError:
 
 
 async def upload_file(
-    session: AsyncSession, storage: FileStorage, settings: Settings, user_id: str, filename: str | None, data: bytes
+    session: AsyncSession,
+    storage: FileStorage,
+    settings: Settings,
+    user_id: str,
+    filename: str | None,
+    data: bytes,
+    file_id: uuid.UUID | None = None,
 ) -> StoredFile:
     """Check an upload against every limit, store its bytes and its row atomically, and commit.
 
@@ -76,6 +83,7 @@ async def upload_file(
         user_id: The owner.
         filename: The client's name for the file (sanitised here, never used as a path).
         data: The whole file.
+        file_id: The id to store it under (a ChatKit two-phase upload names it first); a new one when None.
 
     Returns:
         The stored file.
@@ -84,7 +92,10 @@ async def upload_file(
         PayloadTooLargeError: Over `FILE_MAX_BYTES` (`file_too_large`) or the user's quota (`quota_exceeded`).
         UnsupportedFileTypeError: The bytes are not an accepted type.
         InvalidInputError: An empty file.
+        ConflictError: `file_id` names a file that exists already (anyone's).
     """
+    if file_id is not None and await session.get(File, file_id) is not None:
+        raise ConflictError("A file with this id exists already.", code="file_exists")
     if len(data) > settings.file_max_bytes:
         raise too_large(settings.file_max_bytes)
     if not data:
@@ -103,12 +114,15 @@ async def upload_file(
                 f"This upload would exceed your storage quota of {settings.file_quota_bytes} bytes.",
                 code="quota_exceeded",
             )
-    row = File(user_id=user_id, name=name, content_type=content_type, size=len(data))
+    row = File(id=file_id or uuid.uuid4(), user_id=user_id, name=name, content_type=content_type, size=len(data))
     session.add(row)
     try:
         await session.flush()
         await storage.write(session, row.id, data)
         await session.commit()
+    except IntegrityError:  # the same chosen id, uploaded concurrently
+        await session.rollback()
+        raise ConflictError("A file with this id exists already.", code="file_exists") from None
     except BaseException:
         await session.rollback()
         await storage.discard([row.id])

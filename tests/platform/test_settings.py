@@ -93,6 +93,19 @@ def test_cors_origins_from_a_comma_separated_variable(monkeypatch: pytest.Monkey
     assert load().cors_origins == ["http://a.test", "http://b.test"]
 
 
+@pytest.mark.parametrize("path", ["/chatkit", "/chatkit/x", "/api/chat", "/api/files/up", "chatkit", "/a b", "/x/"])
+def test_chatkit_path_is_its_own_route(monkeypatch: pytest.MonkeyPatch, path: str):
+    monkeypatch.setenv("CHATKIT_PATH", path)
+    with pytest.raises(SettingsError):
+        load()
+
+
+def test_chatkit_path_default_and_override(monkeypatch: pytest.MonkeyPatch):
+    assert load().chatkit_path == "/api/chatkit"
+    monkeypatch.setenv("CHATKIT_PATH", "/ck/v1")
+    assert load().chatkit_path == "/ck/v1"
+
+
 # --- database URL ---------------------------------------------------------------------------------------------------
 
 

@@ -77,6 +77,25 @@ def test_only_the_model_factory_reaches_the_offline_titles():
     assert offenders("backend/chat/service.py", ("backend.team", "backend.chat.model")) == []
 
 
+def test_the_chatkit_adapter_imports_no_store_no_sdk_no_litellm_and_no_sqlmodel():
+    """`backend/protocols/chatkit` translates: it reaches conversations and files through their access services only."""
+    forbidden = (
+        "backend.chat.store",
+        "backend.conversations.store",
+        "backend.conversations.service",
+        "backend.files.service",
+        "backend.db",
+        "backend.models",
+        "agents",
+        "litellm",
+        "sqlmodel",
+        "sqlalchemy",
+        "chatkit",
+    )
+    assert offenders("backend/protocols/chatkit", forbidden) == []
+    assert "backend.conversations.access" in full_imports(ROOT / "backend/protocols/chatkit/routes.py")
+
+
 def test_the_ag_ui_adapter_reaches_only_the_engine_seam() -> None:
     """AG-UI's adapter translates: no store, SDK, LiteLLM or database, and not the test-only `ag-ui-protocol` package
     (its pydantic models check our events in the tests; the server keeps its own small request models)."""
