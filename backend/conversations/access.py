@@ -20,6 +20,7 @@ from backend.models import (
     ConversationPublic,
     ConversationSummary,
     ConversationUpdate,
+    FeedbackRating,
 )
 
 MESSAGES_PAGE = 500
@@ -92,3 +93,15 @@ class ConversationAccess:
             NotFoundError: It does not exist or is another user's.
         """
         await self.rows.delete_conversation(user_id, conversation_id)
+
+    async def rate(
+        self, user_id: str, conversation_id: uuid.UUID, message_ids: list[uuid.UUID], rating: FeedbackRating
+    ) -> None:
+        """Rate assistant messages of the user's conversation, like `PUT .../messages/{id}/feedback`.
+
+        Raises:
+            InvalidInputError: One of them is not an assistant message.
+            NotFoundError: The conversation or a message does not exist or is another user's.
+        """
+        for message_id in dict.fromkeys(message_ids):
+            await self.rows.set_feedback(user_id, conversation_id, message_id, rating)

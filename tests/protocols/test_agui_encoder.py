@@ -17,6 +17,7 @@ from backend.chat.events import (
     Start,
     Text,
     Thinking,
+    Title,
     ToolCall,
     ToolResult,
     Usage,
@@ -119,3 +120,19 @@ def test_a_pause_on_approvals_and_frontend_tools_is_one_interrupt_and_cancel_is_
     stopped = encode([Start(CONVERSATION, MESSAGE, "t"), Widget("w", {"type": "Card"}), Text("x"), done("cancelled")])
     assert stopped[-1]["outcome"] == {"type": "cancelled"}
     assert stopped[1] == {"type": "CUSTOM", "name": "widget", "value": {"id": "w", "widget": {"type": "Card"}}}
+
+
+def test_a_generated_title_is_told_at_the_runs_end_without_splitting_the_message() -> None:
+    events = encode(
+        [
+            Start(conversation_id="c1", message_id="m1", title="hi"),
+            Text(content="Hel"),
+            Title(conversation_id="c1", title="A Greeting"),
+            Text(content="lo"),
+            done("stop"),
+        ]
+    )
+    types = [e["type"] for e in events]
+    assert types.count("TEXT_MESSAGE_START") == 1, types
+    assert types[-2:] == ["CUSTOM", "RUN_FINISHED"]
+    assert events[-2]["name"] == "title" and events[-2]["value"] == {"conversationId": "c1", "title": "A Greeting"}

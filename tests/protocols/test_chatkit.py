@@ -422,3 +422,58 @@ async def test_the_path_is_a_setting(gemini_settings: Callable[..., Settings]):
         assert moved.status == 200 and moved.body == {"data": [], "has_more": False}
         old = await client.post("/api/chatkit", json={"type": "threads.list", "params": {}})
         assert old.status_code in (404, 405)
+
+
+async def test_items_feedback_rates_the_reply_and_shows_on_the_message(client: httpx.AsyncClient, fake: FakeGemini):
+    fake.script(text_turn("Hello there."))
+    thread_id, answer = await create(client, "hi")
+    user, reply = answer.items_done()
+    rated = await post(
+        client, "items.feedback", {"thread_id": thread_id, "item_ids": [reply["id"]], "kind": "negative"}, headers=ALICE
+    )
+    assert (rated.status, rated.body) == (200, {})
+    message_id = reply["id"].partition(".")[0]
+    detail = (await client.get(f"/api/conversations/{thread_id}", headers=ALICE)).json()
+    [stored] = [m for m in detail["messages"] if m["id"] == message_id]
+    assert stored["feedback"]["rating"] == "down"
+
+    again = await post(
+        client, "items.feedback", {"thread_id": thread_id, "item_ids": [reply["id"]], "kind": "positive"}, headers=ALICE
+    )
+    assert again.status == 200
+    detail = (await client.get(f"/api/conversations/{thread_id}", headers=ALICE)).json()
+    assert [m["feedback"]["rating"] for m in detail["messages"] if m["id"] == message_id] == ["up"]
+
+    stranger = await post(
+        client, "items.feedback", {"thread_id": thread_id, "item_ids": [reply["id"]], "kind": "positive"}, headers=BOB
+    )
+    assert stranger.status == 404 and stranger.body["type"] == "error"
+    on_user = await post(
+        client, "items.feedback", {"thread_id": thread_id, "item_ids": [user["id"]], "kind": "positive"}, headers=ALICE
+    )
+    assert 400 <= on_user.status < 500 and on_user.body["type"] == "error"
+
+
+def test_a_generated_title_is_a_thread_updated_event_after_the_reply() -> None:
+    import json
+
+    from backend.chat.events import Done, Start, Text, Title, Usage
+    from backend.protocols.chatkit.encoder import Encoder
+    from tests.protocols.chatkit_wire import EVENT
+
+    encoder = Encoder()
+    message = "0b7e7c8e-0000-4000-8000-000000000001"
+    stream = [
+        Start(conversation_id="c1", message_id=message, title="hi"),
+        Text(content="Hel"),
+        Title(conversation_id="c1", title="A Greeting"),
+        Text(content="lo"),
+        Done(conversation_id="c1", message_id=message, finish_reason="stop", usage=Usage()),
+    ]
+    frames = b"".join(encoder.encode(i + 1, event) for i, event in enumerate(stream)).decode()
+    events = [json.loads(line[6:]) for line in frames.splitlines() if line.startswith("data: ")]
+    for event in events:
+        check(EVENT, event)
+    types = [e["type"] for e in events]
+    assert types.count("thread.item.added") == 1, "the title did not split the reply"
+    assert types[-1] == "thread.updated" and events[-1]["thread"]["title"] == "A Greeting"

@@ -22,6 +22,7 @@ from backend.chat.events import (
     Start,
     Text,
     Thinking,
+    Title,
     ToolCall,
     ToolResult,
     Usage,
@@ -59,6 +60,7 @@ class Encoder:
         self._interrupts: list[EventJson] = []
         self._client_calls: list[str] = []  # the calls of frontend tools the run waits for
         self._finish: EventJson | None = None
+        self._title: dict[str, str] | None = None  # a generated title, told at the run's end
         self._message_id = message_id
         self._last_id = 0
 
@@ -144,6 +146,8 @@ class Encoder:
             events += self._close_block() + self._close_step()
             events.append({"type": "RUN_ERROR", "message": event.message, "code": event.code})
             self._ended = True
+        elif isinstance(event, Title):  # told with the run's end, so it never splits the message being streamed
+            self._title = {"conversationId": event.conversation_id, "title": event.title}
         elif isinstance(event, Done):
             events += self._done(event)
         return events
@@ -184,6 +188,9 @@ class Encoder:
 
     def _done(self, event: Done) -> list[EventJson]:
         events = self._close_block() + self._close_step()
+        if self._title is not None:
+            events.append({"type": "CUSTOM", "name": "title", "value": self._title})
+            self._title = None
         finish: EventJson = {"type": "RUN_FINISHED", "threadId": self.thread_id, "runId": self.run_id}
         reason = event.finish_reason
         if reason == "approval_required" and self._interrupts:

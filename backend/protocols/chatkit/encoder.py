@@ -33,6 +33,7 @@ from backend.chat.events import (
     Start,
     Text,
     Thinking,
+    Title,
     ToolCall,
     ToolResult,
     Widget,
@@ -111,6 +112,7 @@ class Encoder:
         self._widgets: dict[str, str] = {}  # widget id -> item id
         self._asks: dict[str, tuple[str, list[dict[str, Any]]]] = {}  # call id -> (card item id, its parts)
         self._clients: dict[str, tuple[str, dict[str, Any]]] = {}  # client tool call id -> (item id, part)
+        self._title: str | None = None  # a generated title, told with the reply's end
 
     # --- the stream ----------------------------------------------------------------------------------------------
 
@@ -159,7 +161,23 @@ class Encoder:
         if isinstance(event, Error):
             error = {"type": "error", "code": "custom", "message": event.message, "allow_retry": event.retryable}
             return [*self._close(), error]
-        return self._close()  # done
+        if isinstance(event, Title):  # told at the end, as ChatKitServer tells a thread's new metadata
+            self._title = event.title
+            return []
+        return [*self._close(), *self._retitled()]  # done
+
+    def _retitled(self) -> list[Json]:
+        if self._title is None:
+            return []
+        thread = {
+            "id": self._thread_id,
+            "title": self._title,
+            "created_at": self._created_at,
+            "status": {"type": "active"},
+            "items": {"data": [], "has_more": False},
+        }
+        self._title = None
+        return [{"type": "thread.updated", "thread": thread}]
 
     def _start(self, event: Start, live: bool) -> list[Json]:
         self._thread_id, self._message_id = event.conversation_id, event.message_id

@@ -207,7 +207,17 @@ class ChatKitController(Controller):
         if data.type == "items.list":
             return await _items_page(user_id, requests.parse(data, requests.ItemsPageParams), conversations, base_url)
         if data.type == "items.feedback":
-            raise UnsupportedRequestError("Feedback (items.feedback) is not stored by this server yet.")
+            feedback = requests.parse(data, requests.FeedbackParams)
+            messages = [items.message_of(item) for item in feedback.item_ids]
+            if any(message is None for message in messages):
+                raise NotFoundError("Item not found.")
+            await conversations.rate(
+                user_id,
+                requests.thread_of(feedback.thread_id),
+                [m for m in messages if m is not None],
+                "up" if feedback.kind == "positive" else "down",
+            )
+            return {}
         if data.type == "attachments.create":
             return _attachment(requests.parse(data, requests.AttachmentCreateParams), files, base_url)
         if data.type == "attachments.delete":
