@@ -30,6 +30,7 @@ SECRET = "test-secret-that-is-at-least-32-bytes-long"
 TABLES = (
     "message_feedback",
     "usage_records",
+    "usage_daily",
     "user_limits",
     "rate_windows",
     "stream_tickets",

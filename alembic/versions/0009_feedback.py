@@ -20,10 +20,11 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("conversations", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("title_source", sa.String(length=16), nullable=False, server_default=sa.text("'message'"))
-        )
+    # A plain ADD COLUMN, never a batch: on SQLite a batch rebuilds the table and drops 0008's full-text triggers.
+    op.add_column(
+        "conversations",
+        sa.Column("title_source", sa.String(length=16), nullable=False, server_default=sa.text("'message'")),
+    )
     op.create_table(
         "message_feedback",
         sa.Column("message_id", sa.Uuid(), nullable=False),
@@ -44,5 +45,4 @@ def downgrade() -> None:
     with op.batch_alter_table("message_feedback", schema=None) as batch_op:
         batch_op.drop_index("ix_message_feedback_rating_updated")
     op.drop_table("message_feedback")
-    with op.batch_alter_table("conversations", schema=None) as batch_op:
-        batch_op.drop_column("title_source")
+    op.drop_column("conversations", "title_source")  # SQLite >= 3.35 drops a column in place (keeps the triggers)

@@ -1,8 +1,8 @@
 """Quotas and rate limits per user, checked before any model call, shared by every process through the database.
 
-- Tokens per UTC day and month, and USD per UTC month: sums of the user's ledger rows (`usage_records`), so they are
-  as exact as the ledger and need no counter of their own. A turn that crosses one mid-run ends after its current
-  model call (`backend.usage.ledger.Budget`).
+- Tokens per UTC day and month, and USD per UTC month: sums of the user's daily totals (`usage_daily`, raised in the
+  transaction that writes the ledger rows, so they are as exact as the ledger), at most 31 rows whatever the month
+  held. A turn that crosses one mid-run ends after its current model call (`backend.usage.ledger.Budget`).
 - Messages per minute: a counter row per user and minute, raised by one atomic `INSERT ... ON CONFLICT DO UPDATE
   ... WHERE count < limit RETURNING` (PostgreSQL and SQLite alike), so concurrent processes can never admit more
   than the limit in a window. A fixed window: up to twice the limit can pass within 60 s that straddle a boundary.
@@ -21,16 +21,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import ScalarSelect, func, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Mapped
 from sqlmodel import col
 
 from backend.db import Database
 from backend.errors import AppError
 from backend.models import utcnow
 from backend.settings import Settings
-from backend.usage.models import RateWindow, UsageRecord, UserLimits
+from backend.usage.models import RateWindow, UsageDaily, UserLimits
+from backend.usage.records import utc_day
 
 CONCURRENCY_RETRY_SECONDS = 5
 LimitName = Literal["tokens_per_day", "tokens_per_month", "usd_per_month", "messages_per_minute", "max_turns_per_user"]
@@ -164,14 +164,6 @@ class Standing:
     usd_this_month: float
 
 
-def _spent(column: Mapped[int] | Mapped[float], user_id: str, since: datetime) -> ScalarSelect[float]:
-    return (
-        select(func.coalesce(func.sum(column), 0))
-        .where(col(UsageRecord.user_id) == user_id, col(UsageRecord.created_at) >= since)
-        .scalar_subquery()
-    )
-
-
 class LimitsService:
     """Check and count a user's limits on one database."""
 
@@ -200,11 +192,12 @@ class LimitsService:
         limits = self.limits_of(user_id)
         if not (limits.tokens_per_day or limits.tokens_per_month or limits.usd_per_month):
             return Standing(limits, 0, 0, 0.0)
+        today = utc_day(now)
         statement = select(
-            _spent(col(UsageRecord.total_tokens), user_id, day_start(now)),
-            _spent(col(UsageRecord.total_tokens), user_id, month_start(now)),
-            _spent(col(UsageRecord.cost_usd), user_id, month_start(now)),
-        )
+            func.coalesce(func.sum(case((col(UsageDaily.day) == today, col(UsageDaily.total_tokens)), else_=0)), 0),
+            func.coalesce(func.sum(col(UsageDaily.total_tokens)), 0),
+            func.coalesce(func.sum(col(UsageDaily.cost_usd)), 0),
+        ).where(col(UsageDaily.user_id) == user_id, col(UsageDaily.day) >= today.replace(day=1))
         async with self.database.engine.connect() as conn:
             row = (await conn.execute(statement)).one()
         return Standing(limits, int(row[0]), int(row[1]), float(row[2]))

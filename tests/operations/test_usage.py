@@ -27,7 +27,7 @@ from backend.settings import PROJECT_ROOT, Settings
 from backend.team.agents import TASK_ASSISTANT, TRIAGE
 from backend.usage import cli
 from backend.usage.ledger import price
-from backend.usage.models import UsageRecord, UserLimits
+from backend.usage.models import UsageDaily, UsageRecord, UserLimits
 from tests.conftest import error_of, live, serve
 from tests.fakes.gemini import FakeGemini, function_call_turn, handoff_turn, text_turn
 from tests.sse import chat
@@ -73,6 +73,10 @@ async def test_a_tool_turn_with_a_handoff_writes_one_row_per_model_call(gemini_s
         assert row.cost_usd == pytest.approx(expected) and row.cost_usd > 0
     done = stream.of("done")[0]["usage"]
     assert sum(r.total_tokens for r in rows) == done["total_tokens"] == 78
+    async with db.sessions() as session:
+        [daily] = (await session.exec(select(UsageDaily))).scalars().all()
+    assert (daily.user_id, daily.day, daily.total_tokens) == ("local", datetime.now(UTC).date(), 78)
+    assert daily.cost_usd == pytest.approx(sum(r.cost_usd for r in rows))
 
 
 async def test_the_offline_model_is_recorded_unpriced_and_the_report_sums_it(client, db):
@@ -173,6 +177,9 @@ async def test_a_conversation_deleted_during_its_turn_keeps_the_turns_spending(g
     kept = await rows()
     assert len(kept) == 1, "the deleted conversation's model call is missing from the ledger"
     assert kept[0].user_id == "local"
+    async with db.sessions() as session:
+        [daily] = (await session.exec(select(UsageDaily))).scalars().all()
+    assert (daily.total_tokens, daily.cost_usd) == (kept[0].total_tokens, kept[0].cost_usd), "counted once, in step"
 
 
 async def fresh_minute() -> None:

@@ -35,6 +35,7 @@ APP_TABLES = {
     "message_files",
     "file_blobs",
     "usage_records",
+    "usage_daily",
     "user_limits",
     "rate_windows",
     "message_feedback",
@@ -240,3 +241,77 @@ def test_0007_moves_every_existing_message_into_one_branch(database_url: str):
                 await engine.dispose()
 
         asyncio.run(clean())
+
+
+def test_0010_sums_the_existing_ledger_per_user_and_utc_day(database_url: str):
+    """A database at 0009 with ledger rows: the quotas' daily totals start from what the ledger already holds."""
+    ledger = sa.table(
+        "usage_records",
+        sa.column("id", sa.Uuid()),
+        sa.column("user_id", sa.String()),
+        sa.column("model", sa.String()),
+        sa.column("input_tokens", sa.Integer()),
+        sa.column("output_tokens", sa.Integer()),
+        sa.column("total_tokens", sa.Integer()),
+        sa.column("cached_tokens", sa.Integer()),
+        sa.column("reasoning_tokens", sa.Integer()),
+        sa.column("cost_usd", sa.Float()),
+        sa.column("priced", sa.Boolean()),
+        sa.column("outcome", sa.String()),
+        sa.column("created_at", sa.DateTime(timezone=True)),
+    )
+    day1 = datetime(2026, 11, 30, 23, 59, tzinfo=UTC)
+    day2 = datetime(2026, 12, 1, 0, 1, tzinfo=UTC)
+    calls = [("ann", day1, 10, 0.5), ("ann", day1, 5, 0.25), ("ann", day2, 7, 1.0), ("bob", day2, 3, 0.0)]
+
+    async def run(seed: bool) -> list[tuple[str, str, int, float]]:
+        engine = create_async_engine(database_url)
+        try:
+            async with engine.begin() as conn:
+                if seed:
+                    await conn.execute(sa.text("DELETE FROM usage_records"))
+                    for user, at, tokens, cost in calls:
+                        values = {"id": uuid.uuid4(), "user_id": user, "model": "m", "input_tokens": tokens}
+                        values |= {"output_tokens": 0, "total_tokens": tokens, "cached_tokens": 0}
+                        values |= {"reasoning_tokens": 0, "cost_usd": cost, "priced": True, "outcome": "ok"}
+                        await conn.execute(insert(ledger).values(**values, created_at=at))
+                    return []
+                rows = await conn.execute(
+                    sa.text("SELECT user_id, day, total_tokens, cost_usd FROM usage_daily ORDER BY user_id, day")
+                )
+                return [(u, str(d), t, c) for u, d, t, c in rows.all()]
+        finally:
+            await engine.dispose()
+
+    try:
+        command.downgrade(alembic_config(url=database_url), "0009")
+        asyncio.run(run(seed=True))
+        command.upgrade(alembic_config(url=database_url), "head")
+        assert asyncio.run(run(seed=False)) == [
+            ("ann", "2026-11-30", 15, 0.75),
+            ("ann", "2026-12-01", 7, 1.0),
+            ("bob", "2026-12-01", 3, 0.0),
+        ]
+    finally:
+        command.upgrade(alembic_config(url=database_url), "head")
+
+        async def clean() -> None:
+            engine = create_async_engine(database_url)
+            try:
+                async with engine.begin() as conn:
+                    await conn.execute(sa.text("DELETE FROM usage_daily"))
+                    await conn.execute(sa.text("DELETE FROM usage_records"))
+            finally:
+                await engine.dispose()
+
+        asyncio.run(clean())
+
+
+def test_sqlites_full_text_triggers_survive_every_later_migration(tmp_path: Path):
+    """A later migration that rebuilds `conversations` or `messages` in batch mode would drop 0008's triggers."""
+    import sqlite3
+
+    command.upgrade(alembic_config(url=f"sqlite+aiosqlite:///{tmp_path / 'fts.db'}"), "head")
+    with sqlite3.connect(tmp_path / "fts.db") as conn:
+        triggers = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+    assert {f"{table}_fts_{kind}" for table in ("conversations", "messages") for kind in ("ai", "ad", "au")} <= triggers

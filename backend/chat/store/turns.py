@@ -59,6 +59,7 @@ from backend.models import (
 )
 from backend.storable import storable_text
 from backend.usage.models import UsageRecord
+from backend.usage.records import write_ledger
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,6 @@ TURN_RETRY_AFTER_SECONDS = 5
 """The `Retry-After` of a turn refused for `MAX_TURNS_PER_USER`: about how long a short reply runs."""
 
 TITLE_CHARS = 50
-_LEDGER_INSERT = insert(UsageRecord)
 
 
 UNTITLED = "New conversation"
@@ -135,6 +135,14 @@ def _usage_json(usage: Usage) -> dict[str, int]:
     }
 
 
+BRANCH_RETRIES = 5
+"""How often a new turn re-reads a conversation whose active branch moved under it (no run held it)."""
+
+
+class _BranchMovedError(Exception):
+    """The conversation's active leaf changed between reading it and locking it, and no run holds it."""
+
+
 class TurnRows:
     """The rows of turns: their conversation's lock, their messages, their pauses and their outcomes."""
 
@@ -182,7 +190,12 @@ class TurnRows:
             if existing is not None:
                 return existing
         try:
-            return await self._begin(request)
+            for _ in range(BRANCH_RETRIES):
+                try:
+                    return await self._begin(request)
+                except _BranchMovedError:
+                    continue  # read the conversation again and follow its branch as it is now
+            raise ConflictError("The conversation kept changing; try again.", code="run_in_progress")
         except IntegrityError:
             if request.create_missing:  # two first messages to one new chat id: the other one created it
                 raise ConflictError(
@@ -307,6 +320,13 @@ class TurnRows:
                         .execution_options(synchronize_session=False)
                     )
                     if locked.rowcount != 1:
+                        free = await session.exec(
+                            select(func.count())
+                            .select_from(Conversation)
+                            .where(col(Conversation.id) == conversation.id, self.lock.is_free(now))
+                        )
+                        if free.one():  # not a run: the branch moved (a widget action's reply, a switch)
+                            raise _BranchMovedError
                         raise ConflictError(
                             "A reply is already being generated in this conversation.", code="run_in_progress"
                         )
@@ -630,7 +650,7 @@ class TurnRows:
             if written.rowcount != 1:
                 raise TurnLostError(message_id)
             if outcome.ledger:
-                await conn.execute(_LEDGER_INSERT, outcome.ledger)
+                await write_ledger(conn, outcome.ledger)
             if events:
                 await self.events.write(conn, {message_id: list(events)})
             await conn.execute(released(conversation_id, message_id))
@@ -650,7 +670,7 @@ class TurnRows:
                 have = set((await conn.execute(select(UsageRecord.id).where(col(UsageRecord.id).in_(ids)))).scalars())
                 missing = [row for row in ledger if row["id"] not in have]
                 if missing:
-                    await conn.execute(_LEDGER_INSERT, missing)
+                    await write_ledger(conn, missing)
 
         try:
             await retrying(write, 5.0, "keep the usage of a lost turn")
@@ -673,7 +693,7 @@ class TurnRows:
                 .values(**_outcome_values(outcome))
             )
             if closed.rowcount == 1 and outcome.ledger:
-                await conn.execute(_LEDGER_INSERT, outcome.ledger)
+                await write_ledger(conn, outcome.ledger)
             if closed.rowcount == 1 and events:
                 logged = await conn.execute(
                     select(TurnEvent.id).where(

@@ -1,0 +1,48 @@
+"""Writing the ledger: a turn's `usage_records` rows and, in the same transaction, the users' daily totals."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, date, datetime
+
+from sqlalchemy import insert
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlmodel import col
+
+from backend.usage.models import UsageDaily, UsageRecord
+
+_LEDGER_INSERT = insert(UsageRecord)
+
+
+def utc_day(moment: datetime) -> date:
+    """The UTC day of a moment (a naive one is taken as UTC, as the database stores it)."""
+    return (moment.astimezone(UTC) if moment.tzinfo is not None else moment).date()
+
+
+async def write_ledger(conn: AsyncConnection, rows: Sequence[Mapping[str, object]]) -> None:
+    """Insert ledger rows (`backend.usage.ledger.ledger_rows`) and add them to `usage_daily`, in `conn`'s transaction.
+
+    The daily rows are raised in (user, day) order, so concurrent writers lock them in the same order.
+    """
+    if not rows:
+        return
+    await conn.execute(_LEDGER_INSERT, list(rows))
+    totals: dict[tuple[str, date], tuple[int, float]] = {}
+    for row in rows:
+        created, tokens, cost = row["created_at"], row["total_tokens"], row["cost_usd"]
+        assert isinstance(created, datetime) and isinstance(tokens, int) and isinstance(cost, float | int)
+        key = (str(row["user_id"]), utc_day(created))
+        before = totals.get(key, (0, 0.0))
+        totals[key] = (before[0] + tokens, before[1] + float(cost))
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    upsert = dialect.insert(UsageDaily)
+    upsert = upsert.on_conflict_do_update(
+        index_elements=["user_id", "day"],
+        set_={
+            "total_tokens": col(UsageDaily.total_tokens) + upsert.excluded.total_tokens,
+            "cost_usd": col(UsageDaily.cost_usd) + upsert.excluded.cost_usd,
+        },
+    )
+    for (user_id, day), (tokens, cost) in sorted(totals.items()):
+        await conn.execute(upsert, {"user_id": user_id, "day": day, "total_tokens": tokens, "cost_usd": cost})
