@@ -97,14 +97,14 @@ async def test_a_new_conversations_tool_turn_stays_in_budget(counted, fake: Fake
     if database_url.startswith("postgresql"):
         # begin (1 transaction: the conversation and both messages), the tool's read (autocommit: no transaction),
         # finish (1 transaction: the events with their notification in one statement, the reply, the usage ledger's
-        # rows of its three model calls in one INSERT, the lock's release).
+        # rows of its three model calls in one INSERT and the user's daily total in one upsert, the lock's release).
         # MAX_TURNS_PER_USER adds 2 to begin: the per-user advisory lock, then the count of the user's running turns.
-        assert cost == {"checkouts": 3, "transactions": 2, "statements": 7 + 2}, counts.statements
+        assert cost == {"checkouts": 3, "transactions": 2, "statements": 8 + 2}, counts.statements
     else:
         # SQLite has no notification; its BEGINs are statements, and the read is a transaction too (a plain BEGIN,
         # not BEGIN IMMEDIATE: it does not queue for the writer slot).
         # MAX_TURNS_PER_USER adds 1 to begin: the count of the user's running turns (BEGIN IMMEDIATE serialises).
-        assert cost == {"checkouts": 3, "transactions": 3, "statements": 10 + 1}, counts.statements
+        assert cost == {"checkouts": 3, "transactions": 3, "statements": 11 + 1}, counts.statements
         assert counts.statements.count("BEGIN") == 1
 
 
@@ -121,11 +121,12 @@ async def test_a_follow_up_turn_that_adds_a_task_stays_in_budget(counted, fake: 
     await counts.settle()
     cost = counts.summary()
     # begin (1: lock the conversation, read its history, add both messages), the tool (1: INSERT ... RETURNING,
-    # no read-back), finish (1, with the ledger's rows in one INSERT). No quota is configured: no usage read.
+    # no read-back), finish (1, with the ledger's rows in one INSERT and the daily total's upsert). No quota is
+    # configured: no usage read.
     if database_url.startswith("postgresql"):
-        assert cost == {"checkouts": 3, "transactions": 3, "statements": 9 + 2}, counts.statements  # + the turn limit
+        assert cost == {"checkouts": 3, "transactions": 3, "statements": 10 + 2}, counts.statements  # + the turn limit
     else:
-        assert cost == {"checkouts": 3, "transactions": 3, "statements": 12 + 1}, counts.statements  # + the turn limit
+        assert cost == {"checkouts": 3, "transactions": 3, "statements": 13 + 1}, counts.statements  # + the turn limit
     assert [s for s in counts.statements if "tasks" in s] == [
         next(s for s in counts.statements if "INSERT INTO tasks" in s)
     ]
