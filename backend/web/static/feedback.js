@@ -23,7 +23,9 @@ function press(bar, rating) {
  */
 export function showFeedback(view, { conversationId, messageId, feedback = null }) {
   if (!conversationId || !messageId) return;
-  view.footer.querySelector('[data-testid="feedback"]')?.remove();
+  const shown = view.footer.querySelector('[data-testid="feedback"]');
+  const kept = shown ? shown.dataset.rating || null : null; // a click made on the bar being replaced
+  shown?.remove();
   const bar = el("div", { className: "feedback", testid: "feedback", attrs: { role: "group", "aria-label": "Rate this reply" } });
   for (const { rating, text, label } of RATINGS) {
     const button = el("button", {
@@ -53,6 +55,6 @@ export function showFeedback(view, { conversationId, messageId, feedback = null 
     });
     bar.append(button);
   }
-  press(bar, feedback ? feedback.rating : null);
+  press(bar, feedback ? feedback.rating : kept);
   view.footer.append(bar);
 }
