@@ -44,7 +44,7 @@ async def test_a_stalled_process_that_lost_its_turn_stops_it_and_tells_its_clien
             fake.script(text_turn("A new turn."))
             while True:  # the other process takes the turn over once the stalled one's heartbeat is stale
                 newer = await chat(b, {"message": "are you there?", "thread_id": conversation_id})
-                if newer.status != 409:
+                if newer.status not in (409, 503):  # 503: a statement waited on the frozen process's row lock
                     break
                 assert time.monotonic() - stopped_at < 60, "the conversation stayed blocked"
                 await asyncio.sleep(0.2)
