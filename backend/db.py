@@ -20,7 +20,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from litestar.datastructures import State
-from sqlalchemy import event, func, text
+from sqlalchemy import ColumnElement, event, func, text
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -273,7 +273,12 @@ async def serialize_on(session: AsyncSession, key: str) -> None:
         key: What to serialise on, e.g. `file-quota:<user id>`.
     """
     if session.get_bind().dialect.name == "postgresql":
-        await session.exec(sqlmodel.select(func.pg_advisory_xact_lock(func.hashtextextended(key, 0))))
+        await session.exec(sqlmodel.select(advisory_lock(key)))
+
+
+def advisory_lock(key: str | ColumnElement[str]) -> ColumnElement[None]:
+    """PostgreSQL's transaction-level advisory lock on `key`'s hash, as an expression (what `serialize_on` takes)."""
+    return func.pg_advisory_xact_lock(func.hashtextextended(key, 0))
 
 
 def alembic_config(connection: Connection | None = None, url: str | None = None) -> Config:

@@ -220,28 +220,24 @@ class ChatService:
                     max_bytes=self.settings.message_attachment_bytes,
                     inline_sizes=[len(upload.data) for upload in command.uploads],
                 )
-        admission = await self.quotas.admit(user_id, message=True)
-        try:
-            attachments = command.attachments + await self._store_uploads(user_id, command.uploads)
-            begun = await self.store.begin_turn(
-                TurnRequest(
-                    user_id=user_id,
-                    message=command.text,
-                    conversation_id=command.conversation_id,
-                    client_message_id=command.client_message_id,
-                    attachments=attachments,
-                    create_missing=command.create_missing,
-                    edit_of=command.edit_of,
-                    max_running=self.quotas.limits_of(user_id).max_turns_per_user,
-                )
+        attachments = command.attachments + await self._store_uploads(user_id, command.uploads)
+        gate = self.quotas.gate(user_id)  # counted in the turn's transaction: a retry or a refused turn counts nothing
+        begun = await self.store.begin_turn(
+            TurnRequest(
+                user_id=user_id,
+                message=command.text,
+                conversation_id=command.conversation_id,
+                client_message_id=command.client_message_id,
+                attachments=attachments,
+                create_missing=command.create_missing,
+                edit_of=command.edit_of,
+                max_running=self.quotas.limits_of(user_id).max_turns_per_user,
+                admission=gate,
             )
-        except Exception:
-            await self.quotas.uncount(user_id, admission)
-            raise
+        )
         if isinstance(begun, ExistingTurn):
-            await self.quotas.uncount(user_id, admission)  # a retry of a message already sent counts once
             return Subscription(begun.message_id)
-        return await self._begin_run(user_id, begun, admission.budget, command.client_tools)
+        return await self._begin_run(user_id, begun, gate.budget, command.client_tools)
 
     async def _store_uploads(self, user_id: str, uploads: tuple[Upload, ...]) -> tuple[uuid.UUID, ...]:
         """Store files sent inline with every limit of `POST /api/files` (the sweep removes any a failed turn left)."""
@@ -255,25 +251,21 @@ class ChatService:
         return tuple(ids)
 
     async def _regenerate(self, user_id: str, command: Regenerate) -> Subscription:
-        admission = await self.quotas.admit(user_id, message=True)  # a new reply: counted like a message
-        try:
-            begun = await self.store.begin_turn(
-                TurnRequest(
-                    user_id=user_id,
-                    message="",
-                    conversation_id=command.conversation_id,
-                    client_message_id=command.client_message_id,
-                    regenerate=command.message_id or uuid.UUID(int=0),
-                    max_running=self.quotas.limits_of(user_id).max_turns_per_user,
-                )
+        gate = self.quotas.gate(user_id)  # a new reply: counted like a message
+        begun = await self.store.begin_turn(
+            TurnRequest(
+                user_id=user_id,
+                message="",
+                conversation_id=command.conversation_id,
+                client_message_id=command.client_message_id,
+                regenerate=command.message_id or uuid.UUID(int=0),
+                max_running=self.quotas.limits_of(user_id).max_turns_per_user,
+                admission=gate,
             )
-        except Exception:
-            await self.quotas.uncount(user_id, admission)
-            raise
+        )
         if isinstance(begun, ExistingTurn):
-            await self.quotas.uncount(user_id, admission)  # a retry counts once
             return Subscription(begun.message_id)
-        return await self._begin_run(user_id, begun, admission.budget)
+        return await self._begin_run(user_id, begun, gate.budget)
 
     async def _begin_run(
         self, user_id: str, begun: BegunTurn, budget: Budget | None, client_tools: tuple[ClientTool, ...] = ()

@@ -10,8 +10,9 @@
 
 The settings give every user's limits; a `user_limits` row (`python -m backend limits set`) overrides them for one
 user: NULL keeps the setting, 0 lifts the limit. Each process reloads the (small) overrides table with its heartbeat,
-so an override takes effect within `HEARTBEAT_SECONDS`. A message whose user has no quota costs no statement; with
-one, a single SELECT reads the usage it counts.
+so an override takes effect within `HEARTBEAT_SECONDS`. A message whose user has no limit costs no statement; with
+limits, one statement on PostgreSQL reads the usage the quotas count and counts the message if no quota refuses it
+(`tests/bench/quota_cost.py` measures it).
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import Boolean, DateTime, Select, String, and_, bindparam, case, func, literal, or_, select, true
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.dml import ReturningInsert
 from sqlmodel import col
 
-from backend.db import Database
+from backend.db import Database, advisory_lock
 from backend.errors import AppError
 from backend.models import utcnow
 from backend.settings import Settings
@@ -152,6 +155,7 @@ class Admission:
 
     budget: Budget | None
     counted_in: datetime | None  # the minute window that counted the message, if one did
+    locked: bool = False  # the admission's statement took the lock it was asked to take
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,86 +190,184 @@ class LimitsService:
         override = self.overrides.get(user_id)
         return self.defaults if override is None else self.defaults.overridden(override)
 
-    async def standing(self, user_id: str, now: datetime | None = None) -> Standing:
-        """The user's effective limits and the usage they count, in one statement (none when no quota applies)."""
-        now = now or utcnow()
-        limits = self.limits_of(user_id)
-        if not (limits.tokens_per_day or limits.tokens_per_month or limits.usd_per_month):
-            return Standing(limits, 0, 0, 0.0)
-        today = utc_day(now)
-        statement = select(
-            func.coalesce(func.sum(case((col(UsageDaily.day) == today, col(UsageDaily.total_tokens)), else_=0)), 0),
-            func.coalesce(func.sum(col(UsageDaily.total_tokens)), 0),
-            func.coalesce(func.sum(col(UsageDaily.cost_usd)), 0),
-        ).where(col(UsageDaily.user_id) == user_id, col(UsageDaily.day) >= today.replace(day=1))
-        async with self.database.engine.connect() as conn:
-            row = (await conn.execute(statement)).one()
-        return Standing(limits, int(row[0]), int(row[1]), float(row[2]))
-
-    async def admit(self, user_id: str, *, message: bool) -> Admission:
+    async def admit(
+        self, user_id: str, *, message: bool, conn: AsyncConnection | None = None, lock_key: str | None = None
+    ) -> Admission:
         """Admit a request that will call the model, or refuse it.
+
+        The usage its quotas count is read and its message counted in one statement on PostgreSQL (two on SQLite); a
+        user with no limit that applies costs no statement.
 
         Args:
             user_id: The caller.
             message: A new chat message (counted against the messages per minute); answers to a paused turn are not.
+            conn: The transaction to count in (a new turn's, so that a turn that does not begin counts nothing); its
+                own transaction if None.
+            lock_key: On PostgreSQL, also take this transaction-level lock (`backend.db.serialize_on`) in the same
+                statement (with `conn` only).
 
         Returns:
-            What the turn may spend before its quotas end it, and whether the message was counted.
+            What the turn may spend before its quotas end it, whether the message was counted, and whether
+            `lock_key` is held.
 
         Raises:
             LimitExceededError: A quota is used up or a rate limit is reached (429).
         """
         now = utcnow()
-        standing = await self.standing(user_id, now)
-        limits = standing.limits
-        refusal = _first_refusal(standing, now)
+        limits = self.limits_of(user_id)
+        quotas = bool(limits.tokens_per_day or limits.tokens_per_month or limits.usd_per_month)
+        count = message and limits.messages_per_minute > 0
+        if not (quotas or count):
+            return Admission(None, None)
+        today = utc_day(now)
         window = now.replace(second=0, microsecond=0)
-        counted = refusal is None and message and limits.messages_per_minute > 0
-        if counted:
-            refusal = await self._count_message(user_id, limits.messages_per_minute, window)
+        params = {
+            "user_id": user_id,
+            "today": today,
+            "month_start": today.replace(day=1),
+            "window_start": window,
+            "count_message": count,
+            "tokens_per_day": limits.tokens_per_day,
+            "tokens_per_month": limits.tokens_per_month,
+            "usd_per_month": limits.usd_per_month,
+            "messages_per_minute": limits.messages_per_minute,
+            "lock_key": lock_key,
+        }
+        if conn is None:
+            async with self.database.engine.begin() as own:
+                used, counted, locked = await _admit(own, params, limits, count)
+        else:
+            used, counted, locked = await _admit(conn, params, limits, count)
+        standing = Standing(limits, *used)
+        refusal = _first_refusal(standing, now)
+        if refusal is None and count and counted is None:
+            refusal = Refusal(
+                "rate_limited",
+                "messages_per_minute",
+                limits.messages_per_minute,
+                limits.messages_per_minute,
+                window + timedelta(minutes=1),
+            )
         if refusal is not None:
             raise LimitExceededError(refusal, now)
-        return Admission(_budget(standing, now), window if counted else None)
+        return Admission(_budget(standing, now) if quotas else None, window if count else None, locked)
 
-    async def _count_message(self, user_id: str, limit: int, window: datetime) -> Refusal | None:
-        dialect = postgresql if self.database.engine.dialect.name == "postgresql" else sqlite
-        statement = (
-            dialect.insert(RateWindow)
-            .values(user_id=user_id, window_start=window, count=1)
-            .on_conflict_do_update(
-                index_elements=["user_id", "window_start"],
-                set_={"count": RateWindow.__table__.c.count + 1},  # type: ignore[attr-defined]
-                where=RateWindow.__table__.c.count < limit,  # type: ignore[attr-defined]
-            )
-            .returning(RateWindow.__table__.c.count)  # type: ignore[attr-defined]
-        )
-        async with self.database.engine.begin() as conn:
-            counted = (await conn.execute(statement)).scalar_one_or_none()
-        if counted is not None:
-            return None
-        return Refusal("rate_limited", "messages_per_minute", limit, limit, window + timedelta(minutes=1))
-
-    async def uncount(self, user_id: str, admission: Admission) -> None:
-        """Give back a message `admit` counted that started nothing (an idempotent retry of one already sent)."""
-        window = admission.counted_in
-        if window is None:
-            return
-        async with self.database.engine.begin() as conn:
-            await conn.execute(
-                update(RateWindow)
-                .where(
-                    col(RateWindow.user_id) == user_id,
-                    col(RateWindow.window_start) == window,
-                    col(RateWindow.count) > 0,
-                )
-                .values(count=col(RateWindow.count) - 1)
-            )
+    def gate(self, user_id: str) -> Gate:
+        """A new message's admission, for the turn store to run in the transaction that begins its turn."""
+        return Gate(self, user_id)
 
     async def prune(self, now: datetime | None = None) -> None:
         """Delete message windows that ended more than a minute ago."""
         cutoff = (now or utcnow()) - timedelta(minutes=2)
         async with self.database.engine.begin() as conn:
             await conn.execute(RateWindow.__table__.delete().where(RateWindow.__table__.c.window_start < cutoff))  # type: ignore[attr-defined]
+
+
+def _count_upsert(insert: postgresql.Insert | sqlite.Insert) -> ReturningInsert[int]:
+    """Count a message in its user's minute window unless the window already holds the limit; RETURNING the count."""
+    table = RateWindow.__table__  # type: ignore[attr-defined]
+    upsert = insert.on_conflict_do_update(
+        index_elements=["user_id", "window_start"],
+        set_={"count": table.c.count + 1},
+        where=table.c.count < bindparam("messages_per_minute"),
+    )
+    return upsert.returning(table.c.count)
+
+
+# The usage a user's quotas count: this month's daily totals (at most 31 rows of the primary key).
+_USED: Select[int, int, float] = select(
+    func.coalesce(
+        func.sum(case((col(UsageDaily.day) == bindparam("today"), col(UsageDaily.total_tokens)), else_=0)), 0
+    ).label("tokens_today"),
+    func.coalesce(func.sum(col(UsageDaily.total_tokens)), 0).label("tokens_month"),
+    func.coalesce(func.sum(col(UsageDaily.cost_usd)), 0).label("usd_month"),
+).where(col(UsageDaily.user_id) == bindparam("user_id"), col(UsageDaily.day) >= bindparam("month_start"))
+
+_COUNT_SQLITE = _count_upsert(
+    sqlite.insert(RateWindow).values(user_id=bindparam("user_id"), window_start=bindparam("window_start"), count=1)
+)
+
+
+def _admit_postgres(*, locking: bool) -> Select[int, int, float, int | None]:
+    """PostgreSQL's admission in one statement: the usage, and the message counted only if no quota refuses it.
+
+    `locking` also takes the transaction-level advisory lock on `lock_key` (what `backend.db.serialize_on` takes)
+    before the statement ends, so the caller's next statement sees every transaction that held it. The count reads
+    the lock's row, so the lock is always taken before the window's row: two turns of one user cannot deadlock.
+    """
+    used = _USED.cte("used")
+    within = and_(
+        bindparam("count_message", type_=Boolean),
+        or_(bindparam("tokens_per_day") == 0, used.c.tokens_today < bindparam("tokens_per_day")),
+        or_(bindparam("tokens_per_month") == 0, used.c.tokens_month < bindparam("tokens_per_month")),
+        or_(bindparam("usd_per_month") == 0, used.c.usd_month < bindparam("usd_per_month")),
+    )
+    source: Select[str, datetime, int] = (
+        select(bindparam("user_id", type_=String), bindparam("window_start", type_=DateTime), literal(1))
+        .select_from(used)
+        .where(within)
+    )
+    lock = select(advisory_lock(bindparam("lock_key", type_=String)).label("held")).cte("held")
+    if locking:
+        source = source.join(lock, true())
+    counted = _count_upsert(
+        postgresql.insert(RateWindow).from_select(["user_id", "window_start", "count"], source)
+    ).cte("counted")
+    admitted = select(
+        used.c.tokens_today, used.c.tokens_month, used.c.usd_month, select(counted.c.count).scalar_subquery()
+    )
+    return admitted.join_from(used, lock, true()) if locking else admitted
+
+
+_ADMIT = _admit_postgres(locking=False)
+_ADMIT_LOCKING = _admit_postgres(locking=True)
+
+
+def _within_quotas(limits: Limits, tokens_today: int, tokens_month: int, usd_month: float) -> bool:
+    """No token or cost quota is used up (the same test as `_ADMIT`'s, for SQLite)."""
+    return (
+        (not limits.tokens_per_day or tokens_today < limits.tokens_per_day)
+        and (not limits.tokens_per_month or tokens_month < limits.tokens_per_month)
+        and (not limits.usd_per_month or usd_month < limits.usd_per_month)
+    )
+
+
+async def _admit(
+    conn: AsyncConnection, params: dict[str, object], limits: Limits, count: bool
+) -> tuple[tuple[int, int, float], int | None, bool]:
+    """The usage the quotas count, the message's count in its window (None: not counted), and whether it locked."""
+    if conn.dialect.name == "postgresql":
+        row = (await conn.execute(_ADMIT if params["lock_key"] is None else _ADMIT_LOCKING, params)).one()
+        return (int(row[0]), int(row[1]), float(row[2])), row[3], params["lock_key"] is not None
+    # SQLite has no data-modifying CTE: the same read and write, two statements (its writers are serialised already)
+    sums = (await conn.execute(_USED, params)).one()
+    used = (int(sums[0]), int(sums[1]), float(sums[2]))
+    counted = None
+    if count and _within_quotas(limits, *used):
+        counted = (await conn.execute(_COUNT_SQLITE, params)).scalar_one_or_none()
+    return used, counted, False
+
+
+@dataclass(slots=True)
+class Gate:
+    """A new message's admission, run by the turn store first in the transaction that begins the turn.
+
+    It implements `backend.chat.store.rows.TurnAdmission`: a turn that does not begin counts nothing.
+    """
+
+    quotas: LimitsService
+    user_id: str
+    admission: Admission | None = None
+
+    async def admit(self, conn: AsyncConnection, lock_key: str | None) -> bool:
+        """Admit the message in the turn's transaction, taking `lock_key` in the same statement if there is one."""
+        self.admission = await self.quotas.admit(self.user_id, message=True, conn=conn, lock_key=lock_key)
+        return self.admission.locked
+
+    @property
+    def budget(self) -> Budget | None:
+        """What the turn may spend (None: no quota applies, or the turn did not begin here)."""
+        return None if self.admission is None else self.admission.budget
 
 
 def _first_refusal(standing: Standing, now: datetime) -> Refusal | None:

@@ -31,6 +31,7 @@ class Counts:
     """What one turn cost the database."""
 
     app: Litestar
+    limits: bool = False  # every quota and rate limit is on
     checkouts: int = 0
     transactions: int = 0
     statements: list[str] = field(default_factory=list)
@@ -53,13 +54,20 @@ class Counts:
                 await asyncio.sleep(0.3)
 
 
-@pytest.fixture
-async def counted(gemini_settings: Callable[..., Settings]) -> AsyncIterator[tuple[httpx.AsyncClient, Counts]]:
-    """A live app whose engine counts its work, once its start-up work is over."""
+LIMITS_ON = {"tokens_per_day": 10**9, "tokens_per_month": 10**9, "usd_per_month": 10**6, "messages_per_minute": 10**6}
+
+
+@pytest.fixture(params=["default", "limits"])
+async def counted(
+    gemini_settings: Callable[..., Settings], request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[httpx.AsyncClient, Counts]]:
+    """A live app whose engine counts its work, once its start-up work is over (with the default limits, or with
+    every quota and rate limit on as well: their checks cost the same budget)."""
     # A heartbeat of a minute needs a takeover delay longer than two of them, or the turns renew their lease
     # themselves (see backend/chat/lease.py).
-    app = create_app(gemini_settings(heartbeat_seconds=60, stale_after_seconds=600, event_flush_seconds=5))
-    counts = Counts(app)
+    limits = LIMITS_ON if request.param == "limits" else {}
+    app = create_app(gemini_settings(heartbeat_seconds=60, stale_after_seconds=600, event_flush_seconds=5, **limits))
+    counts = Counts(app, limits=bool(limits))
     async with serve(app) as base, httpx.AsyncClient(base_url=base, timeout=30) as client:
         engine = app.state.database.engine.sync_engine
 
@@ -99,12 +107,15 @@ async def test_a_new_conversations_tool_turn_stays_in_budget(counted, fake: Fake
         # finish (1 transaction: the events with their notification in one statement, the reply, the usage ledger's
         # rows of its three model calls in one INSERT and the user's daily total in one upsert, the lock's release).
         # MAX_TURNS_PER_USER adds 2 to begin: the per-user advisory lock, then the count of the user's running turns.
+        # Quotas and the message rate read the usage and count the message in the lock's statement: no more.
         assert cost == {"checkouts": 3, "transactions": 2, "statements": 8 + 2}, counts.statements
     else:
         # SQLite has no notification; its BEGINs are statements, and the read is a transaction too (a plain BEGIN,
         # not BEGIN IMMEDIATE: it does not queue for the writer slot).
         # MAX_TURNS_PER_USER adds 1 to begin: the count of the user's running turns (BEGIN IMMEDIATE serialises).
-        assert cost == {"checkouts": 3, "transactions": 3, "statements": 11 + 1}, counts.statements
+        # Quotas add 1 (the usage) and the message rate 1 (its count), in the same transaction.
+        extra = 2 if counts.limits else 0
+        assert cost == {"checkouts": 3, "transactions": 3, "statements": 11 + 1 + extra}, counts.statements
         assert counts.statements.count("BEGIN") == 1
 
 
@@ -126,7 +137,8 @@ async def test_a_follow_up_turn_that_adds_a_task_stays_in_budget(counted, fake: 
     if database_url.startswith("postgresql"):
         assert cost == {"checkouts": 3, "transactions": 3, "statements": 10 + 2}, counts.statements  # + the turn limit
     else:
-        assert cost == {"checkouts": 3, "transactions": 3, "statements": 13 + 1}, counts.statements  # + the turn limit
+        extra = 2 if counts.limits else 0  # the usage and the message's count
+        assert cost == {"checkouts": 3, "transactions": 3, "statements": 13 + 1 + extra}, counts.statements
     assert [s for s in counts.statements if "tasks" in s] == [
         next(s for s in counts.statements if "INSERT INTO tasks" in s)
     ]

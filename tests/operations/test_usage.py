@@ -16,18 +16,19 @@ from typing import Any
 import httpx
 import litellm
 import pytest
-from sqlalchemy import select
+from sqlalchemy import insert, select, text
 from sqlmodel import col
 
 from backend.app import create_app
-from backend.db import Database
+from backend.db import Database, create_database
 from backend.errors import InvalidInputError
 from backend.models import Message
 from backend.settings import PROJECT_ROOT, Settings
 from backend.team.agents import TASK_ASSISTANT, TRIAGE
 from backend.usage import cli
 from backend.usage.ledger import price
-from backend.usage.models import UsageDaily, UsageRecord, UserLimits
+from backend.usage.limits import LimitExceededError, LimitsService
+from backend.usage.models import RateWindow, UsageDaily, UsageRecord, UserLimits
 from tests.conftest import error_of, live, serve
 from tests.fakes.gemini import FakeGemini, function_call_turn, handoff_turn, text_turn
 from tests.sse import chat
@@ -196,6 +197,9 @@ async def test_messages_per_minute_count_once_per_message(settings_with: Callabl
         first = await chat(client, {"message": "hi", "client_message_id": key})
         again = await chat(client, {"message": "hi", "client_message_id": key})  # an idempotent retry
         assert first.types[-1] == again.types[-1] == "done"
+        for _ in range(3):  # a turn that does not begin counts nothing (it is counted in the turn's transaction)
+            missing = await client.post("/chatkit", json={"message": "hi", "conversation_id": str(uuid.uuid4())})
+            assert missing.status_code == 404
         second = await chat(client, {"message": "hello"})
         assert second.types[-1] == "done"
         refused = await client.post("/chatkit", json={"message": "one more"})
@@ -203,8 +207,10 @@ async def test_messages_per_minute_count_once_per_message(settings_with: Callabl
         assert int(refused.headers["retry-after"]) <= 60
 
 
-async def test_running_turns_per_user_are_capped(settings_with: Callable[..., Settings]):
-    async with live(settings_with(max_turns_per_user=1)) as client:
+@pytest.mark.parametrize("quotas", [{}, {"tokens_per_day": 10**9, "messages_per_minute": 10**6}])
+async def test_running_turns_per_user_are_capped(settings_with: Callable[..., Settings], quotas: dict[str, int]):
+    # With quotas, the admission's statement takes the per-user lock the count needs.
+    async with live(settings_with(max_turns_per_user=1, **quotas)) as client:
         async with client.stream("POST", "/chatkit", json={"message": "list my tasks"}) as running:
             assert running.status_code == 200
             refused = await client.post("/chatkit", json={"message": "hello"})
@@ -227,6 +233,70 @@ async def test_a_users_override_replaces_the_setting(settings_with: Callable[...
             assert (await chat(client, {"message": "hi"})).types[-1] == "done"
         limits = app.state.chat_service.quotas.limits_of
         assert (limits("other").tokens_per_day, limits("other").messages_per_minute) == (5, 1)
+
+
+async def test_a_message_a_quota_refuses_is_not_counted_against_the_minute(make_settings: Callable[..., Settings]):
+    """One statement on PostgreSQL reads the quotas' usage and counts the message only if no quota refuses it."""
+    await fresh_minute()
+    settings = make_settings(tokens_per_day=100, messages_per_minute=2)
+    database = create_database(settings)
+    quotas = LimitsService(database, settings)
+    try:
+        first = await quotas.admit("u", message=True)
+        assert first.counted_in is not None and first.budget is not None and first.budget.tokens == 100
+        async with database.engine.begin() as conn:
+            await conn.execute(insert(UsageDaily).values(user_id="u", day=datetime.now(UTC).date(), total_tokens=100))
+        for _ in range(3):  # over the daily quota: refused, and none of these is counted
+            with pytest.raises(LimitExceededError) as refused:
+                await quotas.admit("u", message=True)
+            assert (refused.value.refusal.code, refused.value.refusal.limit_name) == (
+                "quota_exceeded",
+                "tokens_per_day",
+            )
+        assert await window_counts(database) == [1]
+        quotas.overrides["u"] = (0, None, None, None, None)  # the operator lifts the daily quota
+        await quotas.admit("u", message=True)  # the second message of the minute
+        with pytest.raises(LimitExceededError) as limited:
+            await quotas.admit("u", message=True)
+        assert (limited.value.refusal.code, limited.value.refusal.usage) == ("rate_limited", 2)
+        assert await window_counts(database) == [2]
+        answer = await quotas.admit("u", message=False)  # an answer to a paused turn is never counted
+        assert answer.counted_in is None
+        assert await window_counts(database) == [2]
+    finally:
+        await database.dispose()
+
+
+async def test_an_admission_in_a_turns_transaction_takes_the_turn_lock_in_its_statement(
+    make_settings: Callable[..., Settings],
+):
+    """On PostgreSQL the running-turns lock is taken by the admission's own statement and held to the commit; the
+    count is part of the transaction (rolled back with it)."""
+    await fresh_minute()
+    settings = make_settings(tokens_per_day=100, messages_per_minute=5)
+    database = create_database(settings)
+    quotas = LimitsService(database, settings)
+    postgres = database.engine.dialect.name == "postgresql"
+    try:
+        async with database.engine.connect() as conn:
+            transaction = await conn.begin()
+            admission = await quotas.admit("u", message=True, conn=conn, lock_key="turns:u")
+            assert admission.locked is postgres and admission.counted_in is not None
+            if postgres:
+                async with database.engine.connect() as other:
+                    taken = await other.execute(
+                        text("SELECT pg_try_advisory_xact_lock(hashtextextended('turns:u', 0))")
+                    )
+                    assert taken.scalar_one() is False  # held by the admission's transaction
+            await transaction.rollback()
+        assert await window_counts(database) == []  # rolled back with the turn that did not begin
+    finally:
+        await database.dispose()
+
+
+async def window_counts(database: Database) -> list[int]:
+    async with database.engine.connect() as conn:
+        return list((await conn.execute(select(col(RateWindow.count)))).scalars())
 
 
 @pytest.fixture

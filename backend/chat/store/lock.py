@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, Update, exists, or_, update
+from sqlalchemy import BindParameter, ColumnElement, Select, Update, bindparam, exists, func, or_, select, update
 from sqlmodel import col
 
 from backend.models import Conversation, Instance
@@ -27,10 +27,11 @@ class RunLock:
 
     def is_free(self, now: datetime) -> ColumnElement[bool]:
         """The lock is free, expired, or held by a process whose heartbeat stopped."""
-        owner_alive = exists().where(
-            col(Instance.id) == col(Conversation.run_owner), col(Instance.heartbeat_at) > now - self.stale_after
-        )
-        return or_(col(Conversation.run_id).is_(None), col(Conversation.run_expires_at) < now, ~owner_alive)
+        return _free(now, now - self.stale_after)
+
+    def running_params(self, user_id: str, now: datetime) -> dict[str, object]:
+        """The parameters of `RUNNING_TURNS` for `user_id` at `now`."""
+        return {"user_id": user_id, "now": now, "stale_before": now - self.stale_after}
 
     def taken(self, message_id: uuid.UUID, now: datetime) -> dict[str, object]:
         """The conversation's values once `message_id`'s turn holds the lock."""
@@ -41,6 +42,23 @@ class RunLock:
             "run_cancel_requested": False,
             "updated_at": now,
         }
+
+
+def _free(
+    now: datetime | BindParameter[datetime], stale_before: datetime | BindParameter[datetime]
+) -> ColumnElement[bool]:
+    owner_alive = exists().where(
+        col(Instance.id) == col(Conversation.run_owner), col(Instance.heartbeat_at) > stale_before
+    )
+    return or_(col(Conversation.run_id).is_(None), col(Conversation.run_expires_at) < now, ~owner_alive)
+
+
+RUNNING_TURNS: Select[int] = (
+    select(func.count())
+    .select_from(Conversation)
+    .where(col(Conversation.user_id) == bindparam("user_id"), ~_free(bindparam("now"), bindparam("stale_before")))
+)
+"""How many of a user's conversations a live turn holds (`RunLock.running_params`); built once, not per turn."""
 
 
 FREE: dict[str, object] = {"run_id": None, "run_owner": None, "run_expires_at": None, "run_cancel_requested": False}

@@ -8,7 +8,9 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import Literal, Protocol, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from backend.chat.events import Error, Event, Usage, event_type, payload
 from backend.chat.pause import Part
@@ -60,6 +62,25 @@ class StoredEvent:
         return cls(event_id, event_type(event), payload(event).decode())
 
 
+class TurnAdmission(Protocol):
+    """The caller's checks and counts for a new turn, run first in the transaction that begins it.
+
+    They are rolled back with it: a turn that does not begin counts nothing.
+    """
+
+    async def admit(self, conn: AsyncConnection, lock_key: str | None) -> bool:
+        """Check and count in `conn`'s transaction; raise to refuse the turn.
+
+        Args:
+            conn: The turn's transaction.
+            lock_key: A key to serialise on (`backend.db.serialize_on`) in the same round trip, if it can.
+
+        Returns:
+            Whether `lock_key` is now held by the transaction.
+        """
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class TurnRequest:
     """What a user asked for: a message, to a conversation or a new one, maybe with an idempotency key."""
@@ -78,6 +99,8 @@ class TurnRequest:
     nil UUID: the active leaf). The new reply is a sibling of the old ones, which stay stored."""
     max_running: int = 0
     """The most turns the user may have running at once, in all processes, this one included (0: no limit)."""
+    admission: TurnAdmission | None = None
+    """Quotas and rate limits checked and counted in the turn's own transaction (not for an idempotent repeat)."""
 
 
 @dataclass(slots=True)

@@ -26,7 +26,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from backend.chat.events import Usage
 from backend.chat.pause import Part, cancelled
 from backend.chat.store.event_log import EventLog
-from backend.chat.store.lock import RunLock, released
+from backend.chat.store.lock import RUNNING_TURNS, RunLock, released
 from backend.chat.store.rows import (
     UNSAVED,
     BegunTurn,
@@ -139,6 +139,11 @@ BRANCH_RETRIES = 5
 """How often a new turn re-reads a conversation whose active branch moved under it (no run held it)."""
 
 
+def running_turns_key(user_id: str) -> str:
+    """What a new turn serialises on while it counts its user's running turns (`serialize_on`)."""
+    return f"turns:{user_id}"
+
+
 class _BranchMovedError(Exception):
     """The conversation's active leaf changed between reading it and locking it, and no run holds it."""
 
@@ -243,23 +248,23 @@ class TurnRows:
             parent = (await session.exec(select(Message.parent_id).where(col(Message.id) == regenerate))).first()
         return parent == key.user_message_id
 
-    async def _check_running_turns(self, session: AsyncSession, user_id: str, limit: int, now: datetime) -> None:
-        """Refuse a turn while the user has `limit` turns running (in any process).
+    async def _check_running_turns(
+        self, session: AsyncSession, request: TurnRequest, now: datetime, *, serialized: bool
+    ) -> None:
+        """Refuse a turn while the user has `request.max_running` turns running (in any process).
 
         The count and the lock the caller then takes are one step per user: the transaction is serialised on the
-        user (`serialize_on`), so concurrent requests see each other's turns.
+        user (`serialize_on`, unless the admission already did it in its own statement), so concurrent requests see
+        each other's turns.
 
         Raises:
             RateLimitedError: 429 `rate_limited`, with a `Retry-After`.
         """
-        await serialize_on(session, f"turns:{user_id}")
-        running = (
-            await session.exec(
-                select(func.count())
-                .select_from(Conversation)
-                .where(col(Conversation.user_id) == user_id, ~self.lock.is_free(now))
-            )
-        ).one()
+        if not serialized:
+            await serialize_on(session, running_turns_key(request.user_id))
+        conn = await session.connection()
+        running = (await conn.execute(RUNNING_TURNS, self.lock.running_params(request.user_id, now))).scalar_one()
+        limit = request.max_running
         if running >= limit:
             raise RateLimitedError(
                 f"You already have {running} replies running; wait for one to finish.",
@@ -280,10 +285,14 @@ class TurnRows:
         parent_id: uuid.UUID | None = None
         async with self.database.sessions() as session:
             try:
+                conn = await session.connection()  # Core statements in the session's transaction
+                serialized = False
+                if request.admission is not None:
+                    key = running_turns_key(request.user_id) if request.max_running else None
+                    serialized = await request.admission.admit(conn, key)
                 attached = await file_service.resolve_attachments(session, request.user_id, request.attachments)
                 if request.max_running:
-                    await self._check_running_turns(session, request.user_id, request.max_running, now)
-                conn = await session.connection()  # Core statements in the session's transaction
+                    await self._check_running_turns(session, request, now, serialized=serialized)
                 created = request.conversation_id is None or (
                     request.create_missing and await session.get(Conversation, request.conversation_id) is None
                 )
