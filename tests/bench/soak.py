@@ -166,7 +166,18 @@ async def _prepare(database: str, url: str | None, workdir: Path) -> str:
     return url
 
 
-async def run(database: str, url: str | None, minutes: float, streams: int) -> Figures:
+# `--limits`: every quota and rate limit on, set high enough never to refuse, so each turn's admission (usage read,
+# message counted, running-turns lock and count) runs under the soak's load.
+LIMITS_ON = {
+    "TOKENS_PER_DAY": str(10**12),
+    "TOKENS_PER_MONTH": str(10**12),
+    "USD_PER_MONTH": str(10**9),
+    "MESSAGES_PER_MINUTE": str(10**9),
+    "MAX_TURNS_PER_USER": str(10**6),
+}
+
+
+async def run(database: str, url: str | None, minutes: float, streams: int, *, limits: bool = False) -> Figures:
     figures = Figures(database=database, minutes=minutes, streams=streams)
     with tempfile.TemporaryDirectory() as workdir:
         url = await _prepare(database, url, Path(workdir))
@@ -175,7 +186,7 @@ async def run(database: str, url: str | None, minutes: float, streams: int) -> F
                 url,
                 fake.base_url,
                 FILE_STORAGE_DIR=str(Path(workdir) / "files"),
-                MAX_TURNS_PER_USER="0",  # every stream is the one local user
+                **(LIMITS_ON if limits else {"MAX_TURNS_PER_USER": "0"}),  # every stream is the one local user
             )
             async with (
                 server_process(env) as server,
@@ -217,8 +228,9 @@ def main() -> None:
     parser.add_argument("--database-url", default=os.environ.get("TEST_DATABASE_URL"))
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--streams", type=int, default=20)
+    parser.add_argument("--limits", action="store_true", help="every quota and rate limit on (none refusing)")
     args = parser.parse_args()
-    figures = asyncio.run(run(args.database, args.database_url, args.minutes, args.streams))
+    figures = asyncio.run(run(args.database, args.database_url, args.minutes, args.streams, limits=args.limits))
     _out(
         f"{figures.database}, {figures.minutes} min, {figures.streams} streams: {figures.turns} turns, "
         f"{figures.rejoins} rejoins; replies lost {figures.replies_lost}, rejoins with gaps "
