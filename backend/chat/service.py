@@ -131,10 +131,18 @@ class ChatService:
     # --- process lifecycle ---------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load the users' limits; start the heartbeat, the event-log writer, the listener and the takeover sweep."""
+        """Beat once, load the users' limits, and start the heartbeat, event-log writer, listener and takeover sweep.
+
+        The first beat comes before the server takes any turn: a turn whose process has no heartbeat row yet looks
+        stale to every other process (its lock free to take over, and not counted against `MAX_TURNS_PER_USER`).
+        """
+        try:
+            await self.lease.renew()
+        except Exception as error:  # a database that is down must not stop the start; the heartbeat retries
+            log.warning("could not register this process yet (%s)", type(error).__name__)
         try:
             await self.quotas.refresh()
-        except Exception as error:  # a database that is down must not stop the start; the heartbeat retries
+        except Exception as error:
             log.warning("could not load the users' limits yet (%s)", type(error).__name__)
         self._background = [
             asyncio.create_task(self.hub.run_writer(), name="event-log-writer"),
