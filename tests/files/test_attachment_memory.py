@@ -18,7 +18,8 @@ After the turns end their copies are freed (see `backend.memory`): RSS must come
 The stall watch (`LOOP_STALL_MS=100`) must show no stall held in our code (building the model input, encoding,
 collecting). LiteLLM builds, sends and reads a request with attachments on a side loop (`backend.chat.side_loop`),
 so its work no longer shows either (before: about 100 ms per model call turning the request into Gemini's shape on
-the server's loop); what may remain is the server's loop waiting for the GIL during one long C call there.
+the server's loop); what may remain is the server's loop waiting for the GIL during one long C call there, which the
+watch reports at its own beat.
 """
 
 from __future__ import annotations
@@ -120,7 +121,13 @@ async def test_the_worst_allowed_message_sent_many_times_at_once_holds_bounded_m
     logging.getLogger(__name__).warning("%s; stalls: %s", figures, seen)  # shown with -rA, for the closing note
     assert peak - idle <= PEAK_BOUND, f"peak +{(peak - idle) / MIB:.0f} MiB over the bound {PEAK_BOUND / MIB:.0f}"
     assert settled - idle <= SETTLED_BOUND, f"+{(settled - idle) / MIB:.0f} MiB stayed after the turns"
-    ours = [(ms, where) for ms, where in seen if "backend." in where or "base64" in where]
+    # A stall whose stack is the watch's own beat (`backend.loopwatch._beating`) was the loop waiting for a core or the
+    # GIL, not code of ours holding it (CI saw one of 104 ms there on a loaded machine).
+    ours = [
+        (ms, where)
+        for ms, where in seen
+        if ("backend." in where or "base64" in where) and "backend.loopwatch." not in where
+    ]
     assert ours == [], f"the event loop was held in our code: {ours}"
 
 
