@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import ctypes.util
+import functools
 import gc
 import logging
 from collections.abc import Callable
@@ -39,22 +39,21 @@ def _collect(loop: asyncio.AbstractEventLoop) -> None:
     _scheduled.discard(loop)
     found = gc.collect()
     log.debug("collected %d objects after a turn with attachments", found)
-    if _malloc_trim is not None:  # off the loop: it walks the allocator's arenas, without the GIL
-        loop.run_in_executor(None, _malloc_trim, 0)
+    trim = _libc_malloc_trim()
+    if trim is not None:  # off the loop: it walks the allocator's arenas, without the GIL
+        loop.run_in_executor(None, trim, 0)
 
 
+@functools.cache
 def _libc_malloc_trim() -> Callable[[int], int] | None:
-    """The C library's `malloc_trim` (glibc), or None elsewhere.
+    """The C library's `malloc_trim` (glibc), or None elsewhere; looked up on first use, not at import.
 
     The freed copies of a turn's attachments were allocated by two threads (the server's loop and the side loop of
     `backend.chat.side_loop`); glibc keeps what a thread's arena freed unless asked to give it back.
     """
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL(None)  # the symbols the process already has (the C library among them): no `ldconfig` run
         trim: Callable[[int], int] = libc.malloc_trim
     except (OSError, AttributeError):
         return None
     return trim
-
-
-_malloc_trim = _libc_malloc_trim()

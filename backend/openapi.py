@@ -348,9 +348,7 @@ def _chatkit_answer() -> OpenAPIResponse:
 TURN_PATHS = frozenset({"/chatkit", "/api/chat"})  # the endpoints that start turns: a chat to find, a run to wait for
 
 
-def _statuses(
-    path: str, method: str, operation: Operation, *, bearer: bool, turn_paths: frozenset[str] = TURN_PATHS
-) -> list[str]:
+def _statuses(path: str, method: str, operation: Operation, *, bearer: bool, turn_paths: frozenset[str]) -> list[str]:
     """The error statuses one operation can answer, from its path, method, parameters and body."""
     public = operation.security == [{}]
     statuses: set[str] = set()

@@ -18,11 +18,12 @@ down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# The ledger's rows so far, summed per user and UTC day (timestamps are stored in UTC).
+# The ledger's rows so far, summed per user and UTC day (timestamps are stored in UTC; on PostgreSQL a `timestamptz`
+# cast to a date takes the session's time zone, so the day is taken in UTC explicitly).
 BACKFILL_POSTGRESQL = """
 INSERT INTO usage_daily (user_id, day, total_tokens, cost_usd)
-SELECT user_id, CAST(created_at AS DATE), SUM(total_tokens), SUM(cost_usd) FROM usage_records
-GROUP BY user_id, CAST(created_at AS DATE)
+SELECT user_id, CAST(created_at AT TIME ZONE 'UTC' AS DATE), SUM(total_tokens), SUM(cost_usd) FROM usage_records
+GROUP BY user_id, CAST(created_at AT TIME ZONE 'UTC' AS DATE)
 """
 BACKFILL_SQLITE = """
 INSERT INTO usage_daily (user_id, day, total_tokens, cost_usd)

@@ -389,14 +389,12 @@ class ChatService:
     async def _answer(self, user_id: str, command: AnswerPause) -> Subscription:
         """Resume a paused reply with the user's approvals and the browser's client-tool results."""
         paused = await self.store.paused_turn(user_id, command.conversation_id)
-        start_agent = with_client_tools(
-            self._agent_named(PausedState.of(paused.run_state).start_agent), command.client_tools
-        )
+        stored = PausedState.of(paused.run_state)
+        start_agent = with_client_tools(self._agent_named(stored.start_agent), command.client_tools)
         answers = answers_to(paused.parts, command.approvals, command.client_results, skip_settled=command.skip_settled)
         admission = await self.quotas.admit(user_id, message=False)
         parts = answers.fold(paused.parts)
         await self.store.resume_turn(paused, parts)  # the decisions are stored before the run starts
-        stored = PausedState.of(paused.run_state)
         run = self._run(
             agent=start_agent,
             client_tool_names=_client_names(command.client_tools),

@@ -12,6 +12,8 @@ from typing import Protocol
 
 import litellm
 
+from backend.models import TITLE_MAX
+
 TITLE_WORDS = 6
 MESSAGE_CHARS = 1000  # the start of the first message is enough to name a conversation
 INSTRUCTIONS = (
@@ -41,7 +43,7 @@ def clean_title(answer: str) -> str | None:
         text = _DECORATION.sub("", _LABEL.sub("", _DECORATION.sub("", line)))
         text = " ".join(text.split())
         if text:
-            return text
+            return text[:TITLE_MAX]  # what the conversation stores, so the streamed title is the stored one
     return None
 
 

@@ -44,7 +44,7 @@ async def export_conversation(
     return ConversationExport.model_validate(
         conversation,
         update={
-            "messages": await public_messages(session, messages, branched=True),
+            "messages": await public_messages(session, messages, branched=conversation.active_leaf_id is not None),
             "exported_at": utcnow(),
             "branches": branches,
         },

@@ -38,6 +38,7 @@ def event_stream(
             data = encoder.encode(event_id, event)
             if data:
                 yield data
-        yield encoder.close()
+        if tail := encoder.close():  # ChatKit's is empty
+            yield tail
 
     return sse_response(chat_service, frames, headers)

@@ -15,6 +15,23 @@ from backend.usage.models import UsageDaily, UsageRecord
 _LEDGER_INSERT = insert(UsageRecord)
 
 
+def _daily_upsert(insert: postgresql.Insert | sqlite.Insert) -> postgresql.Insert | sqlite.Insert:
+    """Add a day's tokens and cost to the user's row of that day (created if missing)."""
+    return insert.on_conflict_do_update(
+        index_elements=["user_id", "day"],
+        set_={
+            "total_tokens": col(UsageDaily.total_tokens) + insert.excluded.total_tokens,
+            "cost_usd": col(UsageDaily.cost_usd) + insert.excluded.cost_usd,
+        },
+    )
+
+
+_DAILY_UPSERT = {  # built once per dialect, not per finished turn
+    "postgresql": _daily_upsert(postgresql.insert(UsageDaily)),
+    "sqlite": _daily_upsert(sqlite.insert(UsageDaily)),
+}
+
+
 def utc_day(moment: datetime) -> date:
     """The UTC day of a moment (a naive one is taken as UTC, as the database stores it)."""
     return (moment.astimezone(UTC) if moment.tzinfo is not None else moment).date()
@@ -35,14 +52,6 @@ async def write_ledger(conn: AsyncConnection, rows: Sequence[Mapping[str, object
         key = (str(row["user_id"]), utc_day(created))
         before = totals.get(key, (0, 0.0))
         totals[key] = (before[0] + tokens, before[1] + float(cost))
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    upsert = dialect.insert(UsageDaily)
-    upsert = upsert.on_conflict_do_update(
-        index_elements=["user_id", "day"],
-        set_={
-            "total_tokens": col(UsageDaily.total_tokens) + upsert.excluded.total_tokens,
-            "cost_usd": col(UsageDaily.cost_usd) + upsert.excluded.cost_usd,
-        },
-    )
+    upsert = _DAILY_UPSERT["postgresql" if conn.dialect.name == "postgresql" else "sqlite"]
     for (user_id, day), (tokens, cost) in sorted(totals.items()):
         await conn.execute(upsert, {"user_id": user_id, "day": day, "total_tokens": tokens, "cost_usd": cost})

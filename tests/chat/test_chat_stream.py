@@ -487,52 +487,27 @@ async def test_offline_model_drives_the_real_tools(make_settings):
 
 @pytest.mark.timeout(240)
 async def test_sigterm_ends_open_streams_cleanly_and_saves_them(tmp_path, fake):
-    import os
     import signal
-    import socket
     import sqlite3
-    import subprocess
-    import sys
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    from tests.servers import server_env, server_process
+
     db_path = tmp_path / "shutdown.db"
-    env = {
-        **{k: v for k, v in os.environ.items() if k not in {"AUTH_SECRET", "BETTER_AUTH_SECRET", "JWT_SECRET"}},
-        "DATABASE_URL": f"sqlite+aiosqlite:///{db_path}",
-        "PORT": str(port),
-        "HOST": "127.0.0.1",
-        "GEMINI_API_KEY": "test-key",
-        "GEMINI_API_BASE": fake.base_url,
-        "OFFLINE_MODEL": "false",
-        "TITLES": "off",  # a title call would take the scripted turn
-        "LOG_LEVEL": "WARNING",
-    }
+    env = server_env(f"sqlite+aiosqlite:///{db_path}", fake.base_url, MIGRATE_ON_STARTUP="true")
     fake.script(text_turn([f"w{i} " for i in range(40)], delay=0.25))
-    server = subprocess.Popen([sys.executable, "-m", "backend"], env=env, stdout=subprocess.DEVNULL)
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            for _ in range(1200):  # a cold start on a loaded 2-core machine can take a while
-                try:
-                    await client.get("/health")
-                    break
-                except httpx.TransportError:
-                    await asyncio.sleep(0.1)
+    async with server_process(env) as server:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
             lines: list[str] = []
             async with client.stream("POST", "/chatkit", json={"message": "go"}) as response:
                 async for line in response.aiter_lines():
                     if line.startswith("data: "):
                         lines.append(line)
-                    if sum('"type":"text"' in item for item in lines) == 3 and server.poll() is None:
-                        server.send_signal(signal.SIGTERM)
+                    if sum('"type":"text"' in item for item in lines) == 3 and server.process.poll() is None:
+                        server.process.send_signal(signal.SIGTERM)
         assert lines[-1] == "data: [DONE]"
         assert '"code":"server_shutdown"' in lines[-3]
         assert '"finish_reason":"cancelled"' in lines[-2]
-        server.wait(timeout=30)
-    finally:
-        if server.poll() is None:
-            server.kill()
+        assert server.process.wait(timeout=30) is not None
     with sqlite3.connect(db_path) as db:
         rows = db.execute("SELECT role, status, content FROM messages ORDER BY seq").fetchall()
         locks = db.execute("SELECT run_id FROM conversations").fetchall()

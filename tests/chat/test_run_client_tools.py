@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from agents import Agent, FunctionTool
 
-from backend.chat.client_tools import CLIENT_TOOL_NAMES, ClientTool, with_client_tools
+from backend.chat.client_tools import ClientTool, with_client_tools
 from backend.chat.context import ChatContext
 from backend.chat.team import agents_by_name
 from backend.errors import InvalidInputError
@@ -37,11 +37,11 @@ def test_every_agent_of_the_run_gets_the_tools_and_the_team_itself_is_untouched(
     assert with_client_tools(start, ()) is start
 
 
-@pytest.mark.parametrize("clash", [sorted(CLIENT_TOOL_NAMES)[0], "twice"])
+@pytest.mark.parametrize("clash", ["list_tasks", "twice"])
 def test_a_name_the_team_has_or_a_name_given_twice_is_refused(clash: str) -> None:
     start = team()
-    start.tools = [
-        FunctionTool(name=sorted(CLIENT_TOOL_NAMES)[0], description="", params_json_schema={}, on_invoke_tool=None)
+    start.tools = [  # a server tool of the team, not one of CLIENT_TOOLS: the team's own tools are what is checked
+        FunctionTool(name="list_tasks", description="", params_json_schema={}, on_invoke_tool=None)
     ]  # type: ignore[arg-type]
     tools = (BANNER, BANNER) if clash == "twice" else (ClientTool(clash, "x", {}),)
     with pytest.raises(InvalidInputError):

@@ -125,7 +125,7 @@ async def test_a_regeneration_is_idempotent_refused_while_a_reply_runs_and_stopp
     repeat = await regenerate(client, cid, reply, client_message_id=key)
     assert repeat.events[0]["message_id"] == running.events[0]["message_id"], "a retry follows the first regeneration"
     assert len(fake.requests) == 2
-    fake.script(text_turn(["w "] * 40, delay=0.05))
+    fake.script(text_turn(["w "] * 40, delay=0.5))  # 20 s: stopped long before it ends
     busy = asyncio.create_task(regenerate(client, cid, reply))
     assert await fake.wait_until(lambda f: len(f.requests) == 3, within=10)
     assert (await regenerate(client, cid, reply)).error_body["error"]["code"] == "run_in_progress"

@@ -67,7 +67,8 @@ async def test_the_markdown_export_is_a_readable_transcript(client):
     assert [h.split(" · ")[0] for h in headings[::2]] == ["## You", "## You"]
     assert headings[1].startswith("## Assistant (Task assistant) · ")
     assert "add buy milk" in text and "what is in this file?" in text
-    assert detail["messages"][1]["content"].strip() in text  # the reply's text
+    reply = detail["messages"][1]["content"].strip()
+    assert reply and reply in text  # the reply's text
     assert "Attachments: notes for café.txt (text/plain, 8 bytes)" in text
     assert '- Tool `add_task` with `{"title": "buy milk"}` → `' in text
     assert "Feedback: 👎 down — said it twice" in text

@@ -792,8 +792,8 @@ class FakeGemini:
 
     @property
     def queued(self) -> int:
-        """Number of scripted turns not served yet."""
-        return len(self._queue)
+        """Number of scripted turns not served yet (streaming and unary)."""
+        return len(self._queue) + len(self._unary_queue)
 
     def reset(self) -> None:
         """Clear the queue, the recorded requests and the counters; restore the initial default turn."""
@@ -814,7 +814,7 @@ class FakeGemini:
             "requests": len(self.requests),
             "disconnects": self.disconnects,
             "completed": self.completed,
-            "queued": len(self._queue),
+            "queued": self.queued,
             "active": len(self._active),
             "last_request": self.requests[-1] if self.requests else None,
         }
@@ -951,7 +951,7 @@ class FakeGemini:
         except ValueError as e:  # includes json.JSONDecodeError
             return web.json_response({"error": str(e)}, status=400)
         self.script(*turns)
-        return web.json_response({"queued": len(self._queue)})
+        return web.json_response({"queued": self.queued})
 
     async def _control_reset(self, request: web.Request) -> web.Response:
         self.reset()

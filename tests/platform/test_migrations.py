@@ -283,10 +283,14 @@ def test_0010_sums_the_existing_ledger_per_user_and_utc_day(database_url: str):
         finally:
             await engine.dispose()
 
+    # On PostgreSQL the upgrade runs in a session whose time zone is not UTC: the days must still be UTC days.
+    upgrade_url = database_url
+    if database_url.startswith("postgresql"):
+        upgrade_url += ("&" if "?" in database_url else "?") + "options=-c%20TimeZone%3DAmerica%2FNew_York"
     try:
         command.downgrade(alembic_config(url=database_url), "0009")
         asyncio.run(run(seed=True))
-        command.upgrade(alembic_config(url=database_url), "head")
+        command.upgrade(alembic_config(url=upgrade_url), "head")
         assert asyncio.run(run(seed=False)) == [
             ("ann", "2026-11-30", 15, 0.75),
             ("ann", "2026-12-01", 7, 1.0),

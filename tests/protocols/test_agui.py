@@ -337,6 +337,8 @@ async def test_bad_input_gets_typed_errors_before_any_stream(client: httpx.Async
             "validation_error",
         ),
         (run_input(thread, resume=[{"interruptId": "x", "status": "resolved", "payload": True}]), 404, "not_found"),
+        # a tool result nested too deep to decode is text (not a 500); nothing waits for it in a new thread
+        (run_input(thread, ToolMessage(id="t", tool_call_id="c", content="[" * 100_000)), 404, "not_found"),
     ]
     for payload, status, code in cases:
         got = error_of(await post(client, payload))

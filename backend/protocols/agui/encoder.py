@@ -27,6 +27,7 @@ from backend.chat.events import (
     ToolResult,
     Usage,
     Widget,
+    frame,
 )
 
 EventJson = dict[str, object]
@@ -227,4 +228,4 @@ def _usage(usage: Usage) -> EventJson:
 
 
 def _frame(event_id: int, event: EventJson) -> bytes:
-    return b"id: %d\ndata: %s\n\n" % (event_id, _json.encode(event))
+    return frame(event_id, _json.encode(event))

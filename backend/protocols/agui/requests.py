@@ -11,11 +11,11 @@ The server's stored history is the truth; of `messages` only the tail counts:
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from typing import Literal
 
+import msgspec
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 from backend.chat.commands import (
@@ -223,9 +223,9 @@ def _tool_output(message: Message) -> object:
     if isinstance(content, list):
         content = "".join(part.text or "" for part in content)
     if isinstance(content, str):
-        try:
-            parsed: object = json.loads(content)
-        except ValueError:
+        try:  # strict JSON (no NaN), and a nesting too deep to decode is text like any other
+            parsed: object = msgspec.json.decode(content)
+        except (msgspec.DecodeError, RecursionError):
             return content
         return parsed
     return content

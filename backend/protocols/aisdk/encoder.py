@@ -15,6 +15,7 @@ from typing import Any, Literal
 import msgspec
 
 from backend.chat.events import (
+    DONE_FRAME,
     Agent,
     ApprovalRequest,
     ClientToolCall,
@@ -29,12 +30,11 @@ from backend.chat.events import (
     ToolCall,
     ToolResult,
     Widget,
+    frame,
 )
 
 Version = Literal[5, 6, 7]
-VERSIONS: tuple[Version, ...] = (5, 6, 7)
 HEADERS = {"x-vercel-ai-ui-message-stream": "v1"}
-DONE = b"data: [DONE]\n\n"
 _FINISH: dict[FinishReason, str] = {
     "stop": "stop",
     "error": "error",
@@ -80,7 +80,7 @@ class Encoder:
         """The `finish` (or `abort`) the response ends with, and `[DONE]`."""
         frames = b"".join(_frame(self._last_id, chunk) for chunk in self._finish)
         self._finish = []
-        return frames + DONE
+        return frames + DONE_FRAME
 
     def _chunks(self, event_id: int, event: Event) -> list[Chunk]:
         if isinstance(event, Start):
@@ -178,4 +178,4 @@ class Encoder:
 
 
 def _frame(event_id: int, chunk: Chunk) -> bytes:
-    return b"id: %d\ndata: %s\n\n" % (event_id, _json.encode(chunk))
+    return frame(event_id, _json.encode(chunk))

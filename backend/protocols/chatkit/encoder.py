@@ -169,13 +169,7 @@ class Encoder:
     def _retitled(self) -> list[Json]:
         if self._title is None:
             return []
-        thread = {
-            "id": self._thread_id,
-            "title": self._title,
-            "created_at": self._created_at,
-            "status": {"type": "active"},
-            "items": {"data": [], "has_more": False},
-        }
+        thread = items.thread_json(self._thread_id, self._title, self._created_at)
         self._title = None
         return [{"type": "thread.updated", "thread": thread}]
 
@@ -187,13 +181,7 @@ class Encoder:
         events: list[Json] = []
         user = self._user
         if user is not None and user.new_thread:
-            thread = {
-                "id": event.conversation_id,
-                "title": event.title,
-                "created_at": self._created_at,
-                "status": {"type": "active"},
-                "items": {"data": [], "has_more": False},
-            }
+            thread = items.thread_json(event.conversation_id, event.title, self._created_at)
             events.append({"type": "thread.created", "thread": thread})
         if user is not None and self._user_message_id is not None:
             attachments = [{**a, "thread_id": event.conversation_id} for a in user.attachments]

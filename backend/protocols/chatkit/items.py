@@ -93,6 +93,17 @@ def joins(previous: str | None, part_type: str) -> bool:
     return group in _GROUPED and group_of(previous) == group
 
 
+def thread_json(thread_id: str, title: str, created_at: str, page: Json | None = None) -> Json:
+    """A ChatKit `Thread`: an active thread with a page of its items (none by default)."""
+    return {
+        "id": thread_id,
+        "title": title,
+        "created_at": created_at,
+        "status": {"type": "active"},
+        "items": page or {"data": [], "has_more": False},
+    }
+
+
 def timestamp(value: datetime | None = None) -> str:
     """An ISO 8601 time (UTC when the database gave no zone)."""
     moment = value or datetime.now(UTC)

@@ -88,13 +88,7 @@ def _json_answer(body: Json) -> StarletteResponse:
 
 
 def _thread_json(conversation_id: uuid.UUID, title: str, created_at: datetime, page: Json | None = None) -> Json:
-    return {
-        "id": str(conversation_id),
-        "title": title,
-        "created_at": items.timestamp(created_at),
-        "status": {"type": "active"},
-        "items": page or {"data": [], "has_more": False},
-    }
+    return items.thread_json(str(conversation_id), title, items.timestamp(created_at), page)
 
 
 def _page(data: list[Json], limit: int) -> Json:
