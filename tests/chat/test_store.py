@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import update
 from sqlmodel import col, select
 
-from backend.chat.events import ApprovalRequest, Start, Text
+from backend.chat.events import ApprovalRequest, Done, Start, Text, Usage
 from backend.chat.pause import Approved, PausedState, answered, part_of
 from backend.chat.reply import Reply
 from backend.chat.store import ConversationStore, Outcome, StoredEvent, TurnRequest
@@ -260,3 +260,37 @@ async def test_rest_renames_and_deletes_only_the_owners_conversation(db):
         await rows.delete_conversation(USER, turn.conversation_id)
     async with db.sessions() as session:
         assert await session.get(Message, turn.message_id) is None  # the messages went with it
+
+
+async def test_a_resumed_turn_taken_over_before_it_logged_anything_keeps_its_parts_once(db):
+    # A process that dies right after resuming a paused turn may not have logged the new segment's `start` yet: the
+    # log then ends with the paused segment's `done`, whose events the stored parts already hold.
+    dead, alive = make_store(db), make_store(db)
+    await dead.heartbeat()
+    turn = await begun(dead, "delete milk")
+    ask = ApprovalRequest("call_1", "delete_task", {"task": "milk"})
+    reply = Reply()
+    segment = [Start(str(turn.conversation_id), str(turn.message_id), turn.title), Text("Sure."), ask]
+    for event in segment[1:]:
+        reply.add(event)
+    state = PausedState("Task assistant", {"$schemaVersion": "1.21"})
+    end = Done(str(turn.conversation_id), str(turn.message_id), "approval_required", Usage())
+    log = [StoredEvent.of(n + 1, event) for n, event in enumerate([*segment, end])]
+    outcome = Outcome(MessageStatus.REQUIRES_ACTION, reply, run_state=state.to_json())
+    assert await dead.finish_turn(turn.conversation_id, turn.message_id, outcome, log, retry_seconds=1) == "saved"
+    paused = await dead.paused_turn(USER, turn.conversation_id)
+    await dead.resume_turn(paused, [answered(part, Approved(ask.id)) for part in paused.parts])
+
+    await alive.heartbeat()
+    async with db.sessions() as session:
+        await session.exec(
+            update(Instance)
+            .where(col(Instance.id) == dead.instance_id)
+            .values(heartbeat_at=utcnow() - timedelta(seconds=30))
+        )
+        await session.commit()
+    assert await alive.recover_stale() == 1
+    stored = await message(db, turn.message_id)
+    assert stored.status == MessageStatus.INTERRUPTED
+    assert stored.content == "Sure."
+    assert stored.parts == [{"type": "text", "text": "Sure."}, answered(part_of(ask), Approved(ask.id))]

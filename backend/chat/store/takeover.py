@@ -15,7 +15,7 @@ from sqlalchemy import delete, or_, text, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from backend.chat.events import Done, Error, Start, Usage, decode
+from backend.chat.events import Done, Error, Usage, decode
 from backend.chat.reply import Reply
 from backend.chat.store.event_log import STOP_CHANNEL, EventLog
 from backend.chat.store.lock import FREE, RunLock
@@ -56,12 +56,13 @@ class Takeover:
             .order_by(col(TurnEvent.id))
         )
         stored = rows.all()
-        # The stored parts hold the reply up to its last pause; the log's last segment (from its last `start`) is what
-        # the dead run added since. Earlier segments are in the parts already.
+        # The stored parts hold the reply up to its last pause, whose segment the log ends with a `done`; what follows
+        # the last `done` is what the dead run added since (maybe nothing, not even its `start`, if it died before its
+        # first write). Earlier segments are in the parts already.
         events = [decode(data) for _, data in stored]
-        last_start = max((i for i, event in enumerate(events) if isinstance(event, Start)), default=len(events))
+        last_end = max((i for i, event in enumerate(events) if isinstance(event, Done)), default=-1)
         reply = Reply(message.parts, message.agent)
-        for event in events[last_start:]:
+        for event in events[last_end + 1 :]:
             if not isinstance(event, Done | Error):
                 reply.add(event)
         last = stored[-1][0] if stored else 0
