@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import select
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from datetime import date
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -20,7 +23,20 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from litestar.datastructures import State
-from sqlalchemy import ColumnElement, event, func, text
+from sqlalchemy import (
+    ColumnClause,
+    ColumnElement,
+    String,
+    Table,
+    TableValuedAlias,
+    bindparam,
+    cast,
+    event,
+    func,
+    text,
+)
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -53,6 +69,9 @@ class Database:
     """Sessions for a read that needs no transaction around it (one statement, or reads that may each see the
     latest commit): on PostgreSQL in autocommit, which saves the `BEGIN` and `ROLLBACK` round trips; on SQLite a
     plain `BEGIN`, so a read does not queue for the writer slot. Never write through one."""
+    autocommit: AsyncEngine
+    """PostgreSQL: the engine in autocommit, for a write that is one statement (its own transaction, without the
+    `BEGIN` and `COMMIT` round trips). SQLite: the engine itself; write through it only on PostgreSQL."""
 
     async def dispose(self) -> None:
         """Close every pooled connection."""
@@ -243,6 +262,7 @@ def create_database(settings: Settings) -> Database:
     )
     return Database(
         engine=engine,
+        autocommit=engine if is_sqlite else read_engine,
         sessions=async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False),
         reads=async_sessionmaker(read_engine, class_=AsyncSession, expire_on_commit=False),
     )
@@ -279,6 +299,36 @@ async def serialize_on(session: AsyncSession, key: str) -> None:
 def advisory_lock(key: str | ColumnElement[str]) -> ColumnElement[None]:
     """PostgreSQL's transaction-level advisory lock on `key`'s hash, as an expression (what `serialize_on` takes)."""
     return func.pg_advisory_xact_lock(func.hashtextextended(key, 0))
+
+
+def table_of(model: type[sqlmodel.SQLModel]) -> Table:
+    """The Core table of a SQLModel table model (SQLModel does not declare `__table__` to type checkers)."""
+    table = sa_inspect(model).local_table
+    assert isinstance(table, Table), model
+    return table
+
+
+def json_recordset(param: str, name: str, columns: Sequence[ColumnClause[Any]]) -> TableValuedAlias:
+    """PostgreSQL's `json_to_recordset(:param) AS name(column type, ...)`: rows sent as one JSON parameter.
+
+    One parameter binds any number of rows, so an INSERT ... SELECT from it is one statement whatever the row count
+    (`executemany` binds and sends each row on its own). Encode the rows with `recordset_json`.
+    """
+    rows = func.json_to_recordset(cast(bindparam(param, type_=String), postgresql.JSON))
+    return rows.table_valued(*columns).render_derived(name=name, with_types=True)
+
+
+def recordset_json(rows: Sequence[Mapping[str, object]]) -> str:
+    """The JSON of rows for `json_recordset`: UUIDs, dates and times as PostgreSQL reads them back from text."""
+    return json.dumps(rows, ensure_ascii=False, default=_json_scalar)
+
+
+def _json_scalar(value: object) -> str:
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, date):  # datetime too
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not a recordset value")
 
 
 def alembic_config(connection: Connection | None = None, url: str | None = None) -> Config:

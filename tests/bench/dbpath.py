@@ -21,6 +21,9 @@ from typing import Any
 
 import psycopg
 
+from alembic import command
+from backend.db import alembic_config
+
 CONVERSATIONS = 100_000
 MESSAGES_PER_CONVERSATION = 10
 USER = "local"
@@ -73,6 +76,14 @@ def recreate_database(base_url: str, name: str) -> None:
     with psycopg.connect(admin_url(base_url), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def migrated_database(base_url: str, name: str) -> str:
+    """A new database `name` next to `base_url`, migrated to head; its URL."""
+    recreate_database(base_url, name)
+    url = base_url.rsplit("/", 1)[0] + f"/{name}"
+    command.upgrade(alembic_config(url=url), "head")
+    return url
 
 
 def _counts(url: str) -> tuple[int, int] | None:

@@ -23,20 +23,19 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
-import psycopg
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from alembic import command
 from backend.chat.store.lock import RunLock
 from backend.chat.store.rows import TurnRequest
 from backend.chat.store.turns import TurnRows, running_turns_key
-from backend.db import Database, alembic_config, create_database
+from backend.db import Database, create_database
 from backend.settings import Settings
 from backend.usage.limits import LimitsService
 from backend.usage.models import UsageDaily
+from tests.bench.dbpath import migrated_database
 
 DB = "chatkit_quota_bench"
 ON = {
@@ -49,12 +48,7 @@ ON = {
 
 
 def fresh(admin: str) -> str:
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{DB}"')
-    url = admin.rsplit("/", 1)[0] + f"/{DB}"
-    command.upgrade(alembic_config(url=url), "head")
-    return url
+    return migrated_database(admin, DB)
 
 
 Check = Callable[[AsyncSession, AsyncConnection], Awaitable[None]]

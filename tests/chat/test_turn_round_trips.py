@@ -103,12 +103,12 @@ async def test_a_new_conversations_tool_turn_stays_in_budget(counted, fake: Fake
     fake.script(handoff_turn(), function_call_turn("list_tasks", {}), text_turn("You have no tasks."))
     cost = await run_turn(client, counts, "what are my tasks?")
     if database_url.startswith("postgresql"):
-        # begin (1 transaction: the conversation and both messages), the tool's read (autocommit: no transaction),
-        # finish (1 transaction: the events with their notification in one statement, the reply, the usage ledger's
-        # rows of its three model calls in one INSERT and the user's daily total in one upsert, the lock's release).
-        # MAX_TURNS_PER_USER adds 2 to begin: the per-user advisory lock, then the count of the user's running turns.
-        # Quotas and the message rate read the usage and count the message in the lock's statement: no more.
-        assert cost == {"checkouts": 3, "transactions": 2, "statements": 8 + 2}, counts.statements
+        # begin (1 transaction, 2 statements): the per-user advisory lock for MAX_TURNS_PER_USER (quotas and the
+        # message rate read the usage and count the message in that same statement), then one statement that counts
+        # the user's running turns and adds the conversation and both messages. The tool's read (autocommit: no
+        # transaction). finish (1 statement in autocommit): the reply, the usage ledger's rows of its three model
+        # calls and the user's daily total, the last events with their notification, the lock's release.
+        assert cost == {"checkouts": 3, "transactions": 1, "statements": 4}, counts.statements
     else:
         # SQLite has no notification; its BEGINs are statements, and the read is a transaction too (a plain BEGIN,
         # not BEGIN IMMEDIATE: it does not queue for the writer slot).
@@ -132,10 +132,10 @@ async def test_a_follow_up_turn_that_adds_a_task_stays_in_budget(counted, fake: 
     await counts.settle()
     cost = counts.summary()
     # begin (1: lock the conversation, read its history, add both messages), the tool (1: INSERT ... RETURNING,
-    # no read-back), finish (1, with the ledger's rows in one INSERT and the daily total's upsert). No quota is
-    # configured: no usage read.
+    # no read-back), finish (1, with the ledger's rows in one INSERT and the daily total's upsert; on PostgreSQL one
+    # statement in autocommit). No quota is configured: no usage read.
     if database_url.startswith("postgresql"):
-        assert cost == {"checkouts": 3, "transactions": 3, "statements": 10 + 2}, counts.statements  # + the turn limit
+        assert cost == {"checkouts": 3, "transactions": 2, "statements": 6 + 2}, counts.statements  # + the turn limit
     else:
         extra = 2 if counts.limits else 0  # the usage and the message's count
         assert cost == {"checkouts": 3, "transactions": 3, "statements": 13 + 1 + extra}, counts.statements

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -69,7 +69,7 @@ class ActionRows:
             sessions = async_sessionmaker(
                 bind=conn, class_=AsyncSession, expire_on_commit=False, join_transaction_mode="create_savepoint"
             )
-            database = Database(engine=self.database.engine, sessions=sessions, reads=sessions)
+            database = replace(self.database, sessions=sessions, reads=sessions)
             yield ActionTransaction(database, conversation_id, self.history_max_items)
 
 

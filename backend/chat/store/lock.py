@@ -10,9 +10,10 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import BindParameter, ColumnElement, Select, Update, bindparam, exists, func, or_, select, update
+from sqlalchemy import CTE, BindParameter, ColumnElement, Select, Update, bindparam, exists, func, or_, select, update
 from sqlmodel import col
 
+from backend.db import table_of
 from backend.models import Conversation, Instance
 
 
@@ -63,6 +64,24 @@ RUNNING_TURNS: Select[int] = (
 
 FREE: dict[str, object] = {"run_id": None, "run_owner": None, "run_expires_at": None, "run_cancel_requested": False}
 """The lock's columns when nobody holds it."""
+
+
+def release_cte(guard: CTE) -> CTE:
+    """The release as part of a larger statement, done only if `guard` returns a row.
+
+    It frees the lock of conversation `:freed_conversation_id` if the turn of `:message_id` still holds it.
+    """
+    conversations = table_of(Conversation)
+    return (
+        update(conversations)
+        .where(
+            conversations.c.id == bindparam("freed_conversation_id"),
+            conversations.c.run_id == bindparam("message_id"),
+            exists(guard.select()),
+        )
+        .values(FREE)
+        .cte("freed")
+    )
 
 
 def released(conversation_id: uuid.UUID, message_id: uuid.UUID) -> Update:
