@@ -143,6 +143,8 @@ title_hits AS (
     WHERE conversations_fts MATCH :terms AND c.user_id = :user_id AND c.archived = :archived
 ),"""
 
+# A conversation is found by its best message, its title or both: the union of the two, then each joined on (not a
+# FULL JOIN: SQLite has it only from 3.39, and Ubuntu 22.04's Python links 3.37).
 _RANKED = """
 best AS (
     SELECT conversation_id, message_id, score FROM (
@@ -151,12 +153,16 @@ best AS (
         FROM message_hits
     ) AS numbered WHERE n = 1
 ),
+found AS (
+    SELECT conversation_id AS id FROM best UNION SELECT id FROM title_hits
+),
 ranked AS (
     SELECT c.id, c.updated_at, b.message_id,
            CAST(CASE WHEN t.id IS NULL THEN 0 ELSE 1 END + COALESCE(b.score, 0) AS {float}) AS rank
-    FROM best AS b
-         FULL JOIN title_hits AS t ON t.id = b.conversation_id
-         JOIN conversations AS c ON c.id = COALESCE(t.id, b.conversation_id)
+    FROM found AS f
+         JOIN conversations AS c ON c.id = f.id
+         LEFT JOIN best AS b ON b.conversation_id = f.id
+         LEFT JOIN title_hits AS t ON t.id = f.id
     WHERE c.user_id = :user_id AND c.archived = :archived
 )
 SELECT id, rank, updated_at, message_id FROM ranked
