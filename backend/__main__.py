@@ -61,7 +61,7 @@ def main(app_factory: str = "backend.app:create_app") -> None:
         app_factory: The `module:function` uvicorn imports in each worker to build the app.
     """
     from backend import metrics
-    from backend.db import SchemaNotCurrentError
+    from backend.db import SchemaNotCurrentError, UnsupportedDatabaseError
     from backend.logs import configure_logging, logging_config
     from backend.settings import SettingsError, load_settings
 
@@ -72,7 +72,7 @@ def main(app_factory: str = "backend.app:create_app") -> None:
     configure_logging(settings)
     try:
         asyncio.run(_prepare(settings))
-    except SchemaNotCurrentError as error:
+    except (SchemaNotCurrentError, UnsupportedDatabaseError) as error:
         sys.exit(f"error: {error}")
     except Exception as error:
         reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]

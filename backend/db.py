@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import select
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -454,6 +455,28 @@ class SchemaNotCurrentError(Exception):
     """The database is not migrated to this code's head and start-up migration is off."""
 
 
+class UnsupportedDatabaseError(Exception):
+    """The database cannot run this code (an SQLite library older than `MIN_SQLITE`)."""
+
+
+MIN_SQLITE = (3, 35, 0)
+"""The oldest SQLite this code runs on: `INSERT ... RETURNING` (3.35); FTS5's `remove_diacritics 2` needs 3.27."""
+
+
+def check_sqlite_version(version: tuple[int, int, int]) -> None:
+    """Refuse an SQLite library older than `MIN_SQLITE`, in one line that says what to do.
+
+    Raises:
+        UnsupportedDatabaseError: It is older.
+    """
+    if version < MIN_SQLITE:
+        found, needed = ".".join(map(str, version)), ".".join(map(str, MIN_SQLITE))
+        raise UnsupportedDatabaseError(
+            f"this Python's SQLite is {found}; {needed} or later is needed. Run with a Python linked with a newer "
+            "one (PYTHON=/path/to/python3 bash .ci/serve), or use PostgreSQL (DATABASE_URL)"
+        )
+
+
 def describe_schema_status(status: SchemaStatus) -> str:
     """One line for an operator: what is wrong with the schema and what to do about it.
 
@@ -485,7 +508,10 @@ async def prepare_schema(database: Database, settings: Settings) -> SchemaStatus
 
     Raises:
         SchemaNotCurrentError: When the database is behind or empty and start-up migration is off.
+        UnsupportedDatabaseError: SQLite, older than `MIN_SQLITE`.
     """
+    if database.engine.dialect.name == "sqlite":
+        check_sqlite_version(sqlite3.sqlite_version_info)
     if settings.should_migrate_on_startup:
         await upgrade_to_head(database)
         return "current"

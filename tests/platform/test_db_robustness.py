@@ -24,7 +24,16 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from backend import db as db_module
 from backend.app import create_app
-from backend.db import SchemaNotCurrentError, create_database, head_revision, libpq_dsn, schema_status
+from backend.db import (
+    MIN_SQLITE,
+    SchemaNotCurrentError,
+    UnsupportedDatabaseError,
+    check_sqlite_version,
+    create_database,
+    head_revision,
+    libpq_dsn,
+    schema_status,
+)
 from backend.models import Conversation, Task, TaskCreate
 from backend.settings import PROJECT_ROOT, Settings, load_settings
 from backend.tasks import service as task_service
@@ -342,3 +351,17 @@ async def test_a_nul_character_is_stored_under_the_text_policy_the_same_on_both_
     assert response.status_code == 201
     assert response.json()["title"] == "nul\ufffdbyte"
     assert (await client.get(f"/api/tasks/{response.json()['id']}")).json()["title"] == "nul\ufffdbyte"
+
+
+async def test_an_sqlite_older_than_the_floor_is_refused_at_start_up_in_one_line(make_settings, monkeypatch):
+    check_sqlite_version(MIN_SQLITE)
+    with pytest.raises(UnsupportedDatabaseError, match=r"SQLite is 3\.34\.1; 3\.35\.0 or later is needed"):
+        check_sqlite_version((3, 34, 1))
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 34, 1))
+    settings = make_settings()
+    if not settings.database_url.startswith("sqlite"):
+        return  # PostgreSQL does not care which SQLite this Python has
+    with pytest.raises(BaseException) as caught:  # the lifespan's error arrives in an ExceptionGroup
+        async with AsyncTestClient(app=create_app(settings)):
+            pass
+    assert caught.group_contains(UnsupportedDatabaseError, match=r"or use PostgreSQL")
