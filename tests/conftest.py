@@ -103,7 +103,10 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
 async def clean_db(database_url: str) -> AsyncIterator[str]:
     """The database URL, emptied after the test."""
     yield database_url
-    engine = create_async_engine(database_url)
+    # SQLite: wait up to 30 s for the writer slot. Under CI's load, once, a browser test's server had just stopped
+    # and something still held it past SQLite's default 5 s (what, was not found).
+    connect_args = {"timeout": 30} if database_url.startswith("sqlite") else {}
+    engine = create_async_engine(database_url, connect_args=connect_args)
     async with engine.begin() as conn:
         for table in TABLES:
             await conn.execute(text(f"DELETE FROM {table}"))
