@@ -10,6 +10,7 @@ from typing import Any
 
 import uvicorn
 
+from backend.__main__ import WORKER_START_SECONDS
 from tests.bench import lag
 
 
@@ -39,6 +40,7 @@ def serve_peer(
         log_level="warning",
         access_log=False,
         lifespan="on",
+        timeout_worker_healthcheck=WORKER_START_SECONDS,  # uvicorn's 5 s respawns workers that import slowly
     )
 
 
