@@ -59,6 +59,17 @@ async def lock_of(db: Database, conversation_id: uuid.UUID) -> uuid.UUID | None:
         return (await session.exec(select(Conversation.run_id).where(col(Conversation.id) == conversation_id))).one()
 
 
+async def stop_beating(db: Database, store: ConversationStore) -> None:
+    """Make `store`'s process look dead to the others: its last heartbeat is older than the takeover delay."""
+    async with db.sessions() as session:
+        await session.exec(
+            update(Instance)
+            .where(col(Instance.id) == store.instance_id)
+            .values(heartbeat_at=utcnow() - timedelta(seconds=30))
+        )
+        await session.commit()
+
+
 # --- the turn's own rows -------------------------------------------------------------------------------------------
 
 
@@ -201,13 +212,7 @@ async def test_a_turn_whose_process_stopped_beating_is_taken_over(db):
     await dead.append_events({turn.message_id: [StoredEvent.of(1, start), StoredEvent.of(2, Text("so far"))]})
     await alive.heartbeat()
     assert await alive.recover_stale() == 0  # its owner still beats
-    async with db.sessions() as session:
-        await session.exec(
-            update(Instance)
-            .where(col(Instance.id) == dead.instance_id)
-            .values(heartbeat_at=utcnow() - timedelta(seconds=30))
-        )
-        await session.commit()
+    await stop_beating(db, dead)
     assert await alive.recover_stale() == 1
     stored = await message(db, turn.message_id)
     assert (stored.status, stored.content) == (MessageStatus.INTERRUPTED, "so far")
@@ -282,13 +287,7 @@ async def test_a_resumed_turn_taken_over_before_it_logged_anything_keeps_its_par
     await dead.resume_turn(paused, [answered(part, Approved(ask.id)) for part in paused.parts])
 
     await alive.heartbeat()
-    async with db.sessions() as session:
-        await session.exec(
-            update(Instance)
-            .where(col(Instance.id) == dead.instance_id)
-            .values(heartbeat_at=utcnow() - timedelta(seconds=30))
-        )
-        await session.commit()
+    await stop_beating(db, dead)
     assert await alive.recover_stale() == 1
     stored = await message(db, turn.message_id)
     assert stored.status == MessageStatus.INTERRUPTED

@@ -44,6 +44,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from backend.chat.events import Usage
 from backend.chat.pause import Part, cancelled
+from backend.chat.reply import Reply
 from backend.chat.store.event_log import EventLog, log_cte, log_params, notify_changed
 from backend.chat.store.lock import RUNNING_TURNS, RunLock, release_cte, released
 from backend.chat.store.rows import (
@@ -233,7 +234,7 @@ _NEW_MESSAGE_COLUMNS = (
 )
 _TITLE_SOURCE: str = Conversation.model_fields["title_source"].default  # a title from the first message
 _NEW_CONVERSATION = _new_conversation_statement()
-_OUTCOME_COLUMNS = ("status", "content", "parts", "tool_calls", "agent", "error_code", "usage", "items", "run_state")
+_OUTCOME_COLUMNS = tuple(_outcome_values(Outcome(MessageStatus.COMPLETE, Reply())))  # what every outcome sets
 _FINISH = _finish_statement()
 
 
