@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from backend.chat.pause import Ask, PausedState, Resume, answers_to, waiting
 from backend.chat.reply import Reply
 from backend.chat.store import BegunTurn, ConversationStore, ExistingTurn, TurnRequest
 from backend.chat.team import agents_by_name
-from backend.chat.titles import TitleModel, clean_title
+from backend.chat.titles import TITLE_AGENT, TitleModel, clean_title
 from backend.chat.turn import TurnLimits, TurnRun
 from backend.chat.widgets import widget_json
 from backend.db import Database, libpq_dsn
@@ -42,6 +43,7 @@ from backend.files.service import check_message_attachments, upload_file
 from backend.files.storage import FileStorage, create_storage
 from backend.models import MessageStatus
 from backend.settings import Settings
+from backend.usage.ledger import ModelCall, ledger_rows
 from backend.usage.limits import Budget, LimitsService
 
 log = logging.getLogger(__name__)
@@ -304,10 +306,14 @@ class ChatService:
         task.add_done_callback(self.leftovers.discard)
 
     async def _name(self, run: TurnRun, message: str) -> None:
-        assert self.titles is not None
+        titles = self.titles
+        assert titles is not None
+        started, answer = time.perf_counter(), None
         try:
             async with asyncio.timeout(self.settings.title_timeout_seconds):
-                title = clean_title(await self.titles.title(message))
+                answer = await titles.title(message)
+            await self._keep_title_call(run, answer.call)
+            title = clean_title(answer.text)
             if title is None:
                 log.warning("title of conversation %s: the model's answer was empty", run.conversation_id)
                 return
@@ -316,9 +322,18 @@ class ChatService:
                 return
         except Exception as error:  # the first-message title stays; never the text, only what went wrong
             log.warning("title of conversation %s failed (%s)", run.conversation_id, type(error).__name__)
+            if answer is None and titles.model is not None:  # the call failed: counted, its tokens unknown (0)
+                seconds = time.perf_counter() - started
+                failed = ModelCall(TITLE_AGENT, titles.model, priced=False, outcome="error", seconds=seconds)
+                await self._keep_title_call(run, failed)
             return
         sent = run.show_title(title)
         log.info("conversation %s titled by the model (%s)", run.conversation_id, "streamed" if sent else "stored")
+
+    async def _keep_title_call(self, run: TurnRun, call: ModelCall | None) -> None:
+        """A title call in the usage ledger (best effort): the conversation's, no message's (a title is no reply)."""
+        if call is not None:
+            await self.store.keep_usage(ledger_rows(run.context.user_id, run.conversation_id, None, [call]))
 
     async def _input_of(self, begun: BegunTurn) -> list[TResponseInputItem]:
         if begun.created and not begun.files:  # its whole history is this message

@@ -33,6 +33,7 @@ from openai.types.responses import (
 )
 from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
 
+from backend.chat.titles import TitleAnswer
 from backend.files.content import attached_descriptions
 
 OFFLINE_LABEL = "(offline demo)"
@@ -483,11 +484,16 @@ def _output_text(item: object) -> str:
 
 
 class OfflineTitles:
-    """The offline demo's conversation titles: deterministic, from the first message's first words."""
+    """The offline demo's conversation titles: deterministic, from the first message's first words (no model call)."""
 
-    async def title(self, message: str) -> str:
+    @property
+    def model(self) -> None:
+        """No model: the offline titles cost nothing and leave no ledger row."""
+        return None
+
+    async def title(self, message: str) -> TitleAnswer:
         """The first six words of `message`, each capitalized (`add buy milk` gives `Add Buy Milk`)."""
-        return offline_title(message)
+        return TitleAnswer(offline_title(message))
 
 
 def offline_title(message: str) -> str:

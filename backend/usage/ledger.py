@@ -100,10 +100,37 @@ class ModelCall:
     seconds: float = 0.0
 
 
+def priced_call(
+    agent: str | None,
+    model: str,
+    *,
+    input_tokens: int,
+    output_tokens: int,
+    total_tokens: int,
+    cached_tokens: int,
+    reasoning_tokens: int,
+    seconds: float,
+) -> ModelCall:
+    """A call that returned, with the usage the provider reported, priced by LiteLLM's cost map (`price`)."""
+    cost, priced = price(model, input_tokens, output_tokens, cached_tokens)
+    return ModelCall(
+        agent=agent,
+        model=model,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        total_tokens=total_tokens,
+        cached_tokens=cached_tokens,
+        reasoning_tokens=reasoning_tokens,
+        cost_usd=cost,
+        priced=priced,
+        seconds=seconds,
+    )
+
+
 def ledger_rows(
-    user_id: str, conversation_id: uuid.UUID, message_id: uuid.UUID, calls: list[ModelCall]
+    user_id: str, conversation_id: uuid.UUID, message_id: uuid.UUID | None, calls: list[ModelCall]
 ) -> list[dict[str, object]]:
-    """The `usage_records` rows of a turn's calls, for one Core INSERT."""
+    """The `usage_records` rows of calls, for one Core INSERT (`message_id` None: a call outside any reply)."""
     return [
         {
             "id": uuid.uuid4(),
@@ -191,19 +218,15 @@ class UsageHooks(RunHooks[ChatContext]):
         self._open = None
         usage = response.usage
         model = model_name(agent)
-        cached = usage.input_tokens_details.cached_tokens or 0
-        cost, priced = price(model, usage.input_tokens, usage.output_tokens, cached)
         self.calls.append(
-            ModelCall(
-                agent=agent.name,
-                model=model,
+            priced_call(
+                agent.name,
+                model,
                 input_tokens=usage.input_tokens,
                 output_tokens=usage.output_tokens,
                 total_tokens=usage.total_tokens,
-                cached_tokens=cached,
+                cached_tokens=usage.input_tokens_details.cached_tokens or 0,
                 reasoning_tokens=usage.output_tokens_details.reasoning_tokens or 0,
-                cost_usd=cost,
-                priced=priced,
                 seconds=time.perf_counter() - started,
             )
         )

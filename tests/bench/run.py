@@ -1210,6 +1210,7 @@ def main(argv: list[str] | None = None) -> int:
             for index, spec in enumerate(ours_specs or [None]):  # type: ignore[list-item]
                 server: Proc | None = None
                 if spec is not None:
+                    recreate_database(args.pg, STREAM_DB)  # each on an empty one (an older tree lacks newer schema)
                     log(f"[{time.monotonic() - started:5.0f}s] starting {spec.label} with {workers} worker(s)")
                     server = start_server(spec, workers, run_dir, fake.port, cpus, stream_db, args.log_level, procs)
                     warm_server(server, fake, run_dir, client_cpus)

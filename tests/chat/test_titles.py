@@ -1,6 +1,7 @@
 """Generated conversation titles: the first reply's `done` never waits for the title call, a failed or slow call
-keeps the first-message title, a user's rename wins, and the offline demo's title is deterministic. Real uvicorn,
-the real LiteLLM path on the fake Gemini (whose unary queue answers the title call), both databases."""
+keeps the first-message title, a user's rename wins, each title call is in the usage ledger (and the user's daily
+total), and the offline demo's title is deterministic. Real uvicorn, the real LiteLLM path on the fake Gemini (whose
+unary queue answers the title call), both databases."""
 
 from __future__ import annotations
 
@@ -12,11 +13,16 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+import litellm
 import pytest
+from sqlalchemy import select
+from sqlmodel import col
 
-from backend.chat.titles import INSTRUCTIONS, clean_title
+from backend.chat.titles import INSTRUCTIONS, TITLE_AGENT, clean_title
+from backend.db import Database
 from backend.settings import Settings
 from backend.team.offline import offline_title
+from backend.usage.models import UsageDaily, UsageRecord
 from tests.conftest import live
 from tests.fakes.gemini import FakeGemini, error_turn, text_turn
 from tests.sse import chat
@@ -45,6 +51,12 @@ async def wait_for(predicate: Callable[[], Any], what: str, within: float = 30.0
     while not await predicate():
         assert time.monotonic() < deadline, f"never happened: {what}"
         await asyncio.sleep(0.05)
+
+
+async def title_rows(db: Database) -> list[UsageRecord]:
+    async with db.sessions() as session:
+        rows = (await session.exec(select(UsageRecord).where(col(UsageRecord.agent) == TITLE_AGENT))).scalars()
+        return list(rows)
 
 
 def title_requests(fake: FakeGemini) -> list[dict[str, Any]]:
@@ -136,7 +148,33 @@ async def test_a_slow_title_call_never_delays_done_and_lands_on_the_next_list(ge
         await wait_for(logged(records, "titled by the model (stored)"), "the title stored after done")
 
 
-async def test_a_failed_title_call_keeps_the_first_message_title(gemini_settings, fake, records):
+async def test_a_title_call_is_in_the_usage_ledger_priced_and_counted_in_the_daily_total(gemini_settings, fake, db):
+    model = "gemini/gemini-2.5-flash-lite"
+    fake.script_unary(text_turn("Shopping Plan", usage=(40, 3)))
+    fake.script(text_turn("Noted.", usage=(12, 2)))
+    async with live(gemini_settings(titles=True, title_model=model)) as client:
+        stream = await chat(client, {"message": MESSAGE})
+        conversation_id = stream.events[0]["conversation_id"]
+
+        async def titled() -> bool:
+            return await listed_title(client, conversation_id) == "Shopping Plan"
+
+        async def recorded() -> bool:
+            return bool(await title_rows(db))
+
+        await wait_for(titled, "the model's title")
+        await wait_for(recorded, "the title call's ledger row")
+    (row,) = await title_rows(db)
+    assert (row.model, row.user_id, str(row.conversation_id), row.message_id) == (model, "local", conversation_id, None)
+    assert (row.input_tokens, row.output_tokens, row.total_tokens, row.outcome) == (40, 3, 43, "ok")
+    expected = sum(litellm.cost_per_token(model=model, prompt_tokens=40, completion_tokens=3))
+    assert row.priced and row.cost_usd == pytest.approx(expected) and row.cost_usd > 0
+    async with db.sessions() as session:
+        (daily,) = (await session.exec(select(UsageDaily))).scalars().all()
+    assert daily.total_tokens == 43 + 14  # the title call and the reply's call: the quota counts both
+
+
+async def test_a_failed_title_call_keeps_the_first_message_title(gemini_settings, fake, records, db):
     fake.script_unary(error_turn(500, "upstream secret detail"))
     fake.script(text_turn("Noted."))
     async with app(gemini_settings(titles=True), records) as client:
@@ -148,6 +186,8 @@ async def test_a_failed_title_call_keeps_the_first_message_title(gemini_settings
         assert await title_of(client, conversation_id) == FIRST_MESSAGE_TITLE
     assert len(title_requests(fake)) == 1  # no retry of a title
     assert_text_never_logged(records, MESSAGE, "upstream secret detail")
+    (row,) = await title_rows(db)  # the call was made: counted, with no tokens and no price
+    assert (row.outcome, row.total_tokens, row.priced, row.cost_usd) == ("error", 0, False, 0.0)
 
 
 async def test_a_rename_while_the_title_call_runs_wins(gemini_settings, fake, records):
@@ -177,7 +217,7 @@ async def test_titles_off_makes_no_title_call(gemini_settings, fake):
     assert title_requests(fake) == []
 
 
-async def test_the_offline_demo_names_a_conversation_deterministically(make_settings: Callable[..., Settings]):
+async def test_the_offline_demo_names_a_conversation_deterministically(make_settings: Callable[..., Settings], db):
     async with live(make_settings(titles=True)) as client:
         ids = []
         for _ in range(2):
@@ -190,6 +230,7 @@ async def test_the_offline_demo_names_a_conversation_deterministically(make_sett
                 return await title_of(client, conversation_id) == "Add Buy Milk Please"
 
             await wait_for(titled, "the offline title")
+    assert await title_rows(db) == []  # no model call, no ledger row
 
 
 def test_offline_titles_and_the_cleaning_of_model_answers():

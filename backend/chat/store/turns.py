@@ -858,7 +858,9 @@ class TurnRows:
             raise TurnLostError(message_id)
 
     async def keep_usage(self, ledger: Sequence[dict[str, object]]) -> None:
-        """Store the ledger rows of a turn whose message is no longer this process's to write (taken over, deleted).
+        """Store ledger rows outside a turn's final save: a lost turn's, or a conversation's title call.
+
+        A turn is lost when its message is no longer this process's to write (taken over, deleted).
 
         Idempotent on the rows' ids, so a save whose commit was acknowledged late never counts a call twice. Best
         effort: a failure is logged (the rows are then missing from the ledger, never counted twice).
@@ -875,9 +877,9 @@ class TurnRows:
                     await write_ledger(conn, missing)
 
         try:
-            await retrying(write, 5.0, "keep the usage of a lost turn")
+            await retrying(write, 5.0, "keep usage outside a turn's save")
         except Exception as error:
-            log.error("could not store %d ledger rows of a lost turn: %s", len(ledger), type(error).__name__)
+            log.error("could not store %d ledger rows: %s", len(ledger), type(error).__name__)
 
     async def close_unsaved(
         self, conversation_id: uuid.UUID, message_id: uuid.UUID, outcome: Outcome, events: Sequence[StoredEvent]
