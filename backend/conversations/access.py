@@ -97,11 +97,10 @@ class ConversationAccess:
     async def rate(
         self, user_id: str, conversation_id: uuid.UUID, message_ids: list[uuid.UUID], rating: FeedbackRating
     ) -> None:
-        """Rate assistant messages of the user's conversation, like `PUT .../messages/{id}/feedback`.
+        """Rate assistant messages of the user's conversation, like `PUT .../messages/{id}/feedback`: all or none.
 
         Raises:
-            InvalidInputError: One of them is not an assistant message.
-            NotFoundError: The conversation or a message does not exist or is another user's.
+            InvalidInputError: One of them is not an assistant message (none is rated).
+            NotFoundError: The conversation or a message does not exist or is another user's (none is rated).
         """
-        for message_id in dict.fromkeys(message_ids):
-            await self.rows.set_feedback(user_id, conversation_id, message_id, rating)
+        await self.rows.set_feedbacks(user_id, conversation_id, message_ids, rating)

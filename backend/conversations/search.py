@@ -123,8 +123,8 @@ _POSTGRES_HITS = """
 query AS (SELECT plainto_tsquery('simple'::regconfig, chatkit_search_fold(:terms)) AS q),
 message_hits AS (
     SELECT m.conversation_id, m.id AS message_id, m.seq, ts_rank(m.search_vector, query.q, 32) AS score
-    FROM query, messages AS m
-    WHERE m.search_vector @@ query.q
+    FROM query, messages AS m JOIN conversations AS c ON c.id = m.conversation_id
+    WHERE m.search_vector @@ query.q AND c.user_id = :user_id AND c.archived = :archived
 ),
 title_hits AS (
     SELECT c.id FROM query, conversations AS c
@@ -136,13 +136,16 @@ message_hits AS (
     SELECT m.conversation_id, m.id AS message_id, m.seq,
            -bm25(messages_fts) / (1.0 - bm25(messages_fts)) AS score
     FROM messages_fts JOIN messages AS m ON m.rowid = messages_fts.rowid
-    WHERE messages_fts MATCH :terms
+         JOIN conversations AS c ON c.id = m.conversation_id
+    WHERE messages_fts MATCH :terms AND c.user_id = :user_id AND c.archived = :archived
 ),
 title_hits AS (
     SELECT c.id FROM conversations_fts JOIN conversations AS c ON c.rowid = conversations_fts.rowid
     WHERE conversations_fts MATCH :terms AND c.user_id = :user_id AND c.archived = :archived
 ),"""
 
+# Both kinds of hit are the caller's only, before anything is scored: another user's matches are never ranked, so a
+# search costs what the caller's own conversations hold, not what every user's do.
 # A conversation is found by its best message, its title or both: the union of the two, then each joined on (not a
 # FULL JOIN: SQLite has it only from 3.39, and Ubuntu 22.04's Python links 3.37).
 _RANKED = """

@@ -86,7 +86,8 @@ class ConversationRows:
     ) -> MessageFeedbackPublic:
         """Rate one assistant message of the user's conversation (`rating` None removes the rating and its comment).
 
-        The one entry point for feedback, whatever the protocol: REST's `PUT .../feedback` and any adapter call it.
+        The entry point for feedback, whatever the protocol: REST's `PUT .../feedback` calls it, an adapter rating
+        several items calls `set_feedbacks`.
 
         Args:
             user_id: The caller; only the conversation's owner may rate its replies.
@@ -103,51 +104,91 @@ class ConversationRows:
             InvalidInputError: The message is the user's own (`not_an_assistant_message`), the comment is too long,
                 or a comment comes without a rating.
         """
+        (rated,) = await self.set_feedbacks(user_id, conversation_id, [message_id], rating, comment)
+        return rated
+
+    async def set_feedbacks(
+        self,
+        user_id: str,
+        conversation_id: uuid.UUID,
+        message_ids: list[uuid.UUID],
+        rating: FeedbackRating | None,
+        comment: str | None = None,
+    ) -> list[MessageFeedbackPublic]:
+        """`set_feedback` of several messages at once: all of them are rated, or (on any error) none.
+
+        Raises:
+            NotFoundError: The conversation or one of the messages does not exist, or belongs to another user.
+            InvalidInputError: As `set_feedback`, for any of them.
+        """
         text = feedback_comment(comment)
         if rating is None and text is not None:
             raise InvalidInputError("comment: only with a rating")
+        ids = list(dict.fromkeys(message_ids))
         try:
-            return await self._write_feedback(user_id, conversation_id, message_id, rating, text)
+            return await self._write_feedback(user_id, conversation_id, ids, rating, text)
         except IntegrityError:  # a concurrent first rating of the same message won the insert: update it
-            return await self._write_feedback(user_id, conversation_id, message_id, rating, text)
+            return await self._write_feedback(user_id, conversation_id, ids, rating, text)
 
     async def _write_feedback(
         self,
         user_id: str,
         conversation_id: uuid.UUID,
-        message_id: uuid.UUID,
+        message_ids: list[uuid.UUID],
         rating: FeedbackRating | None,
         comment: str | None,
-    ) -> MessageFeedbackPublic:
+    ) -> list[MessageFeedbackPublic]:
         async with self.database.sessions() as session:
             await get_conversation(session, user_id, conversation_id)
-            message = await session.get(Message, message_id)
-            if message is None or message.conversation_id != conversation_id:
+            roles = dict(
+                (
+                    await session.exec(
+                        select(Message.id, Message.role).where(
+                            col(Message.id).in_(message_ids), col(Message.conversation_id) == conversation_id
+                        )
+                    )
+                ).all()
+            )
+            if len(roles) != len(message_ids):  # every check before the first write
                 raise NotFoundError(MESSAGE_NOT_FOUND)
-            if message.role != MessageRole.ASSISTANT:
+            if any(role != MessageRole.ASSISTANT for role in roles.values()):
                 raise InvalidInputError("Only assistant messages can be rated.", code="not_an_assistant_message")
-            row = await session.get(MessageFeedback, message_id)
-            if rating is None:
-                if row is not None:
-                    await session.delete(row)
-                    await session.commit()
-                return MessageFeedbackPublic(message_id=message_id, feedback=None)
+            existing = {
+                row.message_id: row
+                for row in (
+                    await session.exec(select(MessageFeedback).where(col(MessageFeedback.message_id).in_(message_ids)))
+                ).all()
+            }
             now = utcnow()
-            if row is None:
-                row = MessageFeedback(
-                    message_id=message_id,
-                    conversation_id=conversation_id,
-                    user_id=user_id,
-                    rating=rating,
-                    created_at=now,
-                )
-            row.rating = rating
-            row.comment = comment
-            row.updated_at = now
-            session.add(row)
+            rows: list[MessageFeedback] = []
+            for message_id in message_ids:
+                row = existing.get(message_id)
+                if rating is None:
+                    if row is not None:
+                        await session.delete(row)
+                    continue
+                if row is None:
+                    row = MessageFeedback(
+                        message_id=message_id,
+                        conversation_id=conversation_id,
+                        user_id=user_id,
+                        rating=rating,
+                        created_at=now,
+                    )
+                row.rating = rating
+                row.comment = comment
+                row.updated_at = now
+                session.add(row)
+                rows.append(row)
             await session.commit()
-            await session.refresh(row)
-            return MessageFeedbackPublic(message_id=message_id, feedback=FeedbackPublic.model_validate(row))
+            if rating is None:
+                return [MessageFeedbackPublic(message_id=message_id, feedback=None) for message_id in message_ids]
+            for row in rows:
+                await session.refresh(row)
+            return [
+                MessageFeedbackPublic(message_id=row.message_id, feedback=FeedbackPublic.model_validate(row))
+                for row in rows
+            ]
 
     async def switch_branch(self, user_id: str, conversation_id: uuid.UUID, message_id: uuid.UUID) -> None:
         """Make the branch through `message_id` the active one: it ends at the newest message under it.

@@ -157,6 +157,43 @@ async def test_the_service_entry_point_needs_no_http(db):
     assert (await rows.set_feedback("alice", cid, reply_mid, None)).feedback is None
 
 
+async def test_rating_several_messages_rates_all_or_none(db):
+    """ChatKit's `items.feedback` names several items: one bad item leaves every other one unrated."""
+    cid = await seed_conversation(
+        db,
+        user_id="alice",
+        messages=[
+            {"content": "hello"},
+            {"role": "assistant", "content": "first"},
+            {"content": "again"},
+            {"role": "assistant", "content": "second"},
+        ],
+    )
+    async with db.sessions() as session:
+        user_mid, first, _, second = [
+            m.id for m in (await session.exec(select(Message).where(Message.conversation_id == cid).order_by("seq")))
+        ]
+    rows = ConversationRows(db)
+
+    async def rated() -> set[uuid.UUID]:
+        async with db.sessions() as session:
+            return {row.message_id for row in (await session.exec(select(MessageFeedback))).all()}
+
+    with pytest.raises(InvalidInputError):
+        await rows.set_feedbacks("alice", cid, [first, user_mid], "up")
+    with pytest.raises(NotFoundError):
+        await rows.set_feedbacks("alice", cid, [first, second, uuid.uuid4()], "up")
+    assert await rated() == set()
+    both = await rows.set_feedbacks("alice", cid, [first, second, first], "down")
+    assert [(r.message_id, r.feedback.rating if r.feedback else None) for r in both] == [
+        (first, "down"),
+        (second, "down"),
+    ]
+    assert await rated() == {first, second}
+    removed = await rows.set_feedbacks("alice", cid, [first, second], None)
+    assert [r.feedback for r in removed] == [None, None] and await rated() == set()
+
+
 async def test_feedback_goes_with_its_conversation(client, db):
     cid, _, reply_mid = await seed_exchange(db)
     assert (await client.put(url(cid, reply_mid), json={"rating": "down"})).status_code == 200

@@ -339,3 +339,25 @@ def test_the_ranked_query_needs_no_full_or_right_join(dialect: str, after: bool)
     sql = " ".join(str(_ranked_query(dialect, after=after)).upper().split())
     assert "JOIN" in sql
     assert not re.search(r"\b(FULL|RIGHT)( OUTER)? JOIN\b", sql), sql
+
+
+def _window_rows(plan: dict[str, Any]) -> int:
+    """Rows that went through the plan's window functions (the per-conversation best message: every scored hit)."""
+    own = plan["Actual Rows"] * plan["Actual Loops"] if plan["Node Type"] == "WindowAgg" else 0
+    return own + sum(_window_rows(child) for child in plan.get("Plans", []))
+
+
+async def test_other_users_matches_are_never_scored(client, db):
+    # A search must cost what the caller's conversations hold: scoring every user's matches first (and filtering
+    # after) makes a common word rank the whole messages table.
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("the plan's row counts are read from PostgreSQL's EXPLAIN ANALYZE")
+    mine = await seed_conversation(db, messages=[{"content": "a walrus on the ice"}])
+    for n in range(12):
+        await seed_conversation(db, user_id="someone-else", messages=[{"content": f"walrus number {n}"}] * 2)
+    assert await ids_of(client, "walrus") == [str(mine)]
+    sql = str(_ranked_query("postgresql", after=False))
+    params = {"terms": "walrus", "user_id": "local", "archived": False, "limit": 21}
+    async with db.engine.connect() as conn:
+        (plan,) = (await conn.execute(text(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}"), params)).scalar_one()
+    assert _window_rows(plan["Plan"]) == 1, "another user's matching messages were scored"

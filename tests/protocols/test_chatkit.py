@@ -452,6 +452,15 @@ async def test_items_feedback_rates_the_reply_and_shows_on_the_message(client: h
         client, "items.feedback", {"thread_id": thread_id, "item_ids": [user["id"]], "kind": "positive"}, headers=ALICE
     )
     assert 400 <= on_user.status < 500 and on_user.body["type"] == "error"
+    mixed = await post(
+        client,
+        "items.feedback",
+        {"thread_id": thread_id, "item_ids": [reply["id"], user["id"]], "kind": "negative"},
+        headers=ALICE,
+    )
+    assert 400 <= mixed.status < 500 and mixed.body["type"] == "error"
+    detail = (await client.get(f"/api/conversations/{thread_id}", headers=ALICE)).json()
+    assert [m["feedback"]["rating"] for m in detail["messages"] if m["id"] == message_id] == ["up"]  # none applied
 
 
 def test_a_generated_title_is_a_thread_updated_event_after_the_reply() -> None:
